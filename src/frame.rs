@@ -1,0 +1,119 @@
+//! The native protocol's framing: a 4-byte big-endian length, then that many bytes.
+//!
+//! Pure and synchronous so that the server, the client library, the fuzzers and the
+//! benchmarks share one implementation; "not enough bytes yet" is `Ok(None)`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Default bound on one frame's payload.
+pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+const HEADER: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame length 0: a frame holds at least one byte")]
+    Empty,
+    #[error("frame length {len} is over the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("the stream ended in the middle of a frame")]
+    Truncated,
+}
+
+/// Takes one complete frame's payload off the front of `src`, if it is all there.
+pub fn decode(src: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, FrameError> {
+    if src.len() < HEADER {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max_frame {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    if src.len() < HEADER + len {
+        // Reserve once for the whole frame rather than growing in steps as it trickles in.
+        src.reserve(HEADER + len - src.len());
+        return Ok(None);
+    }
+    src.advance(HEADER);
+    Ok(Some(src.split_to(len).freeze()))
+}
+
+/// Appends `payload` as one frame.
+pub fn encode(payload: &[u8], dst: &mut BytesMut) {
+    dst.reserve(HEADER + payload.len());
+    dst.put_u32(payload.len() as u32);
+    dst.put_slice(payload);
+}
+
+/// Appends a frame whose payload is `value` serialized as JSON, writing the length
+/// prefix after the fact so the payload is serialized once, straight into `dst`.
+pub fn encode_json<T: serde::Serialize + ?Sized>(value: &T, dst: &mut BytesMut) {
+    let start = dst.len();
+    dst.put_u32(0);
+    let mut writer = dst.writer();
+    // Serializing our own protocol types into memory cannot fail: they hold only
+    // strings, numbers, booleans and sequences, with string keys.
+    if serde_json::to_writer(&mut writer, value).is_err() {
+        let dst = writer.into_inner();
+        dst.truncate(start);
+        return;
+    }
+    let dst = writer.into_inner();
+    let len = (dst.len() - start - HEADER) as u32;
+    dst[start..start + HEADER].copy_from_slice(&len.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_header_and_partial_body_wait_for_more() {
+        let mut buf = BytesMut::new();
+        encode(b"{\"op\":\"ping\"}", &mut buf);
+        let whole = buf.clone();
+        for cut in 0..whole.len() {
+            let mut part = BytesMut::from(&whole[..cut]);
+            assert_eq!(decode(&mut part, DEFAULT_MAX_FRAME), Ok(None));
+        }
+        assert_eq!(
+            decode(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap(),
+            Bytes::from_static(b"{\"op\":\"ping\"}")
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn two_frames_in_one_buffer() {
+        let mut buf = BytesMut::new();
+        encode(b"a", &mut buf);
+        encode(b"bc", &mut buf);
+        assert_eq!(&decode(&mut buf, 10).unwrap().unwrap()[..], b"a");
+        assert_eq!(&decode(&mut buf, 10).unwrap().unwrap()[..], b"bc");
+        assert_eq!(decode(&mut buf, 10), Ok(None));
+    }
+
+    #[test]
+    fn bounds_are_enforced_from_the_header_alone() {
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert_eq!(decode(&mut buf, 10), Err(FrameError::Empty));
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 11][..]);
+        assert_eq!(
+            decode(&mut buf, 10),
+            Err(FrameError::TooLarge { len: 11, max: 10 })
+        );
+    }
+
+    #[test]
+    fn encode_json_prefixes_the_right_length() {
+        let mut buf = BytesMut::new();
+        encode_json(&serde_json::json!({"op": "ping"}), &mut buf);
+        let payload = decode(&mut buf, 100).unwrap().unwrap();
+        assert_eq!(&payload[..], br#"{"op":"ping"}"#);
+    }
+}

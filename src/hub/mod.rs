@@ -1,0 +1,203 @@
+//! The shared state every session serves from: who is online under which name, and the
+//! chat rooms. Plain synchronous state behind one short-held lock: it never sees bytes or
+//! dialects and never waits for a client, because pushing to a queue never blocks.
+
+mod rooms;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::outbound::{Outbox, SharedEvent};
+use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
+
+use rooms::Room;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error("the name {0} is in use by a client online now")]
+    NameTaken(String),
+    #[error("this connection already said hello as {0}")]
+    AlreadyRegistered(String),
+    #[error("say hello first")]
+    NotRegistered,
+    #[error("no user {0} is online")]
+    NoSuchUser(String),
+    #[error("no room {0}")]
+    NoSuchRoom(String),
+    #[error("a room {0} exists already")]
+    RoomExists(String),
+    #[error("you are not a member of room {0}")]
+    NotMember(String),
+    #[error("only the owner of room {0} can close it")]
+    NotOwner(String),
+}
+
+impl HubError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::NameTaken(_) => ErrorCode::NameTaken,
+            HubError::AlreadyRegistered(_) => ErrorCode::BadRequest,
+            HubError::NotRegistered => ErrorCode::NotRegistered,
+            HubError::NoSuchUser(_) => ErrorCode::NoSuchUser,
+            HubError::NoSuchRoom(_) => ErrorCode::NoSuchRoom,
+            HubError::RoomExists(_) => ErrorCode::RoomExists,
+            HubError::NotMember(_) => ErrorCode::NotMember,
+            HubError::NotOwner(_) => ErrorCode::NotOwner,
+        }
+    }
+}
+
+impl From<HubError> for ErrorBody {
+    fn from(e: HubError) -> Self {
+        ErrorBody::new(e.code(), e.to_string())
+    }
+}
+
+/// What the hub knows of one connection.
+#[derive(Debug)]
+struct Member {
+    name: Option<String>,
+    outbox: Outbox,
+    /// Rooms this client is in, in the order it entered them.
+    rooms: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    clients: HashMap<ClientId, Member>,
+    by_name: HashMap<String, ClientId>,
+    rooms: HashMap<String, Room>,
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    state: Mutex<State>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Hub::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the maps consistent at every step we
+        // take, so carrying on with a poisoned lock is safe and keeps the server up.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new connection: reachable for events from now on, but unnamed until `hello`.
+    pub fn connect(&self, id: ClientId, outbox: Outbox) {
+        self.lock().clients.insert(
+            id,
+            Member {
+                name: None,
+                outbox,
+                rooms: Vec::new(),
+            },
+        );
+    }
+
+    /// Gives connection `id` the name `name`, if no one online holds it.
+    pub fn claim_name(&self, id: ClientId, name: &str) -> Result<(), HubError> {
+        let mut state = self.lock();
+        let State {
+            clients, by_name, ..
+        } = &mut *state;
+        let member = clients.get_mut(&id).ok_or(HubError::NotRegistered)?;
+        if let Some(current) = &member.name {
+            return Err(HubError::AlreadyRegistered(current.clone()));
+        }
+        if by_name.contains_key(name) {
+            return Err(HubError::NameTaken(name.to_owned()));
+        }
+        by_name.insert(name.to_owned(), id);
+        member.name = Some(name.to_owned());
+        Ok(())
+    }
+
+    /// Undoes [`Hub::claim_name`] when the rest of `hello` failed.
+    pub fn release_name(&self, id: ClientId) {
+        let mut state = self.lock();
+        if let Some(name) = state.clients.get_mut(&id).and_then(|m| m.name.take()) {
+            state.by_name.remove(&name);
+        }
+    }
+
+    /// Everyone who has completed `hello`, in the order they connected.
+    pub fn users(&self) -> Vec<UserInfo> {
+        let state = self.lock();
+        let mut users: Vec<UserInfo> = state
+            .by_name
+            .iter()
+            .map(|(name, &client_id)| UserInfo {
+                client_id,
+                name: name.clone(),
+            })
+            .collect();
+        users.sort_unstable_by_key(|u| u.client_id);
+        users
+    }
+
+    /// The name of the named client online as `id`.
+    pub fn name_of(&self, id: ClientId) -> Option<String> {
+        self.lock().clients.get(&id).and_then(|m| m.name.clone())
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// Tells `to`, if online, that mail from `from` is waiting.
+    pub fn notify_mail(&self, to: &str, from: &str, message_id: u64) {
+        let state = self.lock();
+        if let Some(member) = state.by_name.get(to).and_then(|id| state.clients.get(id)) {
+            let event = SharedEvent::new(Event::Message {
+                from: from.to_owned(),
+                message_id,
+            });
+            let _ = member.outbox.push(event);
+        }
+    }
+
+    /// Sends `event` to every connection, named or not (the server is stopping).
+    pub fn broadcast(&self, event: Event) {
+        let event = SharedEvent::new(event);
+        for member in self.lock().clients.values() {
+            let _ = member.outbox.push(Arc::clone(&event));
+        }
+    }
+
+    /// Forgets connection `id`: its name is free again, it leaves every room it is in,
+    /// and the rooms it owns close. Returns its name, if it had one.
+    pub fn disconnect(&self, id: ClientId) -> Option<String> {
+        let mut state = self.lock();
+        let member = state.clients.remove(&id)?;
+        let name = member.name?;
+        state.by_name.remove(&name);
+        for room in member.rooms {
+            state.depart(id, &name, &room);
+        }
+        Some(name)
+    }
+}
+
+impl State {
+    fn named(&self, id: ClientId) -> Result<&str, HubError> {
+        self.clients
+            .get(&id)
+            .and_then(|m| m.name.as_deref())
+            .ok_or(HubError::NotRegistered)
+    }
+
+    /// Queues `event` for each of `members` except `except`.
+    fn deliver(&self, members: &[ClientId], except: ClientId, event: Event) {
+        let event = SharedEvent::new(event);
+        for id in members.iter().filter(|&&id| id != except) {
+            if let Some(member) = self.clients.get(id) {
+                let _ = member.outbox.push(Arc::clone(&event));
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! switchboard: a centralized TCP message hub for networking courses and LANs.
+//!
+//! Layers, from the wire inwards: [`frame`] (bytes to frames), [`dialect`] (frames to
+//! typed [`protocol`] requests and back), [`server`] (sockets and sessions),
+//! [`service`] (the rules of each op), [`hub`] (who is online, rooms) and [`store`]
+//! (the durable inbox). [`client`] is the async client library.
+
+pub mod client;
+pub mod dialect;
+pub mod frame;
+pub mod hub;
+pub mod outbound;
+pub mod protocol;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use client::Client;

@@ -1,0 +1,305 @@
+//! The typed vocabulary every dialect decodes into and encodes from: requests, replies,
+//! events and error codes, as DESIGN.md fixes them. Nothing here knows about sockets or
+//! wire formats beyond the serde field names, which are the native protocol's own.
+
+mod error;
+
+pub use error::{ErrorBody, ErrorCode};
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The server string announced in `welcome`.
+pub const SERVER_NAME: &str = concat!("switchboard ", env!("CARGO_PKG_VERSION"));
+/// Longest `text` of a direct or room message, in bytes.
+pub const MAX_TEXT: usize = 64 * 1024;
+/// Longest user name, in characters.
+pub const MAX_NAME: usize = 32;
+/// Longest room name; rooms follow the user-name alphabet so that every dialect,
+/// including whitespace-separated text lines, can carry them unquoted.
+pub const MAX_ROOM: usize = 64;
+/// `inbox` returns this many messages when the request gives no `limit`.
+pub const DEFAULT_INBOX_LIMIT: u32 = 100;
+/// `inbox` never returns more than this many messages, whatever `limit` says.
+pub const MAX_INBOX_LIMIT: u32 = 1000;
+
+/// Identifies one connection for the lifetime of the server process.
+pub type ClientId = u64;
+
+/// A request as the client sent it, with its correlation id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub id: Option<u64>,
+    pub request: Request,
+}
+
+/// One operation a client can ask for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Hello {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+    },
+    Menu,
+    Users,
+    Send {
+        to: Recipient,
+        text: String,
+    },
+    Inbox {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    CreateRoom {
+        room: String,
+    },
+    JoinRoom {
+        room: String,
+    },
+    Say {
+        room: String,
+        text: String,
+    },
+    LeaveRoom {
+        room: String,
+    },
+    CloseRoom {
+        room: String,
+    },
+    Bye,
+}
+
+/// Every op name, so that a decoder can tell an unknown op from a malformed known one.
+pub const OPS: &[&str] = &[
+    "ping",
+    "hello",
+    "menu",
+    "users",
+    "send",
+    "inbox",
+    "create_room",
+    "join_room",
+    "say",
+    "leave_room",
+    "close_room",
+    "bye",
+];
+
+impl Request {
+    /// May be served before `hello` has completed the handshake.
+    pub fn allowed_before_hello(&self) -> bool {
+        matches!(self, Request::Ping | Request::Hello { .. } | Request::Bye)
+    }
+}
+
+/// The `to` of a `send`: a JSON string is a name, a JSON number a client id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Recipient {
+    Id(ClientId),
+    Name(String),
+}
+
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::Id(id) => write!(f, "{id}"),
+            Recipient::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The answer to one request: `reply` carries the op's result fields or its error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub id: Option<u64>,
+    pub outcome: Result<Reply, ErrorBody>,
+}
+
+/// The result fields of a successful request, one shape per op family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Hello { client_id: ClientId, name: String },
+    Menu(Menu),
+    Users { users: Vec<UserInfo> },
+    Sent { message_id: u64 },
+    Inbox(InboxPage),
+    Joined { members: Vec<String> },
+    Done {},
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub client_id: ClientId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Menu {
+    pub title: String,
+    pub options: Vec<MenuOption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MenuOption {
+    pub key: u32,
+    pub label: String,
+    pub op: String,
+}
+
+impl Menu {
+    /// The course project's menu: the server owns it so that every client renders the
+    /// same services in the same order.
+    pub fn course_project() -> Self {
+        let options = [
+            (1, "Get user list", "users"),
+            (2, "Send a message", "send"),
+            (3, "Get my messages", "inbox"),
+            (4, "Create a new chat room", "create_room"),
+            (5, "Join an existing chat room", "join_room"),
+            (6, "Disconnect from server", "bye"),
+        ]
+        .into_iter()
+        .map(|(key, label, op)| MenuOption {
+            key,
+            label: label.to_owned(),
+            op: op.to_owned(),
+        })
+        .collect();
+        Menu {
+            title: "TCP CHAT".to_owned(),
+            options,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxPage {
+    pub messages: Vec<StoredMessage>,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub message_id: u64,
+    pub from: String,
+    pub text: String,
+    /// RFC 3339, UTC.
+    pub sent_at: String,
+}
+
+/// A server push, never correlated with a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Welcome {
+        client_id: ClientId,
+        server: String,
+        protocol: u32,
+    },
+    Message {
+        from: String,
+        message_id: u64,
+    },
+    Joined {
+        room: String,
+        name: String,
+    },
+    Left {
+        room: String,
+        name: String,
+    },
+    RoomMessage {
+        room: String,
+        from: String,
+        text: String,
+        sent_at: String,
+    },
+    RoomClosed {
+        room: String,
+        by: String,
+    },
+    Shutdown {
+        reason: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Event {
+    pub fn welcome(client_id: ClientId) -> Self {
+        Event::Welcome {
+            client_id,
+            server: SERVER_NAME.to_owned(),
+            protocol: PROTOCOL_VERSION,
+        }
+    }
+
+    pub fn error(body: ErrorBody) -> Self {
+        Event::Error {
+            code: body.code,
+            message: body.message,
+        }
+    }
+}
+
+/// Why a name is refused, or `None` when it follows DESIGN.md's rule:
+/// 1-32 characters of `A-Z a-z 0-9 _ . -`.
+pub fn check_name(name: &str) -> Option<String> {
+    check_identifier(name, MAX_NAME, "name")
+}
+
+/// Room names follow the same alphabet as user names, up to [`MAX_ROOM`] characters.
+pub fn check_room(room: &str) -> Option<String> {
+    check_identifier(room, MAX_ROOM, "room")
+}
+
+fn check_identifier(value: &str, max: usize, what: &str) -> Option<String> {
+    if value.is_empty() || value.len() > max {
+        return Some(format!("a {what} is 1 to {max} characters long"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if !value.chars().all(allowed) {
+        return Some(format!(
+            "a {what} uses only letters, digits, '_', '.' and '-'"
+        ));
+    }
+    None
+}
+
+/// The current time as DESIGN.md's `sent_at`: RFC 3339 in UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design_alphabet() {
+        assert!(check_name("nina_2.x-y").is_none());
+        assert!(check_name("").is_some());
+        assert!(check_name("has space").is_some());
+        assert!(check_name(&"a".repeat(33)).is_some());
+        assert!(check_name(&"a".repeat(32)).is_none());
+        assert!(check_name("héllo").is_some());
+    }
+
+    #[test]
+    fn menu_has_the_six_course_options() {
+        let menu = Menu::course_project();
+        let ops: Vec<_> = menu.options.iter().map(|o| o.op.as_str()).collect();
+        assert_eq!(
+            ops,
+            ["users", "send", "inbox", "create_room", "join_room", "bye"]
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The listener: binds, accepts, starts one session task per connection, and drains on
+//! shutdown. The only layer, with the sessions, that touches sockets.
+
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::dialect::{Dialect, Native};
+use crate::frame::DEFAULT_MAX_FRAME;
+use crate::protocol::ClientId;
+use crate::service::Services;
+use crate::store::{Store, StoreCloser, StoreError};
+
+use session::Session;
+
+/// How the server runs; every bound has a default here.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the native protocol listens.
+    pub listen: SocketAddr,
+    /// The SQLite file that keeps names and inboxes.
+    pub db: PathBuf,
+    /// Largest frame accepted from or sent to a client, in bytes.
+    pub max_frame: usize,
+    /// Outbound frames queued per client before it counts as a slow consumer.
+    pub queue_depth: usize,
+    /// How long shutdown waits for sessions to flush before cutting them off.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 12000)),
+            db: PathBuf::from("switchboard.db"),
+            max_frame: DEFAULT_MAX_FRAME,
+            queue_depth: 1024,
+            drain_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    services: Arc<Services>,
+    store_closer: StoreCloser,
+    config: Config,
+}
+
+/// Binds with SO_REUSEADDR, so that a restart right after a crash does not wait for
+/// the old connections' TIME_WAIT to pass.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+impl Server {
+    /// Opens the store and binds the listening socket.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let (store, store_closer) =
+            Store::open(&config.db).map_err(|source| ServerError::Store {
+                path: config.db.clone(),
+                source,
+            })?;
+        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Server {
+            listener,
+            services: Arc::new(Services::new(store, config.max_frame)),
+            store_closer,
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, tells every client,
+    /// flushes their queues (for at most the drain timeout), and closes the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            services,
+            store_closer,
+            config,
+        } = self;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(db = %config.db.display(), "listening on {addr} (native protocol)");
+        }
+        let stopping = CancellationToken::new();
+        let mut sessions = JoinSet::new();
+        let mut next_id: ClientId = 1;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let client_id = next_id;
+                        next_id += 1;
+                        let session = Session {
+                            client_id,
+                            services: Arc::clone(&services),
+                            queue_depth: config.queue_depth,
+                            shutdown: stopping.clone(),
+                        };
+                        let dialect = Native::new(config.max_frame);
+                        sessions.spawn(contained(session, stream, peer, dialect));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: say so, and give
+                        // closing connections a moment instead of spinning.
+                        tracing::error!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tracing::info!(
+            clients = services.hub.online_count(),
+            "shutting down: telling clients and flushing their queues"
+        );
+        stopping.cancel();
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = sessions.len(),
+                "drain timeout: closing the remaining connections"
+            );
+            sessions.shutdown().await;
+        }
+        drop(services);
+        // The store thread finishes its last batch and closes the file once the
+        // last handle is gone.
+        let _ = tokio::task::spawn_blocking(move || store_closer.join()).await;
+        tracing::info!("store closed; bye");
+        Ok(())
+    }
+}
+
+/// Runs one session so that a panic inside it is logged and cleaned up like any other
+/// disconnect instead of taking anything else down.
+async fn contained<D: Dialect>(session: Session, stream: TcpStream, peer: SocketAddr, dialect: D) {
+    let client_id = session.client_id;
+    let services = Arc::clone(&session.services);
+    let _ = stream.set_nodelay(true);
+    tracing::info!(client_id, %peer, "connect");
+    if AssertUnwindSafe(session.run(stream, dialect))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        let name = services.hub.disconnect(client_id);
+        tracing::error!(
+            client_id,
+            name = name.as_deref().unwrap_or("-"),
+            "session panicked; client disconnected and cleaned up"
+        );
+    }
+}
+
+/// Binds per `config` and serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    Server::bind(config).await?.run(shutdown).await
+}

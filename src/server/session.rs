@@ -1,0 +1,235 @@
+//! One connection: a reader that decodes and serves requests in order, and the single
+//! writer that owns the socket's write half, fed by the connection's bounded queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::dialect::{Dialect, Incoming};
+use crate::frame::FrameError;
+use crate::outbound::{Outbound, Outbox, SharedEvent, StopSignal};
+use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, Request, Response};
+use crate::service::{Services, SessionState};
+
+/// The writer gathers queued frames into one write of up to about this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+/// After the reader is done, the writer gets this long to flush what is queued.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+pub(super) struct Session {
+    pub client_id: ClientId,
+    pub services: Arc<Services>,
+    pub queue_depth: usize,
+    pub shutdown: CancellationToken,
+}
+
+impl Session {
+    /// Serves the connection until it ends; cleans up the client in the hub and logs
+    /// why it ended.
+    pub async fn run<D: Dialect>(self, stream: TcpStream, dialect: D) {
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::channel(self.queue_depth.max(2));
+        let stop = Arc::new(StopSignal::default());
+        let welcome = SharedEvent::new(Event::welcome(self.client_id));
+        // The queue is new and holds at least two items, so this cannot fail.
+        let _ = tx.try_send(Outbound::Event(welcome));
+        self.services
+            .hub
+            .connect(self.client_id, Outbox::new(tx.clone(), Arc::clone(&stop)));
+
+        let mut state = SessionState::new(self.client_id);
+        let writer = write_loop(write_half, dialect.clone(), rx, &stop);
+        tokio::pin!(writer);
+        let (reason, writer_done) = tokio::select! {
+            reason = self.read_loop(read_half, dialect, tx, &stop, &mut state) => (reason, false),
+            () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
+        };
+        self.services.hub.disconnect(self.client_id);
+        if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
+            tracing::debug!(
+                client_id = self.client_id,
+                "gave up flushing to a client that does not read"
+            );
+        }
+        tracing::info!(
+            client_id = self.client_id,
+            name = state.name.as_deref().unwrap_or("-"),
+            reason = %reason,
+            "disconnect"
+        );
+    }
+
+    /// Reads, decodes and serves until the connection should end; returns why.
+    async fn read_loop<D: Dialect>(
+        &self,
+        mut socket: OwnedReadHalf,
+        mut dialect: D,
+        tx: mpsc::Sender<Outbound>,
+        stop: &StopSignal,
+        state: &mut SessionState,
+    ) -> String {
+        let queue = Queue { tx: &tx, stop };
+        let mut buf = BytesMut::new();
+        loop {
+            loop {
+                match dialect.decode(&mut buf) {
+                    Ok(Some(incoming)) => {
+                        if let Some(reason) = self.serve(incoming, state, &queue).await {
+                            return reason;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return framing_error(e, &queue),
+                }
+            }
+            tokio::select! {
+                () = stop.stopped() => return stop.reason().unwrap_or_else(|| "stopped".into()),
+                () = self.shutdown.cancelled() => {
+                    let event = SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() });
+                    let _ = tx.try_send(Outbound::Event(event));
+                    let _ = tx.try_send(Outbound::Close);
+                    return "server shutting down".into();
+                }
+                read = socket.read_buf(&mut buf) => match read {
+                    Ok(0) if buf.is_empty() => return "closed by the client".into(),
+                    Ok(0) => return framing_error(FrameError::Truncated, &queue),
+                    Ok(_) => {}
+                    Err(e) => return format!("read failed: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Serves one decoded unit; `Some(reason)` when the session must end.
+    async fn serve(
+        &self,
+        incoming: Incoming,
+        state: &mut SessionState,
+        queue: &Queue<'_>,
+    ) -> Option<String> {
+        let (id, outcome, bye) = match incoming {
+            Incoming::Invalid { id, error } => (id, Err(error), false),
+            Incoming::Request(envelope) => {
+                let bye = matches!(envelope.request, Request::Bye);
+                let outcome = tokio::select! {
+                    outcome = self.services.handle(state, envelope.request) => outcome,
+                    () = queue.stop.stopped() => return Some(queue.stop.reason().unwrap_or_default()),
+                };
+                (envelope.id, outcome, bye)
+            }
+        };
+        if let Err(error) = &outcome {
+            tracing::info!(
+                client_id = self.client_id,
+                name = state.name.as_deref().unwrap_or("-"),
+                code = %error.code,
+                "error: {}", error.message
+            );
+        }
+        if !queue
+            .send(Outbound::Response(Response { id, outcome }))
+            .await
+        {
+            return Some(
+                queue
+                    .stop
+                    .reason()
+                    .unwrap_or_else(|| "connection closed".into()),
+            );
+        }
+        if bye {
+            queue.send(Outbound::Close).await;
+            return Some("bye".into());
+        }
+        None
+    }
+}
+
+/// The reader's side of the connection's queue.
+struct Queue<'a> {
+    tx: &'a mpsc::Sender<Outbound>,
+    stop: &'a StopSignal,
+}
+
+impl Queue<'_> {
+    /// Queues a response, waiting while the queue is full (the client is not reading,
+    /// so it is fair to stop reading from it); false when the session is over.
+    async fn send(&self, item: Outbound) -> bool {
+        tokio::select! {
+            sent = self.tx.send(item) => sent.is_ok(),
+            () = self.stop.stopped() => false,
+        }
+    }
+}
+
+/// Tells the client, if its queue has room, why its stream is being closed.
+fn framing_error(e: FrameError, queue: &Queue<'_>) -> String {
+    let code = match e {
+        FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    let event = SharedEvent::new(Event::error(ErrorBody::new(code, e.to_string())));
+    let _ = queue.tx.try_send(Outbound::Event(event));
+    let _ = queue.tx.try_send(Outbound::Close);
+    format!("framing error: {e}")
+}
+
+/// The connection's only writer: drains the queue, gathering whatever is waiting into
+/// one write, until the queue closes, a `Close` is reached, or the session is stopped.
+async fn write_loop<D: Dialect>(
+    mut socket: OwnedWriteHalf,
+    dialect: D,
+    mut rx: mpsc::Receiver<Outbound>,
+    stop: &StopSignal,
+) {
+    let mut buf = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = stop.stopped() => return,
+            item = rx.recv() => item,
+        };
+        let Some(first) = first else { break };
+        let mut close = encode(&dialect, first, &mut buf);
+        while !close && buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(item) => close = encode(&dialect, item, &mut buf),
+                Err(_) => break,
+            }
+        }
+        tokio::select! {
+            written = socket.write_all(&buf) => if let Err(e) = written {
+                stop.stop(format!("write failed: {e}"));
+                return;
+            },
+            () = stop.stopped() => return,
+        }
+        if buf.capacity() > WRITE_BATCH * 2 {
+            buf = BytesMut::new();
+        } else {
+            buf.clear();
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// Appends `item`'s bytes to `buf`; true when it is the order to close.
+fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
+    match item {
+        Outbound::Response(response) => dialect.encode_response(&response, buf),
+        Outbound::Event(event) => {
+            buf.extend_from_slice(event.encoded(D::KIND, |e| dialect.event_bytes(e)))
+        }
+        Outbound::Close => return true,
+    }
+    false
+}

@@ -1,0 +1,321 @@
+//! The durable part of switchboard: the names ever seen and every direct message until it
+//! is read, in one SQLite file.
+//!
+//! One thread owns the connection. Sessions hand it commands over a channel and await
+//! the answer; the thread takes every command waiting at that moment and runs them in a
+//! single transaction (group commit), so concurrent senders share one fsync, and
+//! answers only after that transaction is committed: "ok" means on disk.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::thread;
+
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{ErrorBody, ErrorCode, InboxPage, StoredMessage, now_rfc3339};
+
+/// Commands waiting beyond this many are taken by the next transaction, which keeps
+/// one transaction's latency bounded under load.
+const MAX_BATCH: usize = 1024;
+/// Room for this many queued commands before senders wait for the store.
+const QUEUE: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("no user {0} has ever been seen")]
+    NoSuchUser(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<StoreError> for ErrorBody {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchUser(_) => ErrorBody::new(ErrorCode::NoSuchUser, e.to_string()),
+            StoreError::Closed => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
+            StoreError::Sqlite(_) => ErrorBody::new(ErrorCode::Internal, "storage failed"),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Command {
+    Seen {
+        name: String,
+        reply: Reply<()>,
+    },
+    Append {
+        to: String,
+        from: String,
+        text: String,
+        reply: Reply<u64>,
+    },
+    TakeInbox {
+        name: String,
+        limit: u32,
+        byte_budget: usize,
+        reply: Reply<InboxPage>,
+    },
+}
+
+/// A handle on the store thread; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Waits for the store thread to finish its last batch and close the database.
+#[derive(Debug)]
+pub struct StoreCloser {
+    thread: thread::JoinHandle<()>,
+}
+
+impl StoreCloser {
+    /// Blocks until every handle is dropped and the thread has closed the file.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the store thread panicked");
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if need be) the database at `path` and starts its thread.
+    pub fn open(path: &Path) -> Result<(Store, StoreCloser), StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL lets the one writer append without rewriting pages in place, and
+        // synchronous=FULL makes every commit fsync the WAL: a committed send survives
+        // a process crash (kill -9) and a power loss. NORMAL would survive only the
+        // former; group commit is what keeps FULL cheap.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS users (
+                 name TEXT PRIMARY KEY,
+                 first_seen TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS messages (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 recipient TEXT NOT NULL,
+                 sender TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 sent_at TEXT NOT NULL,
+                 read INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE INDEX IF NOT EXISTS messages_unread
+                 ON messages (recipient, id) WHERE read = 0;",
+        )?;
+        let known = {
+            let mut stmt = conn.prepare("SELECT name FROM users")?;
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<HashSet<_>, _>>()?
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let worker = Worker { conn, known };
+        let thread = thread::Builder::new()
+            .name("store".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|_| StoreError::Closed)?;
+        Ok((Store { tx }, StoreCloser { thread }))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records that `name` exists, so that mail to it is kept while it is offline.
+    pub async fn seen(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.call(|reply| Command::Seen { name, reply }).await
+    }
+
+    /// Stores a direct message; answers its id once it is committed to disk.
+    pub async fn append(&self, to: &str, from: &str, text: &str) -> Result<u64, StoreError> {
+        let (to, from, text) = (to.to_owned(), from.to_owned(), text.to_owned());
+        self.call(|reply| Command::Append {
+            to,
+            from,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    /// Takes up to `limit` of `name`'s unread messages, oldest first, whose JSON fits
+    /// in about `byte_budget` bytes (at least one, so the reader always progresses),
+    /// and marks them read.
+    pub async fn take_inbox(
+        &self,
+        name: &str,
+        limit: u32,
+        byte_budget: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let name = name.to_owned();
+        self.call(|reply| Command::TakeInbox {
+            name,
+            limit,
+            byte_budget,
+            reply,
+        })
+        .await
+    }
+}
+
+struct Worker {
+    conn: Connection,
+    /// Every name in `users`, so a send to an unknown name costs no query.
+    known: HashSet<String>,
+}
+
+/// A finished command whose answer waits for its transaction to commit.
+enum Pending {
+    Unit(Reply<()>, Result<(), StoreError>),
+    Id(Reply<u64>, Result<u64, StoreError>),
+    Page(Reply<InboxPage>, Result<InboxPage, StoreError>),
+}
+
+impl Worker {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(&mut batch);
+        }
+    }
+
+    fn run_batch(&mut self, batch: &mut Vec<Command>) {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut newly_known = Vec::new();
+        let committed = (|| -> Result<(), rusqlite::Error> {
+            let tx = self.conn.transaction()?;
+            for cmd in batch.drain(..) {
+                done.push(apply(&tx, &self.known, &mut newly_known, cmd)?);
+            }
+            tx.commit()
+        })();
+        match committed {
+            Ok(()) => {
+                self.known.extend(newly_known);
+                for pending in done {
+                    pending.answer();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store transaction failed; its commands are answered with an error");
+                // Dropping the reply senders answers every waiting session with
+                // `Closed`, which they report as an error without claiming success.
+                drop(done);
+                batch.clear();
+            }
+        }
+    }
+}
+
+impl Pending {
+    fn answer(self) {
+        // A session that disconnected meanwhile no longer waits; nothing to do then.
+        match self {
+            Pending::Unit(reply, result) => drop(reply.send(result)),
+            Pending::Id(reply, result) => drop(reply.send(result)),
+            Pending::Page(reply, result) => drop(reply.send(result)),
+        }
+    }
+}
+
+/// Runs one command inside the batch's transaction. An `Err` aborts the whole batch;
+/// an answer that is an error (an unknown recipient) does not.
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    known: &HashSet<String>,
+    newly_known: &mut Vec<String>,
+    cmd: Command,
+) -> Result<Pending, rusqlite::Error> {
+    Ok(match cmd {
+        Command::Seen { name, reply } => {
+            if !known.contains(&name) && !newly_known.contains(&name) {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
+                )?
+                .execute(params![name, now_rfc3339()])?;
+                newly_known.push(name);
+            }
+            Pending::Unit(reply, Ok(()))
+        }
+        Command::Append {
+            to,
+            from,
+            text,
+            reply,
+        } => {
+            if !known.contains(&to) && !newly_known.contains(&to) {
+                return Ok(Pending::Id(reply, Err(StoreError::NoSuchUser(to))));
+            }
+            tx.prepare_cached(
+                "INSERT INTO messages (recipient, sender, body, sent_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![to, from, text, now_rfc3339()])?;
+            Pending::Id(reply, Ok(tx.last_insert_rowid() as u64))
+        }
+        Command::TakeInbox {
+            name,
+            limit,
+            byte_budget,
+            reply,
+        } => Pending::Page(reply, Ok(take_inbox(tx, &name, limit, byte_budget)?)),
+    })
+}
+
+fn take_inbox(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    limit: u32,
+    byte_budget: usize,
+) -> Result<InboxPage, rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, sender, body, sent_at FROM messages
+         WHERE recipient = ?1 AND read = 0 ORDER BY id LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![name, i64::from(limit) + 1])?;
+    let mut messages = Vec::new();
+    let mut used = 0;
+    let mut more = false;
+    while let Some(row) = rows.next()? {
+        let message = StoredMessage {
+            message_id: row.get::<_, i64>(0)? as u64,
+            from: row.get(1)?,
+            text: row.get(2)?,
+            sent_at: row.get(3)?,
+        };
+        let size = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len() + 1);
+        let fits = messages.is_empty() || used + size <= byte_budget;
+        if messages.len() == limit as usize || !fits {
+            more = true;
+            break;
+        }
+        used += size;
+        messages.push(message);
+    }
+    drop(rows);
+    if let Some(last) = messages.last() {
+        tx.prepare_cached(
+            "UPDATE messages SET read = 1 WHERE recipient = ?1 AND read = 0 AND id <= ?2",
+        )?
+        .execute(params![name, last.message_id as i64])?;
+    }
+    Ok(InboxPage { messages, more })
+}
