@@ -1,4 +1,4 @@
-import json, socket, struct
+import json, socket, struct, sys
 
 def send(sock, obj):
     data = json.dumps(obj).encode()
@@ -10,7 +10,8 @@ def recv(sock):
     (length,) = struct.unpack(">I", header)
     return json.loads(sock.recv(length, socket.MSG_WAITALL))
 
-sock = socket.create_connection(("127.0.0.1", 12000))
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 12000
+sock = socket.create_connection(("127.0.0.1", port))
 print(recv(sock))  # {'event': 'welcome', 'client_id': 1, ...}
 send(sock, {"id": 1, "op": "hello", "name": "nina"}); print(recv(sock))
 send(sock, {"id": 2, "op": "users"}); print(recv(sock))

@@ -51,6 +51,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Each client is one file descriptor: allow as many as the hard limit permits.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!("open-file limit: {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let config = Config {
         listen: args.listen,
         db: args.db,

@@ -1,0 +1,61 @@
+//! The inbox lives in SQLite: unread mail survives a restart, read mail stays read.
+
+use switchboard::Client;
+
+use crate::common::{TestServer, client_code};
+
+#[tokio::test]
+async fn unread_mail_survives_a_restart_and_read_mail_stays_read() {
+    let mut first = TestServer::start().await;
+    let dir = first.keep_dir().unwrap();
+    let db = first.db.clone();
+
+    let reader = first.client("reader").await;
+    reader.bye().await.unwrap();
+    let writer = first.client("writer").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(writer.send("reader", &format!("m{i}")).await.unwrap());
+    }
+    drop(writer);
+    first.stop().await;
+
+    let second = TestServer::start_on(&db).await;
+    let writer = second.client("writer").await;
+    // "reader" was seen before the restart, so mail to it is still accepted.
+    writer.send("reader", "after restart").await.unwrap();
+    assert_eq!(
+        client_code(writer.send("stranger", "x").await),
+        "no_such_user"
+    );
+    let reader = second.client("reader").await;
+    let page = reader.inbox(Some(5)).await.unwrap();
+    let got: Vec<_> = page.messages.iter().map(|m| m.message_id).collect();
+    assert_eq!(got, ids[..5]);
+    assert!(page.more);
+    drop(reader);
+    second.stop().await;
+
+    let third = TestServer::start_on(&db).await;
+    let reader = third.client("reader").await;
+    let page = reader.inbox(None).await.unwrap();
+    let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["m5", "m6", "m7", "m8", "m9", "after restart"]);
+    assert!(!page.more);
+    third.stop().await;
+    drop(dir);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_tells_clients() {
+    let server = TestServer::start().await;
+    let mut client = Client::connect(server.addr).await.unwrap();
+    let mut events = client.take_events().unwrap();
+    client.hello("stayer").await.unwrap();
+    server.stop().await;
+    let event = crate::common::next_event(&mut events).await;
+    assert!(
+        matches!(event, switchboard::protocol::Event::Shutdown { .. }),
+        "{event:?}"
+    );
+}

@@ -1,0 +1,9 @@
+//! Integration tests: a real server over loopback TCP, a real SQLite file in a temp dir.
+
+mod common;
+mod course;
+mod durability;
+mod native;
+mod python_example;
+mod rooms;
+mod services;
