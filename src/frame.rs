@@ -35,8 +35,8 @@ pub fn decode(src: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, Fra
         });
     }
     if src.len() < HEADER + len {
-        // Reserve once for the whole frame rather than growing in steps as it trickles in.
-        src.reserve(HEADER + len - src.len());
+        // No reserving for the announced length here: a header alone must not make the
+        // server commit a megabyte. The buffer grows as bytes actually arrive.
         return Ok(None);
     }
     src.advance(HEADER);

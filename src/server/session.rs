@@ -21,6 +21,9 @@ use crate::service::{Services, SessionState};
 const WRITE_BATCH: usize = 64 * 1024;
 /// After the reader is done, the writer gets this long to flush what is queued.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
+/// Reads go into at least this much free buffer space, so that a large frame arrives in
+/// few reads; a buffer that grew past [`WRITE_BATCH`] for one is released once empty.
+const READ_CHUNK: usize = 8 * 1024;
 
 pub(super) struct Session {
     pub client_id: ClientId,
@@ -88,6 +91,10 @@ impl Session {
                     Err(e) => return framing_error(e, &queue),
                 }
             }
+            if buf.is_empty() && buf.capacity() > WRITE_BATCH {
+                buf = BytesMut::new();
+            }
+            buf.reserve(READ_CHUNK);
             tokio::select! {
                 () = stop.stopped() => return stop.reason().unwrap_or_else(|| "stopped".into()),
                 () = self.shutdown.cancelled() => {

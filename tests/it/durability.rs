@@ -59,3 +59,25 @@ async fn graceful_shutdown_tells_clients() {
         "{event:?}"
     );
 }
+
+#[tokio::test]
+async fn a_restart_binds_the_same_port_at_once() {
+    let first = TestServer::start().await;
+    let addr = first.addr;
+    // Connections the server closes itself leave TIME_WAIT entries on its port.
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(first.client(&format!("c{i}")).await);
+    }
+    first.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let second = TestServer::start_with(switchboard::server::Config {
+        listen: addr,
+        db: dir.path().join("again.db"),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(second.addr, addr);
+    second.client("back").await;
+    second.stop().await;
+}

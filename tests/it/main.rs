@@ -6,4 +6,5 @@ mod durability;
 mod native;
 mod python_example;
 mod rooms;
+mod roundtrip;
 mod services;
