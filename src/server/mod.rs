@@ -190,7 +190,7 @@ async fn contained<D: Dialect>(session: Session, stream: TcpStream, peer: Socket
         let name = services.hub.disconnect(client_id);
         tracing::error!(
             client_id,
-            name = name.as_deref().unwrap_or("-"),
+            name = %name.as_deref().unwrap_or("-"),
             "session panicked; client disconnected and cleaned up"
         );
     }

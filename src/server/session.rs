@@ -62,7 +62,7 @@ impl Session {
         }
         tracing::info!(
             client_id = self.client_id,
-            name = state.name.as_deref().unwrap_or("-"),
+            name = %state.name.as_deref().unwrap_or("-"),
             reason = %reason,
             "disconnect"
         );
@@ -134,7 +134,7 @@ impl Session {
         if let Err(error) = &outcome {
             tracing::info!(
                 client_id = self.client_id,
-                name = state.name.as_deref().unwrap_or("-"),
+                name = %state.name.as_deref().unwrap_or("-"),
                 code = %error.code,
                 "error: {}", error.message
             );
