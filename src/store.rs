@@ -29,6 +29,8 @@ pub enum StoreError {
     NoSuchUser(String),
     #[error("the store is closed")]
     Closed,
+    #[error("the store could not commit: {0}")]
+    Failed(String),
 }
 
 impl From<StoreError> for ErrorBody {
@@ -36,29 +38,40 @@ impl From<StoreError> for ErrorBody {
         match e {
             StoreError::NoSuchUser(_) => ErrorBody::new(ErrorCode::NoSuchUser, e.to_string()),
             StoreError::Closed => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
-            StoreError::Sqlite(_) => ErrorBody::new(ErrorCode::Internal, "storage failed"),
+            StoreError::Sqlite(_) | StoreError::Failed(_) => {
+                ErrorBody::new(ErrorCode::Internal, "storage failed; nothing was stored")
+            }
         }
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// What the store thread answers a command with, once its transaction is committed.
+enum Outcome {
+    Done,
+    Stored(u64),
+    Page(InboxPage),
+}
 
-enum Command {
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+struct Command {
+    op: Op,
+    reply: Reply,
+}
+
+enum Op {
     Seen {
         name: String,
-        reply: Reply<()>,
     },
     Append {
         to: String,
         from: String,
         text: String,
-        reply: Reply<u64>,
     },
     TakeInbox {
         name: String,
         limit: u32,
         byte_budget: usize,
-        reply: Reply<InboxPage>,
     },
 }
 
@@ -123,10 +136,10 @@ impl Store {
         Ok((Store { tx }, StoreCloser { thread }))
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+    async fn call(&self, op: Op) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(make(reply))
+            .send(Command { op, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -135,19 +148,16 @@ impl Store {
     /// Records that `name` exists, so that mail to it is kept while it is offline.
     pub async fn seen(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_owned();
-        self.call(|reply| Command::Seen { name, reply }).await
+        self.call(Op::Seen { name }).await.map(drop)
     }
 
     /// Stores a direct message; answers its id once it is committed to disk.
     pub async fn append(&self, to: &str, from: &str, text: &str) -> Result<u64, StoreError> {
         let (to, from, text) = (to.to_owned(), from.to_owned(), text.to_owned());
-        self.call(|reply| Command::Append {
-            to,
-            from,
-            text,
-            reply,
-        })
-        .await
+        match self.call(Op::Append { to, from, text }).await? {
+            Outcome::Stored(id) => Ok(id),
+            _ => Err(StoreError::Failed("unexpected answer to append".into())),
+        }
     }
 
     /// Takes up to `limit` of `name`'s unread messages, oldest first, whose JSON fits
@@ -160,13 +170,15 @@ impl Store {
         byte_budget: usize,
     ) -> Result<InboxPage, StoreError> {
         let name = name.to_owned();
-        self.call(|reply| Command::TakeInbox {
+        let op = Op::TakeInbox {
             name,
             limit,
             byte_budget,
-            reply,
-        })
-        .await
+        };
+        match self.call(op).await? {
+            Outcome::Page(page) => Ok(page),
+            _ => Err(StoreError::Failed("unexpected answer to inbox".into())),
+        }
     }
 }
 
@@ -174,13 +186,6 @@ struct Worker {
     conn: Connection,
     /// Every name in `users`, so a send to an unknown name costs no query.
     known: HashSet<String>,
-}
-
-/// A finished command whose answer waits for its transaction to commit.
-enum Pending {
-    Unit(Reply<()>, Result<(), StoreError>),
-    Id(Reply<u64>, Result<u64, StoreError>),
-    Page(Reply<InboxPage>, Result<InboxPage, StoreError>),
 }
 
 impl Worker {
@@ -198,85 +203,75 @@ impl Worker {
         }
     }
 
+    /// Runs every command of `batch` in one transaction; answers them all after the
+    /// commit, or all with an error if the transaction failed.
     fn run_batch(&mut self, batch: &mut Vec<Command>) {
-        let mut done = Vec::with_capacity(batch.len());
         let mut newly_known = Vec::new();
-        let committed = (|| -> Result<(), rusqlite::Error> {
+        let result = (|| -> Result<Vec<_>, rusqlite::Error> {
             let tx = self.conn.transaction()?;
-            for cmd in batch.drain(..) {
-                done.push(apply(&tx, &self.known, &mut newly_known, cmd)?);
-            }
-            tx.commit()
+            let outcomes = batch
+                .iter()
+                .map(|cmd| apply(&tx, &self.known, &mut newly_known, &cmd.op))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(outcomes)
         })();
-        match committed {
-            Ok(()) => {
+        // A session that disconnected meanwhile no longer waits: ignore failed sends.
+        match result {
+            Ok(outcomes) => {
                 self.known.extend(newly_known);
-                for pending in done {
-                    pending.answer();
+                for (cmd, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = cmd.reply.send(outcome);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "store transaction failed; its commands are answered with an error");
-                // Dropping the reply senders answers every waiting session with
-                // `Closed`, which they report as an error without claiming success.
-                drop(done);
-                batch.clear();
+                tracing::error!(
+                    "store transaction failed, {} commands refused: {e}",
+                    batch.len()
+                );
+                for cmd in batch.drain(..) {
+                    let _ = cmd.reply.send(Err(StoreError::Failed(e.to_string())));
+                }
             }
         }
     }
 }
 
-impl Pending {
-    fn answer(self) {
-        // A session that disconnected meanwhile no longer waits; nothing to do then.
-        match self {
-            Pending::Unit(reply, result) => drop(reply.send(result)),
-            Pending::Id(reply, result) => drop(reply.send(result)),
-            Pending::Page(reply, result) => drop(reply.send(result)),
-        }
-    }
-}
-
-/// Runs one command inside the batch's transaction. An `Err` aborts the whole batch;
+/// Runs one operation inside the batch's transaction. An `Err` aborts the whole batch;
 /// an answer that is an error (an unknown recipient) does not.
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     known: &HashSet<String>,
     newly_known: &mut Vec<String>,
-    cmd: Command,
-) -> Result<Pending, rusqlite::Error> {
-    Ok(match cmd {
-        Command::Seen { name, reply } => {
-            if !known.contains(&name) && !newly_known.contains(&name) {
+    op: &Op,
+) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
+    let is_known = |name: &String| known.contains(name) || newly_known.contains(name);
+    Ok(match op {
+        Op::Seen { name } => {
+            if !is_known(name) {
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
                 )?
                 .execute(params![name, now_rfc3339()])?;
-                newly_known.push(name);
+                newly_known.push(name.clone());
             }
-            Pending::Unit(reply, Ok(()))
+            Ok(Outcome::Done)
         }
-        Command::Append {
-            to,
-            from,
-            text,
-            reply,
-        } => {
-            if !known.contains(&to) && !newly_known.contains(&to) {
-                return Ok(Pending::Id(reply, Err(StoreError::NoSuchUser(to))));
+        Op::Append { to, from, text } => {
+            if !is_known(to) {
+                return Ok(Err(StoreError::NoSuchUser(to.clone())));
             }
             tx.prepare_cached(
                 "INSERT INTO messages (recipient, sender, body, sent_at) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![to, from, text, now_rfc3339()])?;
-            Pending::Id(reply, Ok(tx.last_insert_rowid() as u64))
+            Ok(Outcome::Stored(tx.last_insert_rowid() as u64))
         }
-        Command::TakeInbox {
+        Op::TakeInbox {
             name,
             limit,
             byte_budget,
-            reply,
-        } => Pending::Page(reply, Ok(take_inbox(tx, &name, limit, byte_budget)?)),
+        } => Ok(Outcome::Page(take_inbox(tx, name, *limit, *byte_budget)?)),
     })
 }
 
