@@ -17,6 +17,9 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("the stream ended in the middle of a frame")]
     Truncated,
+    /// The bytes are not in the dialect's format at all, so no later unit can be found.
+    #[error("unreadable stream: {0}")]
+    Unreadable(String),
 }
 
 /// Takes one complete frame's payload off the front of `src`, if it is all there.

@@ -3,8 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::cli;
 use switchboard::server::{self, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -20,8 +23,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (native protocol) with its SQLite store.
+    /// Run the server with its SQLite store: the native protocol, and optionally the
+    /// text dialect (nc, telnet) and the lab dialect (the course's pickle programs).
     Serve(ServeArgs),
+    /// Connect to a server as a client.
+    Connect(ConnectArgs),
 }
 
 #[derive(clap::Args)]
@@ -29,12 +35,55 @@ struct ServeArgs {
     /// Address for the native protocol.
     #[arg(long, default_value = "127.0.0.1:12000")]
     listen: SocketAddr,
+    /// Address for the text dialect, one command per line (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    text_listen: Option<SocketAddr>,
+    /// Address for the lab dialect, pickled dicts as the course's programs send them
+    /// (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    lab_listen: Option<SocketAddr>,
     /// SQLite file for names and inboxes; created if missing.
     #[arg(long, default_value = "switchboard.db")]
     db: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DialectArg {
+    Native,
+    Lab,
+}
+
+#[derive(clap::Args)]
+struct ConnectArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:12000")]
+    addr: String,
+    /// Which protocol the server speaks: `lab` acts as the course's lab #2 client.
+    #[arg(long, value_enum, default_value = "native")]
+    dialect: DialectArg,
+    /// With `--dialect lab`: a field of the dict to send, as key=value (repeatable).
+    #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
+    fields: Vec<(String, String)>,
+}
+
+fn parse_field(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -46,7 +95,21 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Connect(args) => runtime.block_on(connect(args)),
+    }
+}
+
+async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    match args.dialect {
+        DialectArg::Lab => {
+            let mut out = std::io::stdout();
+            cli::lab::run(&args.addr, &args.fields, &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DialectArg::Native => {
+            anyhow::bail!("the interactive native client is not built yet; use --dialect lab")
+        }
     }
 }
 
@@ -58,6 +121,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = Config {
         listen: args.listen,
+        text_listen: args.text_listen,
+        lab_listen: args.lab_listen,
         db: args.db,
         ..Config::default()
     };

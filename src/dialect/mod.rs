@@ -2,23 +2,38 @@
 //! events back into bytes, behind the one [`Dialect`] trait; sessions are generic over
 //! it and the hub never sees which one a client speaks.
 
+pub mod lab;
 pub mod native;
+pub mod text;
 
 use bytes::{Bytes, BytesMut};
+use serde::Serialize;
 
 use crate::frame::FrameError;
-use crate::protocol::{Envelope, ErrorBody, Event, Response};
+use crate::protocol::{Envelope, ErrorBody, Event, Reply, Response};
 
+pub use lab::Lab;
 pub use native::Native;
+pub use text::Text;
 
 /// Which encoding a connection speaks; indexes the per-dialect cache of shared events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialectKind {
     Native = 0,
+    Text = 1,
+    Lab = 2,
 }
 
 impl DialectKind {
-    pub const COUNT: usize = 1;
+    pub const COUNT: usize = 3;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DialectKind::Native => "native protocol",
+            DialectKind::Text => "text dialect",
+            DialectKind::Lab => "lab dialect",
+        }
+    }
 }
 
 /// One decoded unit of client input.
@@ -30,6 +45,11 @@ pub enum Incoming {
     Invalid {
         id: Option<u64>,
         error: ErrorBody,
+    },
+    /// Something a client shared that is not a request (the lab programs' dict of name,
+    /// student id, email...): logged on the console and acknowledged.
+    Data {
+        summary: String,
     },
 }
 
@@ -43,6 +63,16 @@ pub trait Dialect: Clone + Send + Sync + 'static {
     /// connection is closed.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError>;
 
+    /// Called once the peer has closed its side with `src` still holding bytes: the
+    /// last unit, if the dialect can finish it, else a framing error.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
+        match self.decode(src)? {
+            Some(incoming) => Ok(Some(incoming)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated),
+        }
+    }
+
     fn encode_response(&self, response: &Response, dst: &mut BytesMut);
 
     fn encode_event(&self, event: &Event, dst: &mut BytesMut);
@@ -52,5 +82,40 @@ pub trait Dialect: Clone + Send + Sync + 'static {
         let mut buf = BytesMut::new();
         self.encode_event(event, &mut buf);
         buf.freeze()
+    }
+}
+
+/// A response with the native protocol's field names, for the dialects that serialize
+/// it through serde (native JSON, lab pickles).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum WireResponse<'a> {
+    Ok {
+        id: Option<u64>,
+        ok: bool,
+        #[serde(flatten)]
+        reply: &'a Reply,
+    },
+    Err {
+        id: Option<u64>,
+        ok: bool,
+        error: &'a ErrorBody,
+    },
+}
+
+impl<'a> WireResponse<'a> {
+    pub(crate) fn new(response: &'a Response) -> Self {
+        match &response.outcome {
+            Ok(reply) => WireResponse::Ok {
+                id: response.id,
+                ok: true,
+                reply,
+            },
+            Err(error) => WireResponse::Err {
+                id: response.id,
+                ok: false,
+                error,
+            },
+        }
     }
 }

@@ -1,12 +1,11 @@
 //! The native protocol of DESIGN.md: length-prefixed frames of one JSON object each.
 
 use bytes::BytesMut;
-use serde::Serialize;
 use serde_json::Value;
 
-use super::{Dialect, DialectKind, Incoming};
+use super::{Dialect, DialectKind, Incoming, WireResponse};
 use crate::frame::{self, FrameError};
-use crate::protocol::{Envelope, ErrorBody, ErrorCode, Event, OPS, Reply, Request, Response};
+use crate::protocol::{Envelope, ErrorBody, ErrorCode, Event, OPS, Request, Response};
 
 #[derive(Debug, Clone)]
 pub struct Native {
@@ -33,24 +32,7 @@ impl Dialect for Native {
     }
 
     fn encode_response(&self, response: &Response, dst: &mut BytesMut) {
-        match &response.outcome {
-            Ok(reply) => frame::encode_json(
-                &OkResponse {
-                    id: response.id,
-                    ok: true,
-                    reply,
-                },
-                dst,
-            ),
-            Err(error) => frame::encode_json(
-                &ErrResponse {
-                    id: response.id,
-                    ok: false,
-                    error,
-                },
-                dst,
-            ),
-        }
+        frame::encode_json(&WireResponse::new(response), dst)
     }
 
     fn encode_event(&self, event: &Event, dst: &mut BytesMut) {
@@ -58,30 +40,23 @@ impl Dialect for Native {
     }
 }
 
-#[derive(Serialize)]
-struct OkResponse<'a> {
-    id: Option<u64>,
-    ok: bool,
-    #[serde(flatten)]
-    reply: &'a Reply,
-}
-
-#[derive(Serialize)]
-struct ErrResponse<'a> {
-    id: Option<u64>,
-    ok: bool,
-    error: &'a ErrorBody,
-}
-
 /// Turns one frame's payload into a request, or into the error that answers it.
 pub fn parse_request(payload: &[u8]) -> Incoming {
+    match serde_json::from_slice(payload) {
+        Ok(value) => request_from_value(value),
+        Err(e) => Incoming::Invalid {
+            id: None,
+            error: ErrorBody::new(ErrorCode::BadRequest, format!("not JSON: {e}")),
+        },
+    }
+}
+
+/// Turns a request object with the native field names into a request, or into the
+/// error that answers it; shared with the dialects that carry the same fields.
+pub fn request_from_value(value: Value) -> Incoming {
     let invalid = |id, code, message: String| Incoming::Invalid {
         id,
         error: ErrorBody::new(code, message),
-    };
-    let value: Value = match serde_json::from_slice(payload) {
-        Ok(value) => value,
-        Err(e) => return invalid(None, ErrorCode::BadRequest, format!("not JSON: {e}")),
     };
     let Value::Object(map) = &value else {
         return invalid(
@@ -121,7 +96,7 @@ pub fn parse_request(payload: &[u8]) -> Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Recipient;
+    use crate::protocol::{Recipient, Reply};
 
     fn parse(json: &str) -> Incoming {
         parse_request(json.as_bytes())

@@ -124,12 +124,25 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Reply {
-    Hello { client_id: ClientId, name: String },
+    Hello {
+        client_id: ClientId,
+        name: String,
+    },
     Menu(Menu),
-    Users { users: Vec<UserInfo> },
-    Sent { message_id: u64 },
+    Users {
+        users: Vec<UserInfo>,
+    },
+    Sent {
+        message_id: u64,
+    },
     Inbox(InboxPage),
-    Joined { members: Vec<String> },
+    Joined {
+        members: Vec<String>,
+    },
+    /// The acknowledgment of data that was not a request (the lab programs' dicts).
+    Ack {
+        ack: bool,
+    },
     Done {},
 }
 

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::dialect::{Dialect, Native};
+use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::protocol::ClientId;
 use crate::service::Services;
@@ -28,6 +28,10 @@ use session::Session;
 pub struct Config {
     /// Where the native protocol listens.
     pub listen: SocketAddr,
+    /// Where the text dialect (nc, telnet) listens, if anywhere.
+    pub text_listen: Option<SocketAddr>,
+    /// Where the lab dialect (the course's pickle programs) listens, if anywhere.
+    pub lab_listen: Option<SocketAddr>,
     /// The SQLite file that keeps names and inboxes.
     pub db: PathBuf,
     /// Largest frame accepted from or sent to a client, in bytes.
@@ -42,6 +46,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 12000)),
+            text_listen: None,
+            lab_listen: None,
             db: PathBuf::from("switchboard.db"),
             max_frame: DEFAULT_MAX_FRAME,
             queue_depth: 1024,
@@ -64,6 +70,8 @@ pub enum ServerError {
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     listener: TcpListener,
+    text_listener: Option<TcpListener>,
+    lab_listener: Option<TcpListener>,
     services: Arc<Services>,
     store_closer: StoreCloser,
     config: Config,
@@ -90,12 +98,15 @@ impl Server {
                 path: config.db.clone(),
                 source,
             })?;
-        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let bind =
+            |addr: SocketAddr| listen(addr).map_err(|source| ServerError::Bind { addr, source });
+        let listener = bind(config.listen)?;
+        let text_listener = config.text_listen.map(bind).transpose()?;
+        let lab_listener = config.lab_listen.map(bind).transpose()?;
         Ok(Server {
             listener,
+            text_listener,
+            lab_listener,
             services: Arc::new(Services::new(store, config.max_frame)),
             store_closer,
             config,
@@ -107,17 +118,35 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The text dialect's bound address, if it listens.
+    pub fn text_addr(&self) -> Option<SocketAddr> {
+        self.text_listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The lab dialect's bound address, if it listens.
+    pub fn lab_addr(&self) -> Option<SocketAddr> {
+        self.lab_listener.as_ref()?.local_addr().ok()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, tells every client,
     /// flushes their queues (for at most the drain timeout), and closes the store.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
             listener,
+            text_listener,
+            lab_listener,
             services,
             store_closer,
             config,
         } = self;
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(db = %config.db.display(), "listening on {addr} (native protocol)");
+        for (listener, kind) in [
+            (Some(&listener), DialectKind::Native),
+            (text_listener.as_ref(), DialectKind::Text),
+            (lab_listener.as_ref(), DialectKind::Lab),
+        ] {
+            if let Some(Ok(addr)) = listener.map(TcpListener::local_addr) {
+                tracing::info!(db = %config.db.display(), "listening on {addr} ({})", kind.name());
+            }
         }
         let stopping = CancellationToken::new();
         let mut sessions = JoinSet::new();
@@ -127,18 +156,21 @@ impl Server {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = listener.accept() => match accepted {
+                (accepted, kind) = accept_any(&listener, text_listener.as_ref(), lab_listener.as_ref()) => match accepted {
                     Ok((stream, peer)) => {
-                        let client_id = next_id;
-                        next_id += 1;
                         let session = Session {
-                            client_id,
+                            client_id: next_id,
                             services: Arc::clone(&services),
                             queue_depth: config.queue_depth,
                             shutdown: stopping.clone(),
                         };
-                        let dialect = Native::new(config.max_frame);
-                        sessions.spawn(contained(session, stream, peer, dialect));
+                        next_id += 1;
+                        let max = config.max_frame;
+                        match kind {
+                            DialectKind::Native => sessions.spawn(contained(session, stream, peer, Native::new(max))),
+                            DialectKind::Text => sessions.spawn(contained(session, stream, peer, Text::default())),
+                            DialectKind::Lab => sessions.spawn(contained(session, stream, peer, Lab::new(max))),
+                        };
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: say so, and give
@@ -149,7 +181,7 @@ impl Server {
                 },
             }
         }
-        drop(listener);
+        drop((listener, text_listener, lab_listener));
         tracing::info!(
             clients = services.hub.online_count(),
             "shutting down: telling clients and flushing their queues"
@@ -172,6 +204,25 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || store_closer.join()).await;
         tracing::info!("store closed; bye");
         Ok(())
+    }
+}
+
+/// The next connection on any of the listeners, with the dialect it speaks.
+async fn accept_any(
+    native: &TcpListener,
+    text: Option<&TcpListener>,
+    lab: Option<&TcpListener>,
+) -> (std::io::Result<(TcpStream, SocketAddr)>, DialectKind) {
+    async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+        match listener {
+            Some(listener) => listener.accept().await,
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        accepted = native.accept() => (accepted, DialectKind::Native),
+        accepted = accept(text) => (accepted, DialectKind::Text),
+        accepted = accept(lab) => (accepted, DialectKind::Lab),
     }
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dialect::{Dialect, Incoming};
 use crate::frame::FrameError;
 use crate::outbound::{Outbound, Outbox, SharedEvent, StopSignal};
-use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, Request, Response};
+use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Services, SessionState};
 
 /// The writer gathers queued frames into one write of up to about this many bytes.
@@ -104,11 +104,32 @@ impl Session {
                     return "server shutting down".into();
                 }
                 read = socket.read_buf(&mut buf) => match read {
-                    Ok(0) if buf.is_empty() => return "closed by the client".into(),
-                    Ok(0) => return framing_error(FrameError::Truncated, &queue),
+                    Ok(0) => return self.finish(&mut buf, &mut dialect, state, &queue).await,
                     Ok(_) => {}
                     Err(e) => return format!("read failed: {e}"),
                 }
+            }
+        }
+    }
+
+    /// The client has closed its side: serves what the dialect can still make of the
+    /// bytes left (a text line without its line break), then ends.
+    async fn finish<D: Dialect>(
+        &self,
+        buf: &mut BytesMut,
+        dialect: &mut D,
+        state: &mut SessionState,
+        queue: &Queue<'_>,
+    ) -> String {
+        loop {
+            match dialect.decode_eof(buf) {
+                Ok(Some(incoming)) => {
+                    if let Some(reason) = self.serve(incoming, state, queue).await {
+                        return reason;
+                    }
+                }
+                Ok(None) => return "closed by the client".into(),
+                Err(e) => return framing_error(e, queue),
             }
         }
     }
@@ -122,6 +143,14 @@ impl Session {
     ) -> Option<String> {
         let (id, outcome, bye) = match incoming {
             Incoming::Invalid { id, error } => (id, Err(error), false),
+            Incoming::Data { summary } => {
+                tracing::info!(
+                    client_id = self.client_id,
+                    name = %state.name.as_deref().unwrap_or("-"),
+                    "data: {summary}"
+                );
+                (None, Ok(Reply::Ack { ack: true }), false)
+            }
             Incoming::Request(envelope) => {
                 let bye = matches!(envelope.request, Request::Bye);
                 let outcome = tokio::select! {

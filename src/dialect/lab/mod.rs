@@ -1,0 +1,241 @@
+//! The lab dialect of DESIGN.md: the course's Python programs, which exchange pickled
+//! dicts over raw `recv(4096)`.
+//!
+//! Each pickle is found with [`scan::Scanner`] (pickles carry no length) and only then
+//! decoded by serde-pickle, data-only: nothing in a pickle is ever resolved to code. A
+//! dict with an `op` key is a native request with the native field names; anything else
+//! is data to show on the console, acknowledged with `{'ack': True}`.
+
+pub mod scan;
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
+
+use super::{Dialect, DialectKind, Incoming, WireResponse, native};
+use crate::frame::FrameError;
+use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
+use scan::{ScanError, Scanned, Scanner};
+
+/// Longest summary of received data put on the console.
+const MAX_SUMMARY: usize = 2000;
+
+#[derive(Debug, Clone)]
+pub struct Lab {
+    max_pickle: usize,
+    scanner: Scanner,
+}
+
+impl Lab {
+    pub fn new(max_pickle: usize) -> Self {
+        Lab {
+            max_pickle,
+            scanner: Scanner::default(),
+        }
+    }
+}
+
+impl Dialect for Lab {
+    const KIND: DialectKind = DialectKind::Lab;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
+        Ok(
+            next_pickle(&mut self.scanner, src, self.max_pickle)?.map(|pickle| match pickle {
+                Ok(value) => from_value(value),
+                Err(why) => Incoming::Invalid {
+                    id: None,
+                    error: ErrorBody::new(ErrorCode::BadRequest, format!("pickle refused: {why}")),
+                },
+            }),
+        )
+    }
+
+    fn encode_response(&self, response: &Response, dst: &mut BytesMut) {
+        match &response.outcome {
+            Ok(Reply::Ack { ack }) => put_pickle(&Ack { ack: *ack }, dst),
+            _ => put_pickle(&WireResponse::new(response), dst),
+        }
+    }
+
+    fn encode_event(&self, event: &Event, dst: &mut BytesMut) {
+        match event {
+            Event::Welcome { client_id, .. } => put_pickle(
+                &Welcome {
+                    clientid: *client_id,
+                },
+                dst,
+            ),
+            event => put_pickle(event, dst),
+        }
+    }
+}
+
+/// The lab #3 handshake: `{'clientid': <id>}`.
+#[derive(Serialize)]
+struct Welcome {
+    clientid: u64,
+}
+
+#[derive(Serialize)]
+struct Ack {
+    ack: bool,
+}
+
+fn put_pickle<T: Serialize>(value: &T, dst: &mut BytesMut) {
+    let start = dst.len();
+    // Our own protocol types always pickle; should one ever fail, no partial pickle
+    // may stay in the stream.
+    if serde_pickle::to_writer(&mut dst.writer(), value, SerOptions::new()).is_err() {
+        dst.truncate(start);
+    }
+}
+
+/// Takes one pickle off the front of `src`, once it is all there: its value, or why it
+/// was refused (in which case its bytes are gone and the stream goes on).
+pub fn next_pickle(
+    scanner: &mut Scanner,
+    src: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Result<Value, String>>, FrameError> {
+    let (len, refused) = match scanner.scan(src, max) {
+        Ok(Scanned::Incomplete) => return Ok(None),
+        Ok(Scanned::Complete { len, refused }) => (len, refused),
+        Err(ScanError::TooLarge { max }) => {
+            return Err(FrameError::TooLarge {
+                len: src.len(),
+                max,
+            });
+        }
+        Err(e) => return Err(FrameError::Unreadable(format!("not a pickle stream: {e}"))),
+    };
+    let pickle = src.split_to(len);
+    if let Some(why) = refused {
+        return Ok(Some(Err(why.to_owned())));
+    }
+    Ok(Some(
+        serde_pickle::value_from_slice(&pickle, DeOptions::new()).map_err(|e| e.to_string()),
+    ))
+}
+
+fn bad_request(message: String) -> Incoming {
+    Incoming::Invalid {
+        id: None,
+        error: ErrorBody::new(ErrorCode::BadRequest, message),
+    }
+}
+
+/// A dict with an `op` key is a request; anything else is data for the console.
+fn from_value(value: Value) -> Incoming {
+    let is_request = matches!(&value, Value::Dict(map)
+        if map.contains_key(&HashableValue::String("op".into())));
+    if !is_request {
+        return Incoming::Data {
+            summary: summary(&value),
+        };
+    }
+    match serde_pickle::from_value::<serde_json::Value>(value) {
+        Ok(json) => native::request_from_value(json),
+        Err(e) => bad_request(format!("request fields must be plain values: {e}")),
+    }
+}
+
+/// The value as Python would print it, cut short for the console.
+pub fn summary(value: &Value) -> String {
+    let mut text = value.to_string();
+    if text.len() > MAX_SUMMARY {
+        let mut cut = MAX_SUMMARY;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Envelope, Request};
+
+    fn decode(bytes: &[u8]) -> Vec<Incoming> {
+        let mut lab = Lab::new(1 << 20);
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(incoming) = lab.decode(&mut buf).unwrap() {
+            out.push(incoming);
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        out
+    }
+
+    #[test]
+    fn dicts_are_data_and_op_dicts_are_requests() {
+        let data = serde_pickle::to_vec(
+            &std::collections::BTreeMap::from([("name", "Jose Ortiz"), ("id", "9")]),
+            SerOptions::new(),
+        )
+        .unwrap();
+        let mut stream = data.clone();
+        stream.extend(
+            serde_pickle::to_vec(
+                &std::collections::BTreeMap::from([("op", "hello"), ("name", "jose")]),
+                SerOptions::new(),
+            )
+            .unwrap(),
+        );
+        let all = decode(&stream);
+        assert_eq!(
+            all[0],
+            Incoming::Data {
+                summary: r#"{"id": "9", "name": "Jose Ortiz"}"#.into()
+            }
+        );
+        assert_eq!(
+            all[1],
+            Incoming::Request(Envelope {
+                id: None,
+                request: Request::Hello {
+                    name: "jose".into(),
+                    password: None
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn the_welcome_and_the_ack_are_the_lab_programs_dicts() {
+        let lab = Lab::new(1 << 20);
+        let mut buf = BytesMut::new();
+        lab.encode_event(&Event::welcome(7), &mut buf);
+        let welcome = serde_pickle::value_from_slice(&buf, DeOptions::new()).unwrap();
+        assert_eq!(welcome.to_string(), r#"{"clientid": 7}"#);
+        buf.clear();
+        lab.encode_response(
+            &Response {
+                id: None,
+                outcome: Ok(Reply::Ack { ack: true }),
+            },
+            &mut buf,
+        );
+        let ack = serde_pickle::value_from_slice(&buf, DeOptions::new()).unwrap();
+        assert_eq!(ack.to_string(), r#"{"ack": True}"#);
+    }
+
+    #[test]
+    fn a_refused_pickle_is_answered_and_the_stream_goes_on() {
+        let mut stream = b"cos\nsystem\n(S'touch /tmp/x'\ntR.".to_vec();
+        stream.extend_from_slice(b"\x80\x04N.");
+        let all = decode(&stream);
+        assert!(
+            matches!(&all[0], Incoming::Invalid { error, .. } if error.message.contains("global")),
+            "{all:?}"
+        );
+        assert_eq!(
+            all[1],
+            Incoming::Data {
+                summary: "None".into()
+            }
+        );
+    }
+}
