@@ -1,60 +1,17 @@
 //! The `switchboard serve` binary as a person runs it: its console lines, and a clean
 //! exit on SIGTERM.
 
-use std::process::Stdio;
-
 use switchboard::Client;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::Command;
 
 use crate::common::PATIENCE;
-
-struct Serve {
-    child: Child,
-    lines: Lines<BufReader<ChildStderr>>,
-}
-
-impl Serve {
-    async fn start(db: &std::path::Path) -> (Serve, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn switchboard serve");
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut serve = Serve { child, lines };
-        let line = serve.line_with("listening on").await;
-        let addr = line
-            .split_whitespace()
-            .skip_while(|w| *w != "on")
-            .nth(1)
-            .expect("address after 'listening on'")
-            .to_owned();
-        (serve, addr)
-    }
-
-    /// The next console line containing `needle`.
-    async fn line_with(&mut self, needle: &str) -> String {
-        let wait = async {
-            while let Some(line) = self.lines.next_line().await.expect("read stderr") {
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-            panic!("server exited before printing {needle:?}");
-        };
-        tokio::time::timeout(PATIENCE, wait)
-            .await
-            .expect("line in time")
-    }
-}
+use crate::wire::Serve;
 
 #[tokio::test]
 async fn serve_logs_each_client_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut serve, addr) = Serve::start(&dir.path().join("sb.db")).await;
+    let mut serve = Serve::start(&dir.path().join("sb.db"), &["--listen", "127.0.0.1:0"], 1).await;
+    let addr = serve.addrs[0].clone();
 
     let client = Client::connect(addr.as_str()).await.unwrap();
     let id = client.client_id();

@@ -20,6 +20,10 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The text dialect's address, when started with [`TestServer::start_dialects`].
+    pub text: Option<SocketAddr>,
+    /// The lab dialect's address, when started with [`TestServer::start_dialects`].
+    pub lab: Option<SocketAddr>,
     pub db: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -45,10 +49,27 @@ impl TestServer {
         .await
     }
 
+    /// A server with a fresh database listening in all three dialects.
+    pub async fn start_dialects() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let any = Some("127.0.0.1:0".parse().unwrap());
+        let mut server = Self::start_with(Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            text_listen: any,
+            lab_listen: any,
+            db: dir.path().join("switchboard.db"),
+            ..Config::default()
+        })
+        .await;
+        server._dir = Some(dir);
+        server
+    }
+
     pub async fn start_with(config: Config) -> Self {
         let db = config.db.clone();
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().expect("local addr");
+        let (text, lab) = (server.text_addr(), server.lab_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -60,6 +81,8 @@ impl TestServer {
         });
         TestServer {
             addr,
+            text,
+            lab,
             db,
             stop: Some(stop),
             task: Some(task),

@@ -3,9 +3,12 @@
 mod binary;
 mod common;
 mod course;
+mod course_programs;
+mod dialects;
 mod durability;
 mod native;
 mod python_example;
 mod rooms;
 mod roundtrip;
 mod services;
+mod wire;
