@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::cli;
+use switchboard::cli::{self, menu, oneshot};
 use switchboard::server::{self, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -26,8 +26,17 @@ enum Command {
     /// Run the server with its SQLite store: the native protocol, and optionally the
     /// text dialect (nc, telnet) and the lab dialect (the course's pickle programs).
     Serve(ServeArgs),
-    /// Connect to a server as a client.
+    /// The interactive menu client of the course project (or, with `--dialect lab`,
+    /// the lab #2 pickle client).
     Connect(ConnectArgs),
+    /// Print who is online.
+    Users(CommonArgs),
+    /// Send a direct message; it waits in the recipient's inbox until read.
+    Send(SendArgs),
+    /// Print (and so read) your unread messages; needs --name.
+    Inbox(CommonArgs),
+    /// Join a chat room and print each of its lines until Ctrl-C.
+    Listen(ListenArgs),
 }
 
 #[derive(clap::Args)]
@@ -55,15 +64,68 @@ enum DialectArg {
 
 #[derive(clap::Args)]
 struct ConnectArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:12000")]
-    addr: String,
+    /// Server address; asked for when not given.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Your name on the server; asked for when not given.
+    #[arg(long)]
+    name: Option<String>,
+    /// Password of a protected name; asked for only when the server says it is needed.
+    #[arg(long)]
+    password: Option<String>,
     /// Which protocol the server speaks: `lab` acts as the course's lab #2 client.
     #[arg(long, value_enum, default_value = "native")]
     dialect: DialectArg,
     /// With `--dialect lab`: a field of the dict to send, as key=value (repeatable).
     #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
     fields: Vec<(String, String)>,
+}
+
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// Server address.
+    #[arg(long, default_value = menu::DEFAULT_ADDR)]
+    addr: String,
+    /// Name to say hello with (a guest name is made up where one is not needed).
+    #[arg(long)]
+    name: Option<String>,
+    /// Password of a protected name.
+    #[arg(long)]
+    password: Option<String>,
+    /// One JSON object per line, with the protocol's field names.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CommonArgs {
+    fn common(self) -> oneshot::Common {
+        oneshot::Common {
+            addr: self.addr,
+            name: self.name,
+            password: self.password,
+            json: self.json,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Recipient: a name, or a client id (digits).
+    #[arg(long)]
+    to: String,
+    /// The message.
+    text: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(clap::Args)]
+struct ListenArgs {
+    /// The chat room to join and print.
+    #[arg(long)]
+    room: String,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn parse_field(s: &str) -> Result<(String, String), String> {
@@ -97,20 +159,38 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
         Command::Connect(args) => runtime.block_on(connect(args)),
+        Command::Users(args) => done(runtime.block_on(oneshot::users(&args.common()))),
+        Command::Send(args) => {
+            done(runtime.block_on(oneshot::send(&args.common.common(), &args.to, &args.text)))
+        }
+        Command::Inbox(args) => done(runtime.block_on(oneshot::inbox(&args.common()))),
+        Command::Listen(args) => {
+            done(runtime.block_on(oneshot::listen(&args.common.common(), &args.room)))
+        }
     }
+}
+
+fn done(result: Result<(), cli::CliError>) -> anyhow::Result<ExitCode> {
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     match args.dialect {
         DialectArg::Lab => {
-            let mut out = std::io::stdout();
-            cli::lab::run(&args.addr, &args.fields, &mut out).await?;
-            Ok(ExitCode::SUCCESS)
+            let addr = args.addr.as_deref().unwrap_or(menu::DEFAULT_ADDR);
+            cli::lab::run(addr, &args.fields, &mut std::io::stdout()).await?;
         }
         DialectArg::Native => {
-            anyhow::bail!("the interactive native client is not built yet; use --dialect lab")
+            menu::run(menu::ConnectOptions {
+                addr: args.addr,
+                name: args.name,
+                password: args.password,
+            })
+            .await?
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

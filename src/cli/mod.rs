@@ -1,10 +1,42 @@
-//! The command-line clients of `switchboard`: the lab programs' pickle client today,
-//! and what a person or a script runs against a server. `main` only parses arguments
-//! and reports the one-line errors these return.
+//! The command-line clients of `switchboard`: the interactive menu client, the one-shot
+//! commands for scripts, and the lab programs' pickle client. `main` only parses
+//! arguments and reports, in one line, the errors these return.
 
+pub mod console;
 pub mod lab;
+pub mod menu;
+pub mod oneshot;
 
 use std::io;
+use std::net::SocketAddr;
+
+use crate::client::ClientError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("{}", .0.message)]
+    Server(crate::protocol::ErrorBody),
+    #[error("the connection to the server was lost")]
+    Lost,
+    #[error("{0}")]
+    Client(ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] io::Error),
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Server(body) => CliError::Server(body),
+            ClientError::Closed | ClientError::Io(_) => CliError::Lost,
+            e => CliError::Client(e),
+        }
+    }
+}
 
 /// A person's explanation of a failed connect, naming the address and the likely cause.
 pub fn connect_failure(addr: &str, error: &io::Error, server_hint: &str) -> String {
@@ -16,5 +48,35 @@ pub fn connect_failure(addr: &str, error: &io::Error, server_hint: &str) -> Stri
         }
         io::ErrorKind::TimedOut => format!("could not connect to {addr}: timed out"),
         _ => format!("could not connect to {addr}: {error}"),
+    }
+}
+
+fn connect_error(addr: &str, e: ClientError) -> CliError {
+    match e {
+        ClientError::Connect { source, .. } => {
+            CliError::Connect(connect_failure(addr, &source, "`switchboard serve`"))
+        }
+        e => CliError::Connect(format!("could not connect to {addr}: {e}")),
+    }
+}
+
+/// The first address `addr` resolves to.
+async fn resolve(addr: &str) -> Result<SocketAddr, CliError> {
+    let mut found = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| CliError::Connect(format!("could not connect to {addr}: {e}")))?;
+    found
+        .next()
+        .ok_or_else(|| CliError::Connect(format!("could not connect to {addr}: no address found")))
+}
+
+/// An RFC 3339 time as the user's local "2026-11-21 17:45".
+pub fn local_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M")
+            .to_string(),
+        Err(_) => rfc3339.to_owned(),
     }
 }

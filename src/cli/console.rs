@@ -1,0 +1,119 @@
+//! The terminal for the interactive client: a line editor on its own thread, and a way
+//! to print server events above the prompt without garbling what the user is typing.
+//!
+//! rustyline blocks while it reads, so it runs on a thread that reads one line per
+//! prompt it is given; the async side asks for a line, keeps handling server events
+//! meanwhile, and prints them through rustyline's external printer, which redraws the
+//! prompt and the half-typed line below the message.
+
+use std::io::{BufRead, Write};
+use std::sync::mpsc as std_mpsc;
+
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
+use tokio::sync::mpsc;
+
+/// What the user did at a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Line(String),
+    /// Ctrl-C.
+    Interrupted,
+    /// Ctrl-D, or the end of piped input.
+    Eof,
+}
+
+type Printer = Box<dyn ExternalPrinter + Send>;
+
+pub struct Console {
+    prompts: std_mpsc::Sender<String>,
+    lines: mpsc::Receiver<Input>,
+    printer: Option<Printer>,
+    /// A prompt is out and its line has not come back yet.
+    waiting: bool,
+}
+
+impl Console {
+    /// Starts the reader thread: a line editor on a terminal, plain lines otherwise.
+    pub fn start() -> Console {
+        let (prompts, prompt_rx) = std_mpsc::channel::<String>();
+        let (line_tx, lines) = mpsc::channel(1);
+        let (printer_tx, printer_rx) = std_mpsc::channel::<Option<Printer>>();
+        std::thread::spawn(move || match DefaultEditor::new() {
+            Ok(mut editor) => {
+                let printer = editor
+                    .create_external_printer()
+                    .ok()
+                    .map(|p| Box::new(p) as Printer);
+                let _ = printer_tx.send(printer);
+                for prompt in prompt_rx {
+                    let input = match editor.readline(&prompt) {
+                        Ok(line) => {
+                            let _ = editor.add_history_entry(line.as_str());
+                            Input::Line(line)
+                        }
+                        Err(ReadlineError::Interrupted) => Input::Interrupted,
+                        Err(_) => Input::Eof,
+                    };
+                    if line_tx.blocking_send(input).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(_) => {
+                let _ = printer_tx.send(None);
+                let mut stdin = std::io::stdin().lock();
+                for prompt in prompt_rx {
+                    print!("{prompt}");
+                    let _ = std::io::stdout().flush();
+                    let mut line = String::new();
+                    let input = match stdin.read_line(&mut line) {
+                        Ok(0) | Err(_) => Input::Eof,
+                        Ok(_) => Input::Line(line.trim_end_matches(['\r', '\n']).to_owned()),
+                    };
+                    if line_tx.blocking_send(input).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let printer = printer_rx.recv().ok().flatten();
+        Console {
+            prompts,
+            lines,
+            printer,
+            waiting: false,
+        }
+    }
+
+    /// Prints one line, above the prompt if one is showing.
+    pub fn say(&mut self, text: impl Into<String>) {
+        let mut text = text.into();
+        text.push('\n');
+        if let Some(printer) = &mut self.printer
+            && printer.print(text.clone()).is_ok()
+        {
+            return;
+        }
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+    }
+
+    /// Shows `prompt`. If an earlier prompt still waits for its line (the user was
+    /// taken out of a room by its owner), the line typed there answers this one, and
+    /// `prompt` is printed above it so the user knows what is asked.
+    pub fn prompt(&mut self, prompt: &str) {
+        if self.waiting {
+            self.say(prompt.trim_end());
+        } else {
+            self.waiting = self.prompts.send(prompt.to_owned()).is_ok();
+        }
+    }
+
+    /// The line typed at the prompt; cancel-safe, so it can race server events.
+    pub async fn line(&mut self) -> Input {
+        let input = self.lines.recv().await.unwrap_or(Input::Eof);
+        self.waiting = false;
+        input
+    }
+}
