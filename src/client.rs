@@ -244,7 +244,7 @@ impl Client {
         let reply: HelloReply = self
             .call(Request::Hello {
                 name: name.to_owned(),
-                password: password.map(str::to_owned),
+                password: password.map(Into::into),
             })
             .await?;
         debug_assert_eq!(reply.name, name);

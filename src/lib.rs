@@ -5,6 +5,7 @@
 //! [`service`] (the rules of each op), [`hub`] (who is online, rooms) and [`store`]
 //! (the durable inbox). [`client`] is the async client library.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod dialect;

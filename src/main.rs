@@ -54,6 +54,9 @@ struct ServeArgs {
     /// SQLite file for names and inboxes; created if missing.
     #[arg(long, default_value = "switchboard.db")]
     db: PathBuf,
+    /// Refuse a hello without a password (auth_failed).
+    #[arg(long)]
+    require_password: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -204,6 +207,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         text_listen: args.text_listen,
         lab_listen: args.lab_listen,
         db: args.db,
+        require_password: args.require_password,
         ..Config::default()
     };
     let server = server::Server::bind(config).await?;

@@ -1,9 +1,10 @@
 //! Serves typed requests: the rules of each op, over the hub (who is online, rooms) and
 //! the store (names seen, inboxes). Dialect-free: sessions of every dialect call this.
 
+use crate::auth::Hasher;
 use crate::hub::Hub;
 use crate::protocol::{
-    ClientId, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_INBOX_LIMIT, MAX_TEXT, Menu,
+    ClientId, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password,
     Recipient, Reply, Request, check_name, check_room,
 };
 use crate::store::Store;
@@ -18,6 +19,9 @@ pub struct Services {
     pub store: Store,
     /// The largest frame a reply may fill (the inbox stops short of it).
     pub max_frame: usize,
+    /// Refuse a `hello` without a password.
+    pub require_password: bool,
+    hasher: Hasher,
 }
 
 /// What one connection has established so far.
@@ -62,11 +66,13 @@ fn valid_room(room: &str) -> Result<(), ErrorBody> {
 }
 
 impl Services {
-    pub fn new(store: Store, max_frame: usize) -> Self {
+    pub fn new(store: Store, max_frame: usize, require_password: bool) -> Self {
         Services {
             hub: Hub::new(),
             store,
             max_frame,
+            require_password,
+            hasher: Hasher::default(),
         }
     }
 
@@ -90,7 +96,7 @@ impl Services {
         };
         match request {
             Request::Ping | Request::Bye => Ok(Reply::Done {}),
-            Request::Hello { name, .. } => self.hello(session, name).await,
+            Request::Hello { name, password } => self.hello(session, name, password).await,
             Request::Menu => Ok(Reply::Menu(Menu::course_project())),
             Request::Users => Ok(Reply::Users {
                 users: self.hub.users(),
@@ -127,15 +133,21 @@ impl Services {
         }
     }
 
-    async fn hello(&self, session: &mut SessionState, name: String) -> Result<Reply, ErrorBody> {
+    async fn hello(
+        &self,
+        session: &mut SessionState,
+        name: String,
+        password: Option<Password>,
+    ) -> Result<Reply, ErrorBody> {
         if let Some(why) = check_name(&name) {
             return Err(error(ErrorCode::BadName, why));
         }
         let id = session.client_id;
+        // Claimed first, so that two connections cannot both be checking one name.
         self.hub.claim_name(id, &name)?;
-        if let Err(e) = self.store.seen(&name).await {
+        if let Err(e) = self.authenticate(&name, password.as_ref()).await {
             self.hub.release_name(id);
-            return Err(e.into());
+            return Err(e);
         }
         tracing::info!(client_id = id, name = %name, "hello");
         session.name = Some(name.clone());
@@ -143,6 +155,51 @@ impl Services {
             client_id: id,
             name,
         })
+    }
+
+    /// Lets `name` in: with its password if it is protected; registering `password` if
+    /// it is not yet; openly if neither (unless the server requires passwords).
+    async fn authenticate(&self, name: &str, password: Option<&Password>) -> Result<(), ErrorBody> {
+        // The same answer for a wrong and a missing password: no hint which it was.
+        let refused = || {
+            error(
+                ErrorCode::AuthFailed,
+                "wrong or missing password for this name",
+            )
+        };
+        let internal = |e: crate::auth::AuthError| {
+            tracing::error!("{e}");
+            error(ErrorCode::Internal, "could not check the password")
+        };
+        let mut stored = self.store.credentials(name).await?;
+        loop {
+            match (stored.as_deref(), password) {
+                (Some(hash), Some(password)) => {
+                    return match self.hasher.verify(password, hash).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(refused()),
+                        Err(e) => Err(internal(e)),
+                    };
+                }
+                (Some(_), None) => return Err(refused()),
+                (None, None) if self.require_password => {
+                    return Err(error(
+                        ErrorCode::AuthFailed,
+                        "this server requires a password with hello",
+                    ));
+                }
+                (None, None) => return Ok(self.store.seen(name).await?),
+                (None, Some(password)) => {
+                    let hash = self.hasher.hash(password).await.map_err(internal)?;
+                    if self.store.register(name, hash).await? {
+                        tracing::info!(name, "name protected with a password");
+                        return Ok(());
+                    }
+                    // Protected by someone else a moment ago: check against theirs.
+                    stored = self.store.credentials(name).await?;
+                }
+            }
+        }
     }
 
     async fn send(&self, from: &str, to: Recipient, text: &str) -> Result<Reply, ErrorBody> {

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::thread;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::{ErrorBody, ErrorCode, InboxPage, StoredMessage, now_rfc3339};
@@ -50,6 +50,10 @@ enum Outcome {
     Done,
     Stored(u64),
     Page(InboxPage),
+    /// A name's password hash, if it is protected.
+    Hash(Option<String>),
+    /// Whether a password was registered (false: the name was protected meanwhile).
+    Registered(bool),
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
@@ -62,6 +66,13 @@ struct Command {
 enum Op {
     Seen {
         name: String,
+    },
+    Credentials {
+        name: String,
+    },
+    Register {
+        name: String,
+        hash: String,
     },
     Append {
         to: String,
@@ -122,6 +133,13 @@ impl Store {
              CREATE INDEX IF NOT EXISTS messages_unread
                  ON messages (recipient, id) WHERE read = 0;",
         )?;
+        // Stores made before names could be protected lack the column.
+        let has_hash = conn
+            .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'password_hash'")?
+            .exists([])?;
+        if !has_hash {
+            conn.execute_batch("ALTER TABLE users ADD COLUMN password_hash TEXT")?;
+        }
         let known = {
             let mut stmt = conn.prepare("SELECT name FROM users")?;
             stmt.query_map([], |row| row.get::<_, String>(0))?
@@ -149,6 +167,27 @@ impl Store {
     pub async fn seen(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_owned();
         self.call(Op::Seen { name }).await.map(drop)
+    }
+
+    /// The password hash protecting `name`, if any.
+    pub async fn credentials(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        match self.call(Op::Credentials { name }).await? {
+            Outcome::Hash(hash) => Ok(hash),
+            _ => Err(StoreError::Failed(
+                "unexpected answer to credentials".into(),
+            )),
+        }
+    }
+
+    /// Protects `name` with `hash` (a PHC string, never a password) unless it is
+    /// protected already; records the name as seen. True when this hash took effect.
+    pub async fn register(&self, name: &str, hash: String) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        match self.call(Op::Register { name, hash }).await? {
+            Outcome::Registered(done) => Ok(done),
+            _ => Err(StoreError::Failed("unexpected answer to register".into())),
+        }
     }
 
     /// Stores a direct message; answers its id once it is committed to disk.
@@ -256,6 +295,27 @@ fn apply(
                 newly_known.push(name.clone());
             }
             Ok(Outcome::Done)
+        }
+        Op::Credentials { name } => {
+            let hash = tx
+                .prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?
+                .query_row(params![name], |row| row.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten();
+            Ok(Outcome::Hash(hash))
+        }
+        Op::Register { name, hash } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)")?
+                .execute(params![name, now_rfc3339()])?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE users SET password_hash = ?2 WHERE name = ?1 AND password_hash IS NULL",
+                )?
+                .execute(params![name, hash])?;
+            if !is_known(name) {
+                newly_known.push(name.clone());
+            }
+            Ok(Outcome::Registered(changed == 1))
         }
         Op::Append { to, from, text } => {
             if !is_known(to) {

@@ -242,7 +242,7 @@ pub fn parse_line(line: &[u8]) -> Incoming {
             }),
             [name, password] => Ok(Request::Hello {
                 name: name.to_owned(),
-                password: Some(password.to_owned()),
+                password: Some((*password).into()),
             }),
             _ => Err(usage("HELLO name [password]")),
         },

@@ -42,7 +42,7 @@ pub enum Request {
     Hello {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        password: Option<String>,
+        password: Option<Password>,
     },
     Menu,
     Users,
@@ -97,6 +97,24 @@ impl Request {
 }
 
 /// The `to` of a `send`: a JSON string is a name, a JSON number a client id.
+/// A password on its way to being checked. Its `Debug` hides it, so that no log line,
+/// panic message or error can ever show one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl From<&str> for Password {
+    fn from(password: &str) -> Self {
+        Password(password.to_owned())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Recipient {

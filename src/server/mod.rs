@@ -40,6 +40,8 @@ pub struct Config {
     pub queue_depth: usize,
     /// How long shutdown waits for sessions to flush before cutting them off.
     pub drain_timeout: Duration,
+    /// Refuse a `hello` without a password.
+    pub require_password: bool,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             queue_depth: 1024,
             drain_timeout: Duration::from_secs(3),
+            require_password: false,
         }
     }
 }
@@ -107,7 +110,11 @@ impl Server {
             listener,
             text_listener,
             lab_listener,
-            services: Arc::new(Services::new(store, config.max_frame)),
+            services: Arc::new(Services::new(
+                store,
+                config.max_frame,
+                config.require_password,
+            )),
             store_closer,
             config,
         })

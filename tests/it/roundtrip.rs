@@ -16,8 +16,10 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Menu),
         Just(Request::Users),
         Just(Request::Bye),
-        (name, proptest::option::of(text))
-            .prop_map(|(name, password)| Request::Hello { name, password }),
+        (name, proptest::option::of(text)).prop_map(|(name, password)| Request::Hello {
+            name,
+            password: password.map(switchboard::protocol::Password),
+        }),
         (any::<u64>(), text).prop_map(|(id, text)| Request::Send {
             to: Recipient::Id(id),
             text

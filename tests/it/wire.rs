@@ -183,6 +183,8 @@ pub struct Serve {
     lines: Lines<BufReader<ChildStderr>>,
     /// Addresses from the "listening on" lines: native first, then text and lab if on.
     pub addrs: Vec<String>,
+    /// Every console line read so far.
+    pub seen: Vec<String>,
 }
 
 impl Serve {
@@ -203,6 +205,7 @@ impl Serve {
             child,
             lines,
             addrs: Vec::new(),
+            seen: Vec::new(),
         };
         for _ in 0..listeners {
             let line = serve.line_with("listening on").await;
@@ -220,6 +223,7 @@ impl Serve {
     pub async fn line_with(&mut self, needle: &str) -> String {
         let wait = async {
             while let Some(line) = self.lines.next_line().await.expect("read stderr") {
+                self.seen.push(line.clone());
                 if line.contains(needle) {
                     return line;
                 }
