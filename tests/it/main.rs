@@ -5,6 +5,7 @@ mod binary;
 mod common;
 mod course;
 mod course_programs;
+mod crash;
 mod dialects;
 mod durability;
 mod menu_client;
