@@ -6,6 +6,7 @@
 //! (the durable inbox). [`client`] is the async client library.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod dialect;

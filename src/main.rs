@@ -37,6 +37,36 @@ enum Command {
     Inbox(CommonArgs),
     /// Join a chat room and print each of its lines until Ctrl-C.
     Listen(ListenArgs),
+    /// Measure a running server: throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Scenario {
+    /// N senders, each sending acknowledged (durable) direct messages to offline users.
+    Send,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The scenario to run.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Server address.
+    #[arg(long, default_value = menu::DEFAULT_ADDR)]
+    addr: String,
+    /// Connections (senders for `send`).
+    #[arg(long, short = 'n', default_value_t = 8)]
+    connections: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -57,6 +87,10 @@ struct ServeArgs {
     /// Refuse a hello without a password (auth_failed).
     #[arg(long)]
     require_password: bool,
+    /// Most sends (and other store commands) committed together in one transaction
+    /// and one fsync; 1 turns group commit off, for measuring what it saves.
+    #[arg(long, value_name = "N", default_value_t = switchboard::store::DEFAULT_COMMIT_BATCH)]
+    commit_batch: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -166,6 +200,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Send(args) => {
             done(runtime.block_on(oneshot::send(&args.common.common(), &args.to, &args.text)))
         }
+        Command::Bench(args) => runtime.block_on(bench(args)),
         Command::Inbox(args) => done(runtime.block_on(oneshot::inbox(&args.common()))),
         Command::Listen(args) => {
             done(runtime.block_on(oneshot::listen(&args.common.common(), &args.room)))
@@ -196,6 +231,29 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let duration = std::time::Duration::from_secs_f64(args.duration.max(0.0));
+    let report = match args.scenario {
+        Scenario::Send => {
+            switchboard::bench::send::run(&switchboard::bench::send::SendOptions {
+                addr: args.addr,
+                senders: args.connections.max(1),
+                duration,
+                size: args.size,
+            })
+            .await?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", switchboard::bench::Report::header());
+        println!("{}", report.row());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Each client is one file descriptor: allow as many as the hard limit permits.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -208,6 +266,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         lab_listen: args.lab_listen,
         db: args.db,
         require_password: args.require_password,
+        commit_batch: args.commit_batch,
         ..Config::default()
     };
     let server = server::Server::bind(config).await?;

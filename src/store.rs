@@ -8,6 +8,8 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -17,7 +19,7 @@ use crate::protocol::{ErrorBody, ErrorCode, InboxPage, StoredMessage, now_rfc333
 
 /// Commands waiting beyond this many are taken by the next transaction, which keeps
 /// one transaction's latency bounded under load.
-const MAX_BATCH: usize = 1024;
+pub const DEFAULT_COMMIT_BATCH: usize = 1024;
 /// Room for this many queued commands before senders wait for the store.
 const QUEUE: usize = 8192;
 
@@ -90,6 +92,7 @@ enum Op {
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
+    commits: Arc<AtomicU64>,
 }
 
 /// Waits for the store thread to finish its last batch and close the database.
@@ -110,11 +113,23 @@ impl StoreCloser {
 impl Store {
     /// Opens (creating if need be) the database at `path` and starts its thread.
     pub fn open(path: &Path) -> Result<(Store, StoreCloser), StoreError> {
+        Store::open_with(path, DEFAULT_COMMIT_BATCH)
+    }
+
+    /// As [`Store::open`], committing at most `commit_batch` commands per transaction
+    /// (1: a transaction and an fsync per command, the baseline group commit beats).
+    pub fn open_with(path: &Path, commit_batch: usize) -> Result<(Store, StoreCloser), StoreError> {
         let conn = Connection::open(path)?;
-        // WAL lets the one writer append without rewriting pages in place, and
-        // synchronous=FULL makes every commit fsync the WAL: a committed send survives
-        // a process crash (kill -9) and a power loss. NORMAL would survive only the
-        // former; group commit is what keeps FULL cheap.
+        // journal_mode=WAL: a commit appends the transaction's pages to the WAL and
+        // syncs that one file, instead of the rollback journal's two or more syncs
+        // (journal, then database); readers never block the writer.
+        // synchronous=FULL: every commit fsyncs the WAL before it returns, so a send
+        // answered ok survives a process crash (kill -9) *and* a power loss or kernel
+        // panic. NORMAL would sync only at checkpoints: safe against a process crash
+        // (the WAL is in the OS page cache) but a power loss could drop the last
+        // commits, breaking "acknowledged means kept". OFF would lose both.
+        // FULL costs one fsync per transaction; group commit (below) shares it among
+        // every command waiting, so its cost is per batch, not per message.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
@@ -146,12 +161,23 @@ impl Store {
                 .collect::<Result<HashSet<_>, _>>()?
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let worker = Worker { conn, known };
+        let commits = Arc::new(AtomicU64::new(0));
+        let worker = Worker {
+            conn,
+            known,
+            commit_batch: commit_batch.max(1),
+            commits: Arc::clone(&commits),
+        };
         let thread = thread::Builder::new()
             .name("store".into())
             .spawn(move || worker.run(rx))
             .map_err(|_| StoreError::Closed)?;
-        Ok((Store { tx }, StoreCloser { thread }))
+        Ok((Store { tx, commits }, StoreCloser { thread }))
+    }
+
+    /// Transactions committed so far: with group commit, fewer than commands.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     async fn call(&self, op: Op) -> Result<Outcome, StoreError> {
@@ -225,14 +251,16 @@ struct Worker {
     conn: Connection,
     /// Every name in `users`, so a send to an unknown name costs no query.
     known: HashSet<String>,
+    commit_batch: usize,
+    commits: Arc<AtomicU64>,
 }
 
 impl Worker {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut batch = Vec::with_capacity(self.commit_batch);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
-            while batch.len() < MAX_BATCH {
+            while batch.len() < self.commit_batch {
                 match rx.try_recv() {
                     Ok(cmd) => batch.push(cmd),
                     Err(_) => break,
@@ -258,6 +286,7 @@ impl Worker {
         // A session that disconnected meanwhile no longer waits: ignore failed sends.
         match result {
             Ok(outcomes) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
                 self.known.extend(newly_known);
                 for (cmd, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = cmd.reply.send(outcome);

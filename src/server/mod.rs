@@ -19,7 +19,7 @@ use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::protocol::ClientId;
 use crate::service::Services;
-use crate::store::{Store, StoreCloser, StoreError};
+use crate::store::{DEFAULT_COMMIT_BATCH, Store, StoreCloser, StoreError};
 
 use session::Session;
 
@@ -42,6 +42,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Refuse a `hello` without a password.
     pub require_password: bool,
+    /// Most store commands committed in one transaction (group commit).
+    pub commit_batch: usize,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             queue_depth: 1024,
             drain_timeout: Duration::from_secs(3),
             require_password: false,
+            commit_batch: DEFAULT_COMMIT_BATCH,
         }
     }
 }
@@ -97,9 +100,11 @@ impl Server {
     /// Opens the store and binds the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let (store, store_closer) =
-            Store::open(&config.db).map_err(|source| ServerError::Store {
-                path: config.db.clone(),
-                source,
+            Store::open_with(&config.db, config.commit_batch).map_err(|source| {
+                ServerError::Store {
+                    path: config.db.clone(),
+                    source,
+                }
             })?;
         let bind =
             |addr: SocketAddr| listen(addr).map_err(|source| ServerError::Bind { addr, source });

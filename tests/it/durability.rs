@@ -81,3 +81,59 @@ async fn a_restart_binds_the_same_port_at_once() {
     second.client("back").await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_sends_share_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, closer) = switchboard::store::Store::open(&dir.path().join("s.db")).unwrap();
+    store.seen("owner").await.unwrap();
+    let before = store.commits();
+    let sends = (0..500).map(|i| {
+        let store = store.clone();
+        async move { store.append("owner", "sender", &format!("m{i}")).await }
+    });
+    let ids = futures_util::future::join_all(sends).await;
+    assert!(ids.iter().all(Result::is_ok));
+    let commits = store.commits() - before;
+    assert!(commits < 250, "500 sends took {commits} transactions");
+    // Each send was answered only after its transaction: all 500 are readable.
+    let page = store.take_inbox("owner", 1000, usize::MAX).await.unwrap();
+    assert_eq!(page.messages.len(), 500);
+    drop(store);
+    tokio::task::spawn_blocking(move || closer.join())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bench_send_reports_acknowledged_sends() {
+    let server = TestServer::start().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "bench",
+            "send",
+            "-n",
+            "4",
+            "--duration",
+            "0.3",
+            "--json",
+            "--addr",
+        ])
+        .arg(server.addr.to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["scenario"], "send");
+    assert_eq!(report["connections"], 4);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    for field in ["ops_per_sec", "p50_us", "p99_us", "p999_us", "max_us"] {
+        assert!(report.get(field).is_some(), "{field} in {report}");
+    }
+    server.stop().await;
+}
