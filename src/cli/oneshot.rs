@@ -134,6 +134,9 @@ pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
     };
     let name = common.name.clone().unwrap_or_else(guest_name);
     client.hello_with(&name, common.password.as_deref()).await?;
+    // Listening for Ctrl-C starts before anything is printed, so that an interrupt
+    // arriving between two room lines is never missed.
+    let mut interrupt = Interrupt::new()?;
     let members = client.join_room(room).await?;
     eprintln!(
         "Listening to chat room {room} as {name} with {}; Ctrl-C to stop.",
@@ -141,7 +144,7 @@ pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
     );
     loop {
         let event = tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupt.recv() => {
                 let _ = client.leave_room(room).await;
                 let _ = client.bye().await;
                 return Ok(());
@@ -173,5 +176,27 @@ pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
             let _ = client.bye().await;
             return Ok(());
         }
+    }
+}
+
+/// Ctrl-C, registered once: every SIGINT from creation on is seen.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn new() -> Result<Interrupt, CliError> {
+        Ok(Interrupt {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
