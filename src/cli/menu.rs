@@ -141,14 +141,6 @@ fn render(menu: &Menu) -> String {
     text
 }
 
-/// A typed recipient: digits are a client id, as in the course project.
-fn recipient(to: &str) -> Recipient {
-    match to.parse() {
-        Ok(id) if to.bytes().all(|b| b.is_ascii_digit()) => Recipient::Id(id),
-        _ => Recipient::Name(to.to_owned()),
-    }
-}
-
 impl Session {
     /// Shows `prompt` and waits for its line, showing server events meanwhile.
     async fn ask(&mut self, prompt: &str) -> Result<Asked, CliError> {
@@ -285,7 +277,7 @@ impl Session {
         let Some(to) = self.question("Enter recipient (name or id): ").await? else {
             return Ok(true);
         };
-        match self.client.send(recipient(to.trim()), &text).await {
+        match self.client.send(Recipient::typed(to.trim()), &text).await {
             Ok(_) => self.console.say("Message sent!"),
             Err(ClientError::Server(e)) => self
                 .console

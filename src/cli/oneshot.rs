@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::{CliError, connect_error, local_time};
 use crate::client::Client;
+use tokio::sync::mpsc;
+
 use crate::protocol::{Event, Recipient};
 
 /// What every one-shot command takes.
@@ -21,8 +23,12 @@ pub struct Common {
 }
 
 /// Connects and says hello: as `--name`, or else as a made-up guest unless `need` says
-/// why this command needs a real name.
-async fn open(common: &Common, need: Option<&str>) -> Result<(Client, bool), CliError> {
+/// why this command needs a real name. The events are taken before hello, so that none
+/// after it is missed.
+async fn open(
+    common: &Common,
+    need: Option<&str>,
+) -> Result<(Client, mpsc::Receiver<Event>, String, bool), CliError> {
     let mut client = Client::connect(common.addr.as_str())
         .await
         .map_err(|e| connect_error(&common.addr, e))?;
@@ -31,10 +37,9 @@ async fn open(common: &Common, need: Option<&str>) -> Result<(Client, bool), Cli
         (None, Some(why)) => return Err(CliError::Usage(why.to_owned())),
         (None, None) => (guest_name(), true),
     };
-    // Taken before hello, so that no event after it is missed.
-    let _ = client.take_events();
+    let events = client.take_events().ok_or(CliError::Lost)?;
     client.hello_with(&name, common.password.as_deref()).await?;
-    Ok((client, guest))
+    Ok((client, events, name, guest))
 }
 
 fn guest_name() -> String {
@@ -60,17 +65,9 @@ fn line(
     Ok(())
 }
 
-/// A `--to` made of digits is a client id, as in the course project's client.
-fn recipient(to: &str) -> Recipient {
-    match to.parse() {
-        Ok(id) if to.bytes().all(|b| b.is_ascii_digit()) => Recipient::Id(id),
-        _ => Recipient::Name(to.to_owned()),
-    }
-}
-
 /// Who is online (a made-up guest name leaves itself out).
 pub async fn users(common: &Common) -> Result<(), CliError> {
-    let (client, guest) = open(common, None).await?;
+    let (client, _, _, guest) = open(common, None).await?;
     let me = client.client_id();
     for user in client.users().await? {
         if guest && user.client_id == me {
@@ -92,8 +89,8 @@ struct Sent<'a> {
 
 /// Sends one direct message; answered once it is stored.
 pub async fn send(common: &Common, to: &str, text: &str) -> Result<(), CliError> {
-    let (client, _) = open(common, None).await?;
-    let message_id = client.send(recipient(to), text).await?;
+    let (client, _, _, _) = open(common, None).await?;
+    let message_id = client.send(Recipient::typed(to), text).await?;
     line(common.json, &Sent { message_id, to }, || {
         format!("Message {message_id} sent to {to}.")
     })?;
@@ -103,7 +100,8 @@ pub async fn send(common: &Common, to: &str, text: &str) -> Result<(), CliError>
 
 /// Prints and thereby reads every unread message.
 pub async fn inbox(common: &Common) -> Result<(), CliError> {
-    let (client, _) = open(common, Some("`inbox` needs --name: whose messages to read")).await?;
+    let (client, _, _, _) =
+        open(common, Some("`inbox` needs --name: whose messages to read")).await?;
     let mut any = false;
     loop {
         let page = client.inbox(None).await?;
@@ -126,14 +124,7 @@ pub async fn inbox(common: &Common) -> Result<(), CliError> {
 
 /// Joins `room` and prints each of its lines until Ctrl-C or until the room closes.
 pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
-    let mut client = Client::connect(common.addr.as_str())
-        .await
-        .map_err(|e| connect_error(&common.addr, e))?;
-    let Some(mut events) = client.take_events() else {
-        return Err(CliError::Lost);
-    };
-    let name = common.name.clone().unwrap_or_else(guest_name);
-    client.hello_with(&name, common.password.as_deref()).await?;
+    let (client, mut events, name, _) = open(common, None).await?;
     // Listening for Ctrl-C starts before anything is printed, so that an interrupt
     // arriving between two room lines is never missed.
     let mut interrupt = Interrupt::new()?;

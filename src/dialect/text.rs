@@ -256,7 +256,7 @@ pub fn parse_line(line: &[u8]) -> Incoming {
         "bye" | "quit" | "close" => Ok(Request::Bye),
         "send" => match first_word(rest) {
             (to, text) if !to.is_empty() && !text.is_empty() => Ok(Request::Send {
-                to: recipient(to),
+                to: Recipient::typed(to),
                 text: text.to_owned(),
             }),
             _ => Err(usage("SEND to text...")),
@@ -283,14 +283,6 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     match request {
         Ok(request) => Incoming::Request(Envelope { id: None, request }),
         Err(error) => error,
-    }
-}
-
-/// A recipient that is all digits is a client id, as in the course project's client.
-fn recipient(to: &str) -> Recipient {
-    match to.parse() {
-        Ok(id) if to.bytes().all(|b| b.is_ascii_digit()) => Recipient::Id(id),
-        _ => Recipient::Name(to.to_owned()),
     }
 }
 

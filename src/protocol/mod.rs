@@ -122,6 +122,17 @@ pub enum Recipient {
     Name(String),
 }
 
+impl Recipient {
+    /// A recipient typed by a person (a text line, a prompt, a flag): all digits is a
+    /// client id, as in the course project's client; anything else is a name.
+    pub fn typed(to: &str) -> Recipient {
+        match to.parse() {
+            Ok(id) if to.bytes().all(|b| b.is_ascii_digit()) => Recipient::Id(id),
+            _ => Recipient::Name(to.to_owned()),
+        }
+    }
+}
+
 impl std::fmt::Display for Recipient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
