@@ -91,6 +91,23 @@ struct ServeArgs {
     /// and one fsync; 1 turns group commit off, for measuring what it saves.
     #[arg(long, value_name = "N", default_value_t = switchboard::store::DEFAULT_COMMIT_BATCH)]
     commit_batch: usize,
+    /// Largest frame (native) or pickle (lab) a client may send, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = switchboard::frame::DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+    /// Most clients connected at once; more are told `server_full` and closed
+    /// [default: what the open-file limit allows, logged at start].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a new connection has to complete `hello` before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Seconds without a single frame from a client (ping counts) before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Outbound frames queued per client; a client that lets it fill is disconnected
+    /// as a slow consumer.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    queue_depth: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -256,11 +273,35 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Each client is one file descriptor: allow as many as the hard limit permits.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!("open-file limit: {limit}"),
-        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("cannot raise the open-file limit: {e}");
     }
+    let seconds = |what: &str, secs: f64| {
+        if secs.is_finite() && secs > 0.0 {
+            Ok(std::time::Duration::from_secs_f64(secs))
+        } else {
+            Err(anyhow::anyhow!(
+                "--{what} must be a positive number of seconds"
+            ))
+        }
+    };
+    anyhow::ensure!(
+        args.max_frame >= 4096,
+        "--max-frame must be at least 4096 bytes"
+    );
+    anyhow::ensure!(args.queue_depth >= 2, "--queue-depth must be at least 2");
+    anyhow::ensure!(
+        args.max_connections != Some(0),
+        "--max-connections must be at least 1"
+    );
     let config = Config {
+        max_frame: args.max_frame,
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(server::connection_budget),
+        handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
+        idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
+        queue_depth: args.queue_depth,
         listen: args.listen,
         text_listen: args.text_listen,
         lab_listen: args.lab_listen,

@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
-use crate::protocol::ClientId;
+use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::Services;
 use crate::store::{DEFAULT_COMMIT_BATCH, Store, StoreCloser, StoreError};
 
@@ -38,6 +40,12 @@ pub struct Config {
     pub max_frame: usize,
     /// Outbound frames queued per client before it counts as a slow consumer.
     pub queue_depth: usize,
+    /// Clients connected at once; more are told `server_full` and closed.
+    pub max_connections: usize,
+    /// How long a connection may take to complete `hello`.
+    pub handshake_timeout: Duration,
+    /// How long a connection may go without sending a whole frame.
+    pub idle_timeout: Duration,
     /// How long shutdown waits for sessions to flush before cutting them off.
     pub drain_timeout: Duration,
     /// Refuse a `hello` without a password.
@@ -55,6 +63,9 @@ impl Default for Config {
             db: PathBuf::from("switchboard.db"),
             max_frame: DEFAULT_MAX_FRAME,
             queue_depth: 1024,
+            max_connections: connection_budget(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(3),
             require_password: false,
             commit_batch: DEFAULT_COMMIT_BATCH,
@@ -71,6 +82,16 @@ pub enum ServerError {
     },
     #[error("cannot open the store {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
+}
+
+/// File descriptors kept for everything that is not a client: listeners, the store
+/// and its WAL, logs, and the short-lived sockets of refused connections.
+const RESERVED_FDS: u64 = 64;
+
+/// How many clients the open-file limit leaves room for: each costs one descriptor.
+pub fn connection_budget() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -160,7 +181,15 @@ impl Server {
                 tracing::info!(db = %config.db.display(), "listening on {addr} ({})", kind.name());
             }
         }
+        tracing::info!(
+            "at most {} clients at once; handshake timeout {:?}, idle timeout {:?}, queue depth {}",
+            config.max_connections,
+            config.handshake_timeout,
+            config.idle_timeout,
+            config.queue_depth
+        );
         let stopping = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(config.max_connections));
         let mut sessions = JoinSet::new();
         let mut next_id: ClientId = 1;
         tokio::pin!(shutdown);
@@ -170,18 +199,29 @@ impl Server {
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 (accepted, kind) = accept_any(&listener, text_listener.as_ref(), lab_listener.as_ref()) => match accepted {
                     Ok((stream, peer)) => {
+                        let max = config.max_frame;
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            tracing::warn!(%peer, "refused: server full ({} clients)", config.max_connections);
+                            match kind {
+                                DialectKind::Native => tokio::spawn(refuse(stream, Native::new(max))),
+                                DialectKind::Text => tokio::spawn(refuse(stream, Text::default())),
+                                DialectKind::Lab => tokio::spawn(refuse(stream, Lab::new(max))),
+                            };
+                            continue;
+                        };
                         let session = Session {
                             client_id: next_id,
                             services: Arc::clone(&services),
                             queue_depth: config.queue_depth,
+                            handshake_timeout: config.handshake_timeout,
+                            idle_timeout: config.idle_timeout,
                             shutdown: stopping.clone(),
                         };
                         next_id += 1;
-                        let max = config.max_frame;
                         match kind {
-                            DialectKind::Native => sessions.spawn(contained(session, stream, peer, Native::new(max))),
-                            DialectKind::Text => sessions.spawn(contained(session, stream, peer, Text::default())),
-                            DialectKind::Lab => sessions.spawn(contained(session, stream, peer, Lab::new(max))),
+                            DialectKind::Native => sessions.spawn(contained(session, stream, peer, Native::new(max), slot)),
+                            DialectKind::Text => sessions.spawn(contained(session, stream, peer, Text::default(), slot)),
+                            DialectKind::Lab => sessions.spawn(contained(session, stream, peer, Lab::new(max), slot)),
                         };
                     }
                     Err(e) => {
@@ -238,9 +278,33 @@ async fn accept_any(
     }
 }
 
+/// How long a refused connection is given to take its `server_full` error.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// Tells a connection over the limit why it is closed, then closes it.
+async fn refuse<D: Dialect>(mut stream: TcpStream, dialect: D) {
+    let event = Event::error(ErrorBody::new(
+        ErrorCode::ServerFull,
+        "the server has as many clients as it allows; try again later",
+    ));
+    let bytes = dialect.event_bytes(&event);
+    let _ = tokio::time::timeout(REFUSAL_GRACE, async {
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// Runs one session so that a panic inside it is logged and cleaned up like any other
-/// disconnect instead of taking anything else down.
-async fn contained<D: Dialect>(session: Session, stream: TcpStream, peer: SocketAddr, dialect: D) {
+/// disconnect instead of taking anything else down. `slot` is its place under the
+/// connection limit, given back when the session ends, however it ends.
+async fn contained<D: Dialect>(
+    session: Session,
+    stream: TcpStream,
+    peer: SocketAddr,
+    dialect: D,
+    slot: OwnedSemaphorePermit,
+) {
     let client_id = session.client_id;
     let services = Arc::clone(&session.services);
     let _ = stream.set_nodelay(true);
@@ -257,6 +321,7 @@ async fn contained<D: Dialect>(session: Session, stream: TcpStream, peer: Socket
             "session panicked; client disconnected and cleaned up"
         );
     }
+    drop(slot);
 }
 
 /// Binds per `config` and serves until `shutdown` completes.
