@@ -131,7 +131,11 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        Raw::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// Wraps a stream connected some other way (with socket options set, say).
+    pub fn from_stream(stream: TcpStream) -> Raw {
         Raw {
             stream,
             buf: BytesMut::new(),
@@ -183,6 +187,11 @@ impl Raw {
             assert_eq!(frame["id"], json!(id), "responses come in request order");
             return frame;
         }
+    }
+
+    /// Takes the events kept aside while waiting for responses.
+    pub fn kept_events(&mut self) -> Vec<Value> {
+        self.events.drain(..).collect()
     }
 
     /// The next event, from those kept aside first.

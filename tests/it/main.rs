@@ -8,6 +8,7 @@ mod course_programs;
 mod crash;
 mod dialects;
 mod durability;
+mod limits;
 mod menu_client;
 mod native;
 mod oneshot;
