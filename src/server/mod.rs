@@ -2,6 +2,8 @@
 //! shutdown. The only layer, with the sessions, that touches sockets.
 
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;

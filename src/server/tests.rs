@@ -1,0 +1,115 @@
+//! A panic inside one session, which no network input can cause, is contained: a
+//! dialect that panics on a marker frame stands in for a bug.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{Config, Session, contained};
+use crate::Client;
+use crate::dialect::{Dialect, DialectKind, Incoming, Native};
+use crate::frame::{self, FrameError};
+use crate::protocol::{Event, Response};
+use crate::service::Services;
+use crate::store::Store;
+
+/// The native dialect, with a bug: a frame saying `boom` panics.
+#[derive(Clone)]
+struct Buggy(Native);
+
+impl Dialect for Buggy {
+    const KIND: DialectKind = DialectKind::Native;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
+        assert!(!src.ends_with(b"boom"), "a bug in the dialect");
+        self.0.decode(src)
+    }
+
+    fn encode_response(&self, response: &Response, dst: &mut BytesMut) {
+        self.0.encode_response(response, dst)
+    }
+
+    fn encode_event(&self, event: &Event, dst: &mut BytesMut) {
+        self.0.encode_event(event, dst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _closer) = Store::open(&dir.path().join("panic.db")).unwrap();
+    let config = Config::default();
+    let services = Arc::new(Services::new(store, config.max_frame, false));
+    let slots = Arc::new(Semaphore::new(4));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    {
+        let services = Arc::clone(&services);
+        let slots = Arc::clone(&slots);
+        tokio::spawn(async move {
+            let mut next_id = 1;
+            while let Ok((stream, peer)) = listener.accept().await {
+                let session = Session {
+                    client_id: next_id,
+                    services: Arc::clone(&services),
+                    queue_depth: config.queue_depth,
+                    handshake_timeout: config.handshake_timeout,
+                    idle_timeout: config.idle_timeout,
+                    shutdown: CancellationToken::new(),
+                };
+                next_id += 1;
+                let slot = Arc::clone(&slots).try_acquire_owned().unwrap();
+                let dialect = Buggy(Native::new(config.max_frame));
+                tokio::spawn(contained(session, stream, peer, dialect, slot));
+            }
+        });
+    }
+
+    let bystander = Client::connect(addr).await.unwrap();
+    bystander.hello("bystander").await.unwrap();
+    let victim = Client::connect(addr).await.unwrap();
+    victim.hello("victim").await.unwrap();
+    drop(victim);
+    let mut bomber = TcpStream::connect(addr).await.unwrap();
+    let mut out = BytesMut::new();
+    frame::encode(br#"{"id":1,"op":"hello","name":"bomber"}"#, &mut out);
+    bomber.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    // Read the welcome and the hello's answer, then set the bug off.
+    while !String::from_utf8_lossy(&seen).contains("\"ok\":true") {
+        let mut chunk = [0; 256];
+        let n = bomber.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before hello was answered");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    bomber.write_all(b"boom").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = bomber.read_to_end(&mut rest).await;
+
+    // The bomber's session is gone from the hub, its name free, its slot given back;
+    // everyone else is served as before.
+    let mut names = Vec::new();
+    for _ in 0..1000 {
+        names = bystander.users().await.unwrap();
+        if names
+            .iter()
+            .all(|u| u.name != "bomber" && u.name != "victim")
+        {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let names: Vec<_> = names.into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["bystander"]);
+    let again = Client::connect(addr).await.unwrap();
+    again.hello("bomber").await.unwrap();
+    bystander.ping().await.unwrap();
+    assert!(
+        slots.available_permits() >= 2,
+        "the panicked session's slot is back"
+    );
+}
