@@ -262,3 +262,31 @@ pub async fn next_event(
         .expect("event in time")
         .expect("event stream open")
 }
+
+/// A reproducible random source (xorshift), so that a failing input can be replayed
+/// from its seed.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// `len` reproducible random bytes.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = XorShift::new(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}

@@ -5,7 +5,7 @@ use switchboard::protocol::Event;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::common::{TestServer, next_event};
+use crate::common::{TestServer, next_event, noise};
 use crate::wire::{LabConn, TextConn, dict, get, s};
 
 fn int(n: i64) -> Value {
@@ -175,19 +175,6 @@ async fn pickles_split_across_reads_or_sharing_one_are_each_answered() {
     assert_eq!(get(&lab.reply().await, "id"), Some(&int(1)));
     assert_eq!(get(&lab.reply().await, "id"), Some(&int(2)));
     server.stop().await;
-}
-
-/// A reproducible stream of noise (xorshift), so a failure can be replayed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -180,7 +180,7 @@ impl LabConn {
 /// `switchboard serve` as a child process, its console read line by line.
 pub struct Serve {
     pub child: Child,
-    lines: Lines<BufReader<ChildStderr>>,
+    lines: Option<Lines<BufReader<ChildStderr>>>,
     /// Addresses from the "listening on" lines: native first, then text and lab if on.
     pub addrs: Vec<String>,
     /// Every console line read so far.
@@ -203,7 +203,7 @@ impl Serve {
         let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut serve = Serve {
             child,
-            lines,
+            lines: Some(lines),
             addrs: Vec::new(),
             seen: Vec::new(),
         };
@@ -219,10 +219,19 @@ impl Serve {
         serve
     }
 
+    /// Reads the console from now on only to throw it away, so that a test with
+    /// many clients does not fill the pipe and block the server's logging.
+    pub fn discard_console(&mut self) {
+        if let Some(mut lines) = self.lines.take() {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        }
+    }
+
     /// The next console line containing `needle`.
     pub async fn line_with(&mut self, needle: &str) -> String {
         let wait = async {
-            while let Some(line) = self.lines.next_line().await.expect("read stderr") {
+            let lines = self.lines.as_mut().expect("console not discarded");
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
                 self.seen.push(line.clone());
                 if line.contains(needle) {
                     return line;
