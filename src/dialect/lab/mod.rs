@@ -133,10 +133,51 @@ fn from_value(value: Value) -> Incoming {
             summary: summary(&value),
         };
     }
-    match serde_pickle::from_value::<serde_json::Value>(value) {
+    match to_json(value) {
         Ok(json) => native::request_from_value(json),
         Err(e) => bad_request(format!("request fields must be plain values: {e}")),
     }
+}
+
+/// The request dict as the JSON value the native dialect parses. Python ints are
+/// unbounded and pickled past 2^63 as longs, which serde-pickle cannot turn into JSON
+/// itself: an id up to 2^64-1 must come through as it does on the native wire.
+fn to_json(value: Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as Json;
+    Ok(match value {
+        Value::None => Json::Null,
+        Value::Bool(b) => Json::Bool(b),
+        Value::I64(n) => Json::from(n),
+        Value::Int(big) => {
+            let digits = big.to_string();
+            match digits.parse::<u64>() {
+                Ok(n) => Json::from(n),
+                Err(_) => return Err(format!("integer out of range: {digits}")),
+            }
+        }
+        Value::F64(x) => serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number),
+        Value::String(s) => Json::String(s),
+        Value::Bytes(_) => return Err("bytes where text was expected".into()),
+        Value::List(items) | Value::Tuple(items) => {
+            Json::Array(items.into_iter().map(to_json).collect::<Result<_, _>>()?)
+        }
+        Value::Set(items) | Value::FrozenSet(items) => Json::Array(
+            items
+                .into_iter()
+                .map(|item| to_json(item.into_value()))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Dict(map) => {
+            let mut object = serde_json::Map::new();
+            for (key, value) in map {
+                let HashableValue::String(key) = key else {
+                    return Err("dict keys must be strings".into());
+                };
+                object.insert(key, to_json(value)?);
+            }
+            Json::Object(object)
+        }
+    })
 }
 
 /// The value as Python would print it, cut short for the console.
@@ -167,6 +208,24 @@ mod tests {
         }
         assert!(buf.is_empty(), "left over: {buf:?}");
         out
+    }
+
+    /// Found by the round-trip property: Python pickles an id past 2^63 as a long.
+    #[test]
+    fn an_id_past_two_to_the_63_comes_through_as_on_the_native_wire() {
+        let mut stream = b"\x80\x02}q\x00(X\x02\x00\x00\x00opX\x04\x00\x00\x00ping".to_vec();
+        stream.extend(b"X\x02\x00\x00\x00id\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x80\x00u.");
+        assert_eq!(
+            decode(&stream),
+            [Incoming::Request(Envelope {
+                id: Some(1 << 63),
+                request: Request::Ping,
+            })]
+        );
+        // Past 2^64 it is no id at all: answered as a bad request.
+        let mut stream = b"\x80\x02}q\x00(X\x02\x00\x00\x00opX\x04\x00\x00\x00ping".to_vec();
+        stream.extend(b"X\x02\x00\x00\x00id\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01u.");
+        assert!(matches!(&decode(&stream)[..], [Incoming::Invalid { .. }]));
     }
 
     #[test]
