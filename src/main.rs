@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::bench::Target;
 use switchboard::cli::{self, menu, oneshot};
 use switchboard::server::{self, Config};
 use tracing_subscriber::EnvFilter;
@@ -37,14 +38,29 @@ enum Command {
     Inbox(CommonArgs),
     /// Join a chat room and print each of its lines until Ctrl-C.
     Listen(ListenArgs),
-    /// Measure a running server: throughput and latency percentiles.
+    /// Measure a running server (or Redis, NATS, an echo floor) under a load scenario:
+    /// throughput and latency percentiles.
     Bench(BenchArgs),
+    /// The `bench --target echo` server: sends back what it gets.
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Scenario {
-    /// N senders, each sending acknowledged (durable) direct messages to offline users.
+    /// N connections, each keeping P pings outstanding.
+    Rr,
+    /// N senders, each sending acknowledged (durable) messages to offline users.
     Send,
+    /// One publisher saying to a room of N members, W messages in flight.
+    Fanout,
+    /// N idle connections that completed the handshake; server memory per connection.
+    Conns,
 }
 
 #[derive(clap::Args)]
@@ -52,18 +68,30 @@ struct BenchArgs {
     /// The scenario to run.
     #[arg(value_enum)]
     scenario: Scenario,
-    /// Server address.
-    #[arg(long, default_value = menu::DEFAULT_ADDR)]
-    addr: String,
-    /// Connections (senders for `send`).
-    #[arg(long, short = 'n', default_value_t = 8)]
+    /// The server under load; echo is started by the bench itself.
+    #[arg(long, value_enum, default_value = "switchboard")]
+    target: Target,
+    /// Server address [default: the target's usual port on 127.0.0.1].
+    #[arg(long)]
+    addr: Option<String>,
+    /// Connections (senders for `send`, members for `fanout`).
+    #[arg(long, short = 'n', default_value_t = 32)]
     connections: usize,
-    /// How long to run, in seconds.
+    /// `rr`: pings each connection keeps outstanding.
+    #[arg(long, short = 'P', default_value_t = 1)]
+    pipeline: usize,
+    /// `fanout`: messages the publisher keeps in flight.
+    #[arg(long, short = 'W', default_value_t = 16)]
+    in_flight: usize,
+    /// How long to run, in seconds (`conns` runs until all are open).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Bytes of text per message.
+    /// Bytes of text per message (`send`, `fanout`).
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// `conns`: the server's process id, to read its memory from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -71,6 +99,10 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// Threads serving connections [default: one per core]; 1 runs every session on
+    /// one thread, which leaves the other cores to whatever shares the machine.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Address for the native protocol.
     #[arg(long, default_value = "127.0.0.1:12000")]
     listen: SocketAddr,
@@ -209,7 +241,22 @@ fn run() -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let threads = match &cli.command {
+        Command::Serve(args) => args.threads,
+        Command::EchoServer { threads, .. } => *threads,
+        _ => None,
+    };
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    }
+    .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
         Command::Connect(args) => runtime.block_on(connect(args)),
@@ -218,6 +265,10 @@ fn run() -> anyhow::Result<ExitCode> {
             done(runtime.block_on(oneshot::send(&args.common.common(), &args.to, &args.text)))
         }
         Command::Bench(args) => runtime.block_on(bench(args)),
+        Command::EchoServer { listen, .. } => {
+            runtime.block_on(switchboard::bench::echo::serve(listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inbox(args) => done(runtime.block_on(oneshot::inbox(&args.common()))),
         Command::Listen(args) => {
             done(runtime.block_on(oneshot::listen(&args.common.common(), &args.room)))
@@ -249,19 +300,69 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    use switchboard::bench::{conns, echo, fanout, rr, send};
+    // Each connection is a file descriptor: allow as many as the hard limit permits.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let duration = std::time::Duration::from_secs_f64(args.duration.max(0.0));
+    let target = args.target;
+    let mut echo_child = None;
+    let addr = match (&args.addr, target) {
+        (Some(addr), _) => addr.clone(),
+        (None, Target::Echo) => {
+            let child = echo::EchoChild::start().await?;
+            let addr = child.addr.clone();
+            echo_child = Some(child);
+            addr
+        }
+        (None, _) => target.default_addr().to_owned(),
+    };
+    let pid = args
+        .pid
+        .or_else(|| echo_child.as_ref().and_then(echo::EchoChild::pid));
+    let n = args.connections.max(1);
     let report = match args.scenario {
+        Scenario::Rr => {
+            rr::run(&rr::RrOptions {
+                target,
+                addr,
+                connections: n,
+                pipeline: args.pipeline,
+                duration,
+            })
+            .await?
+        }
         Scenario::Send => {
-            switchboard::bench::send::run(&switchboard::bench::send::SendOptions {
-                addr: args.addr,
-                senders: args.connections.max(1),
+            send::run(&send::SendOptions {
+                target,
+                addr,
+                senders: n,
                 duration,
                 size: args.size,
             })
             .await?
         }
+        Scenario::Fanout => {
+            fanout::run(&fanout::FanoutOptions {
+                target,
+                addr,
+                members: n,
+                in_flight: args.in_flight,
+                duration,
+                size: args.size,
+            })
+            .await?
+        }
+        Scenario::Conns => {
+            conns::run(&conns::ConnsOptions {
+                target,
+                addr,
+                connections: n,
+                pid,
+            })
+            .await?
+        }
     };
+    drop(echo_child);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -4,15 +4,21 @@
 //! Benchmarks live here and not in the tests: speed is measured and compared, never
 //! asserted with a stopwatch.
 
+pub mod conns;
+pub mod echo;
+pub mod fanout;
+pub mod rr;
 pub mod send;
+pub mod target;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::client::ClientError;
+pub use target::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -22,12 +28,15 @@ pub enum BenchError {
     Client(#[from] ClientError),
     #[error("a load task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// One scenario's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
+    pub target: Target,
     pub connections: usize,
     pub ops: u64,
     pub seconds: f64,
@@ -36,6 +45,12 @@ pub struct Report {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// `fanout`: messages some member never received (must be 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+    /// `conns`: the server's resident memory per connection, in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kib_per_conn: Option<f64>,
 }
 
 /// Latencies in microseconds, from 1 µs to 100 s at 3 significant figures.
@@ -47,6 +62,7 @@ pub fn histogram() -> Histogram<u64> {
 impl Report {
     pub fn new(
         scenario: &'static str,
+        target: Target,
         connections: usize,
         latencies: &Histogram<u64>,
         elapsed: Duration,
@@ -55,6 +71,7 @@ impl Report {
         let seconds = elapsed.as_secs_f64();
         Report {
             scenario,
+            target,
             connections,
             ops,
             seconds,
@@ -67,20 +84,30 @@ impl Report {
             p99_us: latencies.value_at_quantile(0.99),
             p999_us: latencies.value_at_quantile(0.999),
             max_us: latencies.max(),
+            lost: None,
+            kib_per_conn: None,
         }
     }
 
     pub fn header() -> String {
         format!(
-            "{:<9} {:>6} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}",
-            "scenario", "conns", "ops", "ops/s", "p50", "p99", "p99.9", "max"
+            "{:<9} {:<12} {:>6} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}  {}",
+            "scenario", "target", "conns", "ops", "ops/s", "p50", "p99", "p99.9", "max", "notes"
         )
     }
 
     pub fn row(&self) -> String {
+        let mut notes = Vec::new();
+        if let Some(lost) = self.lost {
+            notes.push(format!("lost {lost}"));
+        }
+        if let Some(kib) = self.kib_per_conn {
+            notes.push(format!("{kib:.2} KiB/conn"));
+        }
         format!(
-            "{:<9} {:>6} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9}",
+            "{:<9} {:<12} {:>6} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9}  {}",
             self.scenario,
+            self.target.name(),
             self.connections,
             self.ops,
             self.ops_per_sec,
@@ -88,6 +115,7 @@ impl Report {
             micros(self.p99_us),
             micros(self.p999_us),
             micros(self.max_us),
+            notes.join(", "),
         )
     }
 }
@@ -112,4 +140,51 @@ pub fn progress(duration: Duration, what: &str) -> ProgressBar {
     }
     bar.set_message(what.to_owned());
     bar
+}
+
+/// Waits for every load task's latencies while the bar fills up to `deadline`.
+pub async fn join_latencies(
+    tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, BenchError>>>,
+    bar: &ProgressBar,
+    start: Instant,
+    deadline: Instant,
+) -> Result<Histogram<u64>, BenchError> {
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                bar.set_position(start.elapsed().as_millis() as u64);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut all = histogram();
+    let mut failed = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(latencies)) => {
+                let _ = all.add(&latencies);
+            }
+            Ok(Err(e)) => failed = failed.or(Some(e)),
+            Err(e) => failed = failed.or(Some(BenchError::Task(e.to_string()))),
+        }
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(all),
+    }
+}
+
+/// Resident memory of process `pid`, in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> Result<u64, BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| {
+        BenchError::Unsupported(format!("cannot read the memory of pid {pid}: {e}"))
+    })?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| BenchError::Unsupported(format!("no VmRSS for pid {pid}")))
 }

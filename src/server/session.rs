@@ -87,7 +87,11 @@ impl Session {
         // Armed lazily: it fires at the earliest deadline it was set for, and is only
         // moved then, so frames arriving do not touch the timer wheel each time.
         let timer = tokio::time::sleep_until(self.deadline(connected, last_frame, state).0);
-        tokio::pin!(timer);
+        // Made once and polled again each time round: a fresh wait on each read would
+        // register and unregister with the signal for every request.
+        let stopped = stop.stopped();
+        let shutdown = self.shutdown.cancelled();
+        tokio::pin!(timer, stopped, shutdown);
         loop {
             loop {
                 match dialect.decode(&mut buf) {
@@ -106,8 +110,14 @@ impl Session {
             }
             buf.reserve(READ_CHUNK);
             tokio::select! {
-                () = stop.stopped() => return stop.reason().unwrap_or_else(|| "stopped".into()),
-                () = self.shutdown.cancelled() => {
+                biased;
+                read = socket.read_buf(&mut buf) => match read {
+                    Ok(0) => return self.finish(&mut buf, &mut dialect, state, &queue).await,
+                    Ok(_) => {}
+                    Err(e) => return format!("read failed: {e}"),
+                },
+                () = &mut stopped => return stop.reason().unwrap_or_else(|| "stopped".into()),
+                () = &mut shutdown => {
                     let event = SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() });
                     let _ = tx.try_send(Outbound::Event(event));
                     let _ = tx.try_send(Outbound::Close);
@@ -122,11 +132,6 @@ impl Session {
                         return why.into();
                     }
                     timer.as_mut().reset(due);
-                }
-                read = socket.read_buf(&mut buf) => match read {
-                    Ok(0) => return self.finish(&mut buf, &mut dialect, state, &queue).await,
-                    Ok(_) => {}
-                    Err(e) => return format!("read failed: {e}"),
                 }
             }
         }
@@ -196,7 +201,10 @@ impl Session {
             }
             Incoming::Request(envelope) => {
                 let bye = matches!(envelope.request, Request::Bye);
+                // Biased: most requests are answered at their first poll, and then the
+                // wait on the stop signal is never registered.
                 let outcome = tokio::select! {
+                    biased;
                     outcome = self.services.handle(state, envelope.request) => outcome,
                     () = queue.stop.stopped() => return Some(queue.stop.reason().unwrap_or_default()),
                 };
@@ -240,6 +248,11 @@ impl Queue<'_> {
     /// Queues a response, waiting while the queue is full (the client is not reading,
     /// so it is fair to stop reading from it); false when the session is over.
     async fn send(&self, item: Outbound) -> bool {
+        let item = match self.tx.try_send(item) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
         tokio::select! {
             sent = self.tx.send(item) => sent.is_ok(),
             () = self.stop.stopped() => false,
@@ -268,12 +281,19 @@ async fn write_loop<D: Dialect>(
     stop: &StopSignal,
 ) {
     let mut buf = BytesMut::new();
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     loop {
+        // Biased towards work: the stop signal is looked at only when there is none,
+        // and is checked again before anything is written.
         let first = tokio::select! {
             biased;
-            () = stop.stopped() => return,
             item = rx.recv() => item,
+            () = &mut stopped => return,
         };
+        if stop.is_stopped() {
+            return;
+        }
         let Some(first) = first else { break };
         let mut close = encode(&dialect, first, &mut buf);
         while !close && buf.len() < WRITE_BATCH {
@@ -283,11 +303,12 @@ async fn write_loop<D: Dialect>(
             }
         }
         tokio::select! {
+            biased;
             written = socket.write_all(&buf) => if let Err(e) = written {
                 stop.stop(format!("write failed: {e}"));
                 return;
             },
-            () = stop.stopped() => return,
+            () = &mut stopped => return,
         }
         if buf.capacity() > WRITE_BATCH * 2 {
             buf = BytesMut::new();

@@ -106,7 +106,7 @@ async fn over_the_connection_limit_clients_get_server_full_until_others_leave() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_member_is_disconnected_and_nobody_waits_for_it() {
     const MORE: usize = 100;
-    let (server, _dir) = start(|c| c.queue_depth = 8).await;
+    let (server, _dir) = start(|c| c.queue_depth = 64).await;
     let mut owner = server.raw().await;
     owner.hello("owner").await;
     assert_eq!(
@@ -150,7 +150,7 @@ async fn a_stalled_member_is_disconnected_and_nobody_waits_for_it() {
             }
         }
     });
-    // Say until the stalled member is cut off (its kernel buffers and its queue of 8
+    // Say until the stalled member is cut off (its kernel buffers and its queue of 64
     // full), then some more: every say is answered, whatever the stalled one does.
     let text = "m".repeat(4096);
     let mut said = 0;
