@@ -13,7 +13,9 @@ use crate::protocol::{Event, Response};
 /// One item in a connection's bounded outbound queue.
 #[derive(Debug)]
 pub enum Outbound {
-    Response(Response),
+    /// Boxed: a queue allocates its slots in blocks up front, and a slot is as large
+    /// as the largest item, so this keeps an idle connection's queue small.
+    Response(Box<Response>),
     Event(Arc<SharedEvent>),
     /// Write everything queued before this, then close the connection.
     Close,

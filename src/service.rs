@@ -41,6 +41,14 @@ impl SessionState {
     }
 }
 
+/// How far [`Services::serve_now`] got with a request.
+pub enum Served {
+    /// Answered at once.
+    Now(Result<Reply, ErrorBody>),
+    /// Waits on the store or a password hash.
+    Later(Request),
+}
+
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
@@ -83,24 +91,65 @@ impl Services {
         session: &mut SessionState,
         request: Request,
     ) -> Result<Reply, ErrorBody> {
+        match self.serve_now(session, request) {
+            Served::Now(outcome) => outcome,
+            Served::Later(request) => self.serve_later(session, request).await,
+        }
+    }
+
+    /// Serves `request` if that needs no waiting; the ops that wait on the store or on
+    /// a password hash are handed back for [`Services::serve_later`]. Sessions box only
+    /// those: every future a session may await is part of its task's size, idle or not.
+    pub fn serve_now(&self, session: &mut SessionState, request: Request) -> Served {
         let id = session.client_id;
-        let name = match (&session.name, request.allowed_before_hello()) {
-            (Some(name), _) => name.clone(),
-            (None, true) => String::new(),
-            (None, false) => {
-                return Err(error(
-                    ErrorCode::NotRegistered,
-                    "say hello with your name first",
-                ));
+        if session.name.is_none() && !request.allowed_before_hello() {
+            return Served::Now(Err(error(
+                ErrorCode::NotRegistered,
+                "say hello with your name first",
+            )));
+        }
+        Served::Now(match request {
+            Request::Hello { .. } | Request::Send { .. } | Request::Inbox { .. } => {
+                return Served::Later(request);
             }
-        };
-        match request {
             Request::Ping | Request::Bye => Ok(Reply::Done {}),
-            Request::Hello { name, password } => self.hello(session, name, password).await,
             Request::Menu => Ok(Reply::Menu(Menu::course_project())),
             Request::Users => Ok(Reply::Users {
                 users: self.hub.users(),
             }),
+            Request::CreateRoom { room } => valid_room(&room)
+                .and_then(|()| Ok(self.hub.create_room(id, &room)?))
+                .map(|()| Reply::Done {}),
+            Request::JoinRoom { room } => self
+                .hub
+                .join_room(id, &room)
+                .map(|members| Reply::Joined { members })
+                .map_err(ErrorBody::from),
+            Request::Say { room, text } => check_text(&text)
+                .and_then(|()| Ok(self.hub.say(id, &room, &text)?))
+                .map(|()| Reply::Done {}),
+            Request::LeaveRoom { room } => self
+                .hub
+                .leave_room(id, &room)
+                .map(|()| Reply::Done {})
+                .map_err(ErrorBody::from),
+            Request::CloseRoom { room } => self
+                .hub
+                .close_room(id, &room)
+                .map(|()| Reply::Done {})
+                .map_err(ErrorBody::from),
+        })
+    }
+
+    /// Serves what [`Services::serve_now`] handed back: hello, send and inbox.
+    pub async fn serve_later(
+        &self,
+        session: &mut SessionState,
+        request: Request,
+    ) -> Result<Reply, ErrorBody> {
+        let name = session.name.clone().unwrap_or_default();
+        match request {
+            Request::Hello { name, password } => self.hello(session, name, password).await,
             Request::Send { to, text } => self.send(&name, to, &text).await,
             Request::Inbox { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
@@ -108,28 +157,10 @@ impl Services {
                 let page = self.store.take_inbox(&name, limit, budget).await?;
                 Ok(Reply::Inbox(page))
             }
-            Request::CreateRoom { room } => {
-                valid_room(&room)?;
-                self.hub.create_room(id, &room)?;
-                Ok(Reply::Done {})
-            }
-            Request::JoinRoom { room } => {
-                let members = self.hub.join_room(id, &room)?;
-                Ok(Reply::Joined { members })
-            }
-            Request::Say { room, text } => {
-                check_text(&text)?;
-                self.hub.say(id, &room, &text)?;
-                Ok(Reply::Done {})
-            }
-            Request::LeaveRoom { room } => {
-                self.hub.leave_room(id, &room)?;
-                Ok(Reply::Done {})
-            }
-            Request::CloseRoom { room } => {
-                self.hub.close_room(id, &room)?;
-                Ok(Reply::Done {})
-            }
+            other => match self.serve_now(session, other) {
+                Served::Now(outcome) => outcome,
+                Served::Later(_) => Err(error(ErrorCode::Internal, "no way to serve this op")),
+            },
         }
     }
 

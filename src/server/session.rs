@@ -1,11 +1,12 @@
 //! One connection: a reader that decodes and serves requests in order, and the single
 //! writer that owns the socket's write half, fed by the connection's bounded queue.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -16,15 +17,31 @@ use crate::dialect::{Dialect, Incoming};
 use crate::frame::FrameError;
 use crate::outbound::{Outbound, Outbox, SharedEvent, StopSignal};
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, Reply, Request, Response};
-use crate::service::{Services, SessionState};
+use crate::service::{Served, Services, SessionState};
 
 /// The writer gathers queued frames into one write of up to about this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 /// After the reader is done, the writer gets this long to flush what is queued.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
-/// Reads go into at least this much free buffer space, so that a large frame arrives in
-/// few reads; a buffer that grew past [`WRITE_BATCH`] for one is released once empty.
-const READ_CHUNK: usize = 8 * 1024;
+/// Most bytes taken from the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Where reads land first: one buffer per thread, shared by every session on it.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what the socket has through the thread's scratch buffer and keeps it in `buf`.
+/// A connection so holds no read buffer while it waits: only the bytes of a frame not
+/// yet complete stay with it (an idle connection's 8 KiB buffer was most of its memory).
+/// `Ok(0)` is the end of the stream.
+fn read_ready(socket: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let n = socket.try_read(scratch)?;
+        buf.extend_from_slice(&scratch[..n]);
+        Ok(n)
+    })
+}
 
 pub(super) struct Session {
     pub client_id: ClientId,
@@ -74,7 +91,7 @@ impl Session {
     /// Reads, decodes and serves until the connection should end; returns why.
     async fn read_loop<D: Dialect>(
         &self,
-        mut socket: OwnedReadHalf,
+        socket: OwnedReadHalf,
         mut dialect: D,
         tx: mpsc::Sender<Outbound>,
         stop: &StopSignal,
@@ -105,15 +122,15 @@ impl Session {
                     Err(e) => return framing_error(e, &queue),
                 }
             }
-            if buf.is_empty() && buf.capacity() > WRITE_BATCH {
+            if buf.is_empty() && buf.capacity() > 0 {
                 buf = BytesMut::new();
             }
-            buf.reserve(READ_CHUNK);
             tokio::select! {
                 biased;
-                read = socket.read_buf(&mut buf) => match read {
-                    Ok(0) => return self.finish(&mut buf, &mut dialect, state, &queue).await,
+                ready = socket.readable() => match ready.and_then(|()| read_ready(&socket, &mut buf)) {
+                    Ok(0) => return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await,
                     Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return format!("read failed: {e}"),
                 },
                 () = &mut stopped => return stop.reason().unwrap_or_else(|| "stopped".into()),
@@ -201,12 +218,13 @@ impl Session {
             }
             Incoming::Request(envelope) => {
                 let bye = matches!(envelope.request, Request::Bye);
-                // Biased: most requests are answered at their first poll, and then the
-                // wait on the stop signal is never registered.
-                let outcome = tokio::select! {
-                    biased;
-                    outcome = self.services.handle(state, envelope.request) => outcome,
-                    () = queue.stop.stopped() => return Some(queue.stop.reason().unwrap_or_default()),
+                // Only the ops that wait are boxed, so that their large futures are
+                // not part of every idle session's task.
+                let outcome = match self.services.serve_now(state, envelope.request) {
+                    Served::Now(outcome) => outcome,
+                    Served::Later(request) => {
+                        Box::pin(self.services.serve_later(state, request)).await
+                    }
                 };
                 (envelope.id, outcome, bye)
             }
@@ -220,7 +238,7 @@ impl Session {
             );
         }
         if !queue
-            .send(Outbound::Response(Response { id, outcome }))
+            .send(Outbound::Response(Box::new(Response { id, outcome })))
             .await
         {
             return Some(
@@ -253,10 +271,14 @@ impl Queue<'_> {
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
             Err(mpsc::error::TrySendError::Full(item)) => item,
         };
-        tokio::select! {
-            sent = self.tx.send(item) => sent.is_ok(),
-            () = self.stop.stopped() => false,
-        }
+        // The waiting send is boxed for the same reason as the waiting ops.
+        Box::pin(async {
+            tokio::select! {
+                sent = self.tx.send(item) => sent.is_ok(),
+                () = self.stop.stopped() => false,
+            }
+        })
+        .await
     }
 }
 
@@ -310,7 +332,8 @@ async fn write_loop<D: Dialect>(
             },
             () = &mut stopped => return,
         }
-        if buf.capacity() > WRITE_BATCH * 2 {
+        // Going idle, the connection keeps no write buffer either.
+        if rx.is_empty() || buf.capacity() > WRITE_BATCH * 2 {
             buf = BytesMut::new();
         } else {
             buf.clear();
