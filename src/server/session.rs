@@ -9,14 +9,14 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, Incoming};
 use crate::frame::FrameError;
-use crate::outbound::{Outbound, Outbox, SharedEvent, StopSignal};
-use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, Reply, Request, Response};
+use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, StopSignal};
+use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
 
 /// The writer gathers queued frames into one write of up to about this many bytes.
@@ -57,23 +57,26 @@ impl Session {
     /// why it ended.
     pub async fn run<D: Dialect>(self, stream: TcpStream, dialect: D) {
         let (read_half, write_half) = stream.into_split();
-        let (tx, rx) = mpsc::channel(self.queue_depth.max(2));
+        let queue = Arc::new(OutQueue::new(self.queue_depth.max(2)));
         let stop = Arc::new(StopSignal::default());
         let welcome = SharedEvent::new(Event::welcome(self.client_id));
         // The queue is new and holds at least two items, so this cannot fail.
-        let _ = tx.try_send(Outbound::Event(welcome));
-        self.services
-            .hub
-            .connect(self.client_id, Outbox::new(tx.clone(), Arc::clone(&stop)));
+        let _ = queue.try_send(Outbound::Event(welcome));
+        self.services.hub.connect(
+            self.client_id,
+            Outbox::new(Arc::clone(&queue), Arc::clone(&stop)),
+        );
 
         let mut state = SessionState::new(self.client_id);
-        let writer = write_loop(write_half, dialect.clone(), rx, &stop);
+        let writer = write_loop(write_half, dialect.clone(), &queue, &stop);
         tokio::pin!(writer);
         let (reason, writer_done) = tokio::select! {
-            reason = self.read_loop(read_half, dialect, tx, &stop, &mut state) => (reason, false),
+            reason = self.read_loop(read_half, dialect, &queue, &stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
         self.services.hub.disconnect(self.client_id);
+        // Nothing more will be queued: the writer flushes what is there, then stops.
+        queue.close();
         if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
             tracing::debug!(
                 client_id = self.client_id,
@@ -93,11 +96,11 @@ impl Session {
         &self,
         socket: OwnedReadHalf,
         mut dialect: D,
-        tx: mpsc::Sender<Outbound>,
+        tx: &OutQueue,
         stop: &StopSignal,
         state: &mut SessionState,
     ) -> String {
-        let queue = Queue { tx: &tx, stop };
+        let queue = Queue { tx, stop };
         let mut buf = BytesMut::new();
         let connected = Instant::now();
         let mut last_frame = connected;
@@ -199,54 +202,71 @@ impl Session {
         }
     }
 
-    /// Serves one decoded unit; `Some(reason)` when the session must end.
-    async fn serve(
+    /// Serves one decoded unit if that needs no waiting: `Ok(Some(reason))` when the
+    /// session must end, `Err` with what is left when it must wait (for the store, a
+    /// password hash, or room in the queue). Most requests are done here, so that the
+    /// waiting part is a boxed future and not part of every idle session's task.
+    fn serve_now(
         &self,
         incoming: Incoming,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Option<String> {
-        let (id, outcome, bye) = match incoming {
-            Incoming::Invalid { id, error } => (id, Err(error), false),
+    ) -> Result<Option<String>, Slow> {
+        let (id, outcome) = match incoming {
+            Incoming::Invalid { id, error } => (id, Err(error)),
             Incoming::Data { summary } => {
                 tracing::info!(
                     client_id = self.client_id,
                     name = %state.name.as_deref().unwrap_or("-"),
                     "data: {summary}"
                 );
-                (None, Ok(Reply::Ack { ack: true }), false)
+                (None, Ok(Reply::Ack { ack: true }))
             }
-            Incoming::Request(envelope) => {
-                let bye = matches!(envelope.request, Request::Bye);
-                // Only the ops that wait are boxed, so that their large futures are
-                // not part of every idle session's task.
-                let outcome = match self.services.serve_now(state, envelope.request) {
-                    Served::Now(outcome) => outcome,
-                    Served::Later(request) => {
-                        Box::pin(self.services.serve_later(state, request)).await
-                    }
-                };
-                (envelope.id, outcome, bye)
+            Incoming::Request(envelope) if matches!(envelope.request, Request::Bye) => {
+                return Err(Slow::Serve(envelope));
             }
+            Incoming::Request(envelope) => match self.services.serve_now(state, envelope.request) {
+                Served::Now(outcome) => (envelope.id, outcome),
+                Served::Later(request) => {
+                    return Err(Slow::Serve(Envelope {
+                        id: envelope.id,
+                        request,
+                    }));
+                }
+            },
         };
-        if let Err(error) = &outcome {
-            tracing::info!(
-                client_id = self.client_id,
-                name = %state.name.as_deref().unwrap_or("-"),
-                code = %error.code,
-                "error: {}", error.message
-            );
-        }
-        if !queue
-            .send(Outbound::Response(Box::new(Response { id, outcome })))
-            .await
+        self.log_error(&outcome, state);
+        match queue
+            .tx
+            .try_send(Outbound::Response(Box::new(Response { id, outcome })))
         {
-            return Some(
-                queue
-                    .stop
-                    .reason()
-                    .unwrap_or_else(|| "connection closed".into()),
-            );
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(item)) => Err(Slow::Queue(item)),
+            Err(TrySendError::Closed(_)) => Ok(Some(queue.ended())),
+        }
+    }
+
+    /// Finishes what [`Session::serve_now`] could not; `Some(reason)` when the session
+    /// must end.
+    async fn serve_later(
+        &self,
+        slow: Slow,
+        state: &mut SessionState,
+        queue: &Queue<'_>,
+    ) -> Option<String> {
+        let envelope = match slow {
+            Slow::Queue(item) => return (!queue.send(item).await).then(|| queue.ended()),
+            Slow::Serve(envelope) => envelope,
+        };
+        let bye = matches!(envelope.request, Request::Bye);
+        let outcome = self.services.handle(state, envelope.request).await;
+        self.log_error(&outcome, state);
+        let response = Outbound::Response(Box::new(Response {
+            id: envelope.id,
+            outcome,
+        }));
+        if !queue.send(response).await {
+            return Some(queue.ended());
         }
         if bye {
             queue.send(Outbound::Close).await;
@@ -254,22 +274,61 @@ impl Session {
         }
         None
     }
+
+    /// Serves one unit, waiting if it must.
+    async fn serve(
+        &self,
+        incoming: Incoming,
+        state: &mut SessionState,
+        queue: &Queue<'_>,
+    ) -> Option<String> {
+        match self.serve_now(incoming, state, queue) {
+            Ok(ended) => ended,
+            Err(slow) => Box::pin(self.serve_later(slow, state, queue)).await,
+        }
+    }
+
+    fn log_error(&self, outcome: &Result<Reply, ErrorBody>, state: &SessionState) {
+        if let Err(error) = outcome {
+            tracing::info!(
+                client_id = self.client_id,
+                name = %state.name.as_deref().unwrap_or("-"),
+                code = %error.code,
+                "error: {}", error.message
+            );
+        }
+    }
+}
+
+/// What is left of a unit that could not be served without waiting.
+enum Slow {
+    /// A request that waits on the store or a hash (or ends the session: bye).
+    Serve(Envelope),
+    /// A response computed, waiting for room in the queue.
+    Queue(Outbound),
 }
 
 /// The reader's side of the connection's queue.
 struct Queue<'a> {
-    tx: &'a mpsc::Sender<Outbound>,
+    tx: &'a OutQueue,
     stop: &'a StopSignal,
 }
 
 impl Queue<'_> {
+    /// Why the session is over once the queue refuses items.
+    fn ended(&self) -> String {
+        self.stop
+            .reason()
+            .unwrap_or_else(|| "connection closed".into())
+    }
+
     /// Queues a response, waiting while the queue is full (the client is not reading,
     /// so it is fair to stop reading from it); false when the session is over.
     async fn send(&self, item: Outbound) -> bool {
         let item = match self.tx.try_send(item) {
             Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            Err(mpsc::error::TrySendError::Full(item)) => item,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(item)) => item,
         };
         // The waiting send is boxed for the same reason as the waiting ops.
         Box::pin(async {
@@ -299,7 +358,7 @@ fn framing_error(e: FrameError, queue: &Queue<'_>) -> String {
 async fn write_loop<D: Dialect>(
     mut socket: OwnedWriteHalf,
     dialect: D,
-    mut rx: mpsc::Receiver<Outbound>,
+    rx: &OutQueue,
     stop: &StopSignal,
 ) {
     let mut buf = BytesMut::new();
@@ -320,8 +379,8 @@ async fn write_loop<D: Dialect>(
         let mut close = encode(&dialect, first, &mut buf);
         while !close && buf.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(item) => close = encode(&dialect, item, &mut buf),
-                Err(_) => break,
+                Some(item) => close = encode(&dialect, item, &mut buf),
+                None => break,
             }
         }
         tokio::select! {
