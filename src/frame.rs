@@ -56,17 +56,29 @@ pub fn encode(payload: &[u8], dst: &mut BytesMut) {
 /// Appends a frame whose payload is `value` serialized as JSON, writing the length
 /// prefix after the fact so the payload is serialized once, straight into `dst`.
 pub fn encode_json<T: serde::Serialize + ?Sized>(value: &T, dst: &mut BytesMut) {
+    encode_with(dst, |out| {
+        serde_json::to_writer(out, value).map_err(std::io::Error::other)
+    })
+}
+
+/// Appends a frame whose payload `write` produces; nothing at all if it fails.
+/// Serializing our own protocol types into memory does not fail: they hold only
+/// strings, numbers, booleans and sequences, with string keys.
+pub fn encode_with(
+    dst: &mut BytesMut,
+    write: impl FnOnce(&mut bytes::buf::Writer<&mut BytesMut>) -> std::io::Result<()>,
+) {
     let start = dst.len();
+    // Room for a typical small payload at once, instead of growing write by write.
+    dst.reserve(HEADER + 120);
     dst.put_u32(0);
     let mut writer = dst.writer();
-    // Serializing our own protocol types into memory cannot fail: they hold only
-    // strings, numbers, booleans and sequences, with string keys.
-    if serde_json::to_writer(&mut writer, value).is_err() {
-        let dst = writer.into_inner();
+    let written = write(&mut writer);
+    let dst = writer.into_inner();
+    if written.is_err() {
         dst.truncate(start);
         return;
     }
-    let dst = writer.into_inner();
     let len = (dst.len() - start - HEADER) as u32;
     dst[start..start + HEADER].copy_from_slice(&len.to_be_bytes());
 }

@@ -2,12 +2,13 @@
 //! events shared by many queues, and the order to close.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
 
 use crate::dialect::DialectKind;
 use crate::protocol::{Event, Response};
@@ -57,11 +58,24 @@ pub struct Outbox {
     stop: Arc<StopSignal>,
 }
 
-/// Why and when a session must end, set by whoever notices first (hub or writer).
+/// Why and when a session must end, set by whoever notices first (hub or writer), and
+/// whether the server is draining. Only the session's own task ever waits on it, so one
+/// registered waker is enough: cheaper to poll on every request than a broadcast wait.
 #[derive(Debug, Default)]
 pub struct StopSignal {
-    token: CancellationToken,
+    stopped: AtomicBool,
+    draining: AtomicBool,
     reason: Mutex<Option<String>>,
+    waker: AtomicWaker,
+}
+
+/// What a session's read loop is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// End now: the reason is in [`StopSignal::reason`].
+    Stop,
+    /// The server is shutting down: say so after what is queued, then close.
+    Drain,
 }
 
 impl StopSignal {
@@ -71,15 +85,43 @@ impl StopSignal {
         {
             *slot = Some(reason.into());
         }
-        self.token.cancel();
+        self.stopped.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
-    pub async fn stopped(&self) {
-        self.token.cancelled().await
+    /// Asks the session to tell its client the server is stopping, and to finish.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Ready with the first signal given; registers the task to be woken otherwise.
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
+        self.waker.register(cx.waker());
+        if self.stopped.load(Ordering::Acquire) {
+            Poll::Ready(Signal::Stop)
+        } else if self.draining.load(Ordering::Acquire) {
+            Poll::Ready(Signal::Drain)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Completes once the session is stopped.
+    pub async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.is_stopped() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     pub fn reason(&self) -> Option<String> {
@@ -104,7 +146,7 @@ impl Outbox {
     /// Queues an event without waiting. A full queue means a slow consumer: that
     /// connection alone is stopped, so that nobody else waits for it.
     pub fn push(&self, event: Arc<SharedEvent>) -> Result<(), PushError> {
-        match self.queue.try_send(Outbound::Event(event)) {
+        match self.queue.push(Outbound::Event(event)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.stop.stop("slow consumer: outbound queue full");
@@ -113,19 +155,26 @@ impl Outbox {
             Err(TrySendError::Closed(_)) => Err(PushError::Closed),
         }
     }
+
+    /// Tells the session the server is shutting down.
+    pub fn drain(&self) {
+        self.stop.drain();
+    }
 }
 
 /// A connection's bounded outbound queue: the hub and the session push, the
 /// connection's one writer pops. It costs about a hundred bytes while empty, where a
 /// tokio mpsc channel allocates a block of 32 slots and cache-padded counters up front
-/// (about 1 KiB for every idle connection).
+/// (about 1 KiB for every idle connection). Only the session's own task waits on it,
+/// so one registered waker is enough.
 #[derive(Debug)]
 pub struct OutQueue {
     state: Mutex<QueueState>,
-    /// Wakes the writer: an item arrived, or the queue closed.
-    arrived: Notify,
-    /// Wakes a session waiting for room: the writer took items.
-    taken: Notify,
+    waker: AtomicWaker,
+    /// The writer is waiting for an item: a push from another task must wake it.
+    wants_item: AtomicBool,
+    /// The session is waiting for room: the writer must wake it when it takes items.
+    wants_room: AtomicBool,
     capacity: usize,
 }
 
@@ -142,8 +191,9 @@ impl OutQueue {
     pub fn new(capacity: usize) -> Self {
         OutQueue {
             state: Mutex::default(),
-            arrived: Notify::new(),
-            taken: Notify::new(),
+            waker: AtomicWaker::new(),
+            wants_item: AtomicBool::new(false),
+            wants_room: AtomicBool::new(false),
             capacity: capacity.max(1),
         }
     }
@@ -155,34 +205,52 @@ impl OutQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `item` unless the queue is full or closed.
+    /// Queues `item` from the session's own task, unless the queue is full or closed.
+    /// It wakes nobody: the session polls its reader before its writer, so the writer
+    /// finds the item in the same poll.
     pub fn try_send(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
-        {
-            let mut state = self.state();
-            if state.closed {
-                return Err(TrySendError::Closed(item));
-            }
-            if state.items.len() >= self.capacity {
-                return Err(TrySendError::Full(item));
-            }
-            state.items.push_back(item);
+        let mut state = self.state();
+        if state.closed {
+            return Err(TrySendError::Closed(item));
         }
-        self.arrived.notify_one();
+        if state.items.len() >= self.capacity {
+            return Err(TrySendError::Full(item));
+        }
+        state.items.push_back(item);
         Ok(())
     }
 
-    /// Queues `item`, waiting for room; `Err` once the queue is closed.
-    pub async fn send(&self, mut item: Outbound) -> Result<(), Outbound> {
-        loop {
-            match self.try_send(item) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Closed(back)) => return Err(back),
-                // A wake-up sent between the failed try and this wait is kept by
-                // Notify as a permit, so none is missed.
-                Err(TrySendError::Full(back)) => item = back,
-            }
-            self.taken.notified().await;
+    /// Queues `item` from another task (the hub), waking the writer if it waits.
+    pub fn push(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
+        self.try_send(item)?;
+        if self.wants_item.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
         }
+        Ok(())
+    }
+
+    /// Queues `item` from the session's task, waiting for room; `Err` once closed.
+    pub async fn send(&self, item: Outbound) -> Result<(), Outbound> {
+        let mut item = Some(item);
+        std::future::poll_fn(|cx| {
+            let Some(next) = item.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            self.waker.register(cx.waker());
+            self.wants_room.store(true, Ordering::Release);
+            match self.try_send(next) {
+                Ok(()) => {
+                    self.wants_room.store(false, Ordering::Release);
+                    Poll::Ready(Ok(()))
+                }
+                Err(TrySendError::Closed(back)) => Poll::Ready(Err(back)),
+                Err(TrySendError::Full(back)) => {
+                    item = Some(back);
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     /// The next item without waiting.
@@ -195,23 +263,27 @@ impl OutQueue {
             }
             item
         };
-        if item.is_some() {
-            self.taken.notify_one();
+        if item.is_some() && self.wants_room.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
         }
         item
     }
 
     /// The next item, waiting for one; `None` once the queue is closed and drained.
     pub async fn recv(&self) -> Option<Outbound> {
-        loop {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            self.wants_item.store(true, Ordering::Release);
             if let Some(item) = self.try_recv() {
-                return Some(item);
+                self.wants_item.store(false, Ordering::Release);
+                return Poll::Ready(Some(item));
             }
             if self.state().closed {
-                return None;
+                return Poll::Ready(None);
             }
-            self.arrived.notified().await;
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     pub fn is_empty(&self) -> bool {
@@ -221,7 +293,6 @@ impl OutQueue {
     /// No more items will be taken; the writer drains what is queued and stops.
     pub fn close(&self) {
         self.state().closed = true;
-        self.arrived.notify_one();
-        self.taken.notify_one();
+        self.waker.wake();
     }
 }

@@ -1,11 +1,17 @@
 //! The native protocol of DESIGN.md: length-prefixed frames of one JSON object each.
 
+use std::borrow::Cow;
+use std::io::Write;
+
 use bytes::BytesMut;
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Dialect, DialectKind, Incoming, WireResponse};
+use super::{Dialect, DialectKind, Incoming};
 use crate::frame::{self, FrameError};
-use crate::protocol::{Envelope, ErrorBody, ErrorCode, Event, OPS, Request, Response};
+use crate::protocol::{
+    Envelope, ErrorBody, ErrorCode, Event, OPS, Password, Recipient, Request, Response,
+};
 
 #[derive(Debug, Clone)]
 pub struct Native {
@@ -32,7 +38,7 @@ impl Dialect for Native {
     }
 
     fn encode_response(&self, response: &Response, dst: &mut BytesMut) {
-        frame::encode_json(&WireResponse::new(response), dst)
+        frame::encode_with(dst, |out| write_response(response, out))
     }
 
     fn encode_event(&self, event: &Event, dst: &mut BytesMut) {
@@ -40,8 +46,119 @@ impl Dialect for Native {
     }
 }
 
+/// `{"id":…,"ok":true,<the reply's fields>}` or `{"id":…,"ok":false,"error":{…}}`,
+/// written straight out: serde's `flatten` (as in [`super::WireResponse`]) goes through
+/// a map of buffered values, which made answering a ping cost more than reading it.
+fn write_response(response: &Response, out: &mut impl Write) -> std::io::Result<()> {
+    out.write_all(b"{\"id\":")?;
+    serde_json::to_writer(&mut *out, &response.id).map_err(std::io::Error::other)?;
+    out.write_all(b",")?;
+    match &response.outcome {
+        Ok(reply) => {
+            out.write_all(b"\"ok\":true")?;
+            // Every reply is an object: its fields continue this one.
+            serde_json::to_writer(&mut Continue::new(out), reply).map_err(std::io::Error::other)
+        }
+        Err(error) => {
+            out.write_all(b"\"ok\":false,\"error\":")?;
+            serde_json::to_writer(&mut *out, error).map_err(std::io::Error::other)?;
+            out.write_all(b"}")
+        }
+    }
+}
+
+/// Writes a JSON object's fields as the continuation of an object already open: drops
+/// its `{`, and puts a `,` before the first field (none if it has no fields).
+struct Continue<'a, W: Write> {
+    out: &'a mut W,
+    seen: u8,
+}
+
+impl<'a, W: Write> Continue<'a, W> {
+    fn new(out: &'a mut W) -> Self {
+        Continue { out, seen: 0 }
+    }
+}
+
+impl<W: Write> Write for Continue<'_, W> {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let len = buf.len();
+        if self.seen == 0 && !buf.is_empty() {
+            buf = &buf[1..];
+            self.seen = 1;
+        }
+        if self.seen == 1 && !buf.is_empty() {
+            if buf[0] != b'}' {
+                self.out.write_all(b",")?;
+            }
+            self.seen = 2;
+        }
+        self.out.write_all(buf)?;
+        Ok(len)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The request fields as they arrive, for the common case of a well-formed request.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    password: Option<Password>,
+    #[serde(default)]
+    to: Option<Recipient>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    room: Option<String>,
+}
+
+/// A well-formed request read straight into its fields; `None` sends the payload the
+/// general way ([`request_from_value`]), which also words every error.
+fn parse_fast(payload: &[u8]) -> Option<Envelope> {
+    let f: Fields<'_> = serde_json::from_slice(payload).ok()?;
+    let request = match &*f.op {
+        "ping" => Request::Ping,
+        "hello" => Request::Hello {
+            name: f.name?,
+            password: f.password,
+        },
+        "menu" => Request::Menu,
+        "users" => Request::Users,
+        "send" => Request::Send {
+            to: f.to?,
+            text: f.text?,
+        },
+        "inbox" => Request::Inbox { limit: f.limit },
+        "create_room" => Request::CreateRoom { room: f.room? },
+        "join_room" => Request::JoinRoom { room: f.room? },
+        "say" => Request::Say {
+            room: f.room?,
+            text: f.text?,
+        },
+        "leave_room" => Request::LeaveRoom { room: f.room? },
+        "close_room" => Request::CloseRoom { room: f.room? },
+        "bye" => Request::Bye,
+        _ => return None,
+    };
+    Some(Envelope { id: f.id, request })
+}
+
 /// Turns one frame's payload into a request, or into the error that answers it.
 pub fn parse_request(payload: &[u8]) -> Incoming {
+    if let Some(envelope) = parse_fast(payload) {
+        return Incoming::Request(envelope);
+    }
     match serde_json::from_slice(payload) {
         Ok(value) => request_from_value(value),
         Err(e) => Incoming::Invalid {
@@ -180,5 +297,49 @@ mod tests {
             &second[..],
             br#"{"id":null,"ok":false,"error":{"code":"unknown_op","message":"x"}}"#
         );
+    }
+
+    /// The hand-written response writer says exactly what serde's flattening said.
+    #[test]
+    fn every_reply_shape_is_written_as_serde_would() {
+        use crate::protocol::{InboxPage, Menu, StoredMessage, UserInfo};
+        let replies = [
+            Reply::Done {},
+            Reply::Ack { ack: true },
+            Reply::Hello {
+                client_id: 3,
+                name: "ana \"q\"".into(),
+            },
+            Reply::Menu(Menu::course_project()),
+            Reply::Users {
+                users: vec![UserInfo {
+                    client_id: 1,
+                    name: "b".into(),
+                }],
+            },
+            Reply::Joined { members: vec![] },
+            Reply::Inbox(InboxPage {
+                messages: vec![StoredMessage {
+                    message_id: 1,
+                    from: "c".into(),
+                    text: "{}\n".into(),
+                    sent_at: "t".into(),
+                }],
+                more: true,
+            }),
+        ];
+        for (k, reply) in replies.into_iter().enumerate() {
+            let response = Response {
+                id: (k % 2 == 0).then_some(k as u64),
+                outcome: Ok(reply),
+            };
+            let mut buf = BytesMut::new();
+            Native::default().encode_response(&response, &mut buf);
+            let written = frame::decode(&mut buf, 1 << 20).unwrap().unwrap();
+            let written: Value = serde_json::from_slice(&written).unwrap();
+            let expected =
+                serde_json::to_value(super::super::WireResponse::new(&response)).unwrap();
+            assert_eq!(written, expected);
+        }
     }
 }

@@ -149,6 +149,14 @@ impl Hub {
         self.lock().clients.len()
     }
 
+    /// Tells every connection the server is shutting down; each says so to its client
+    /// after what is already queued, and closes.
+    pub fn drain_all(&self) {
+        for member in self.lock().clients.values() {
+            member.outbox.drain();
+        }
+    }
+
     /// Tells `to`, if online, that mail from `from` is waiting.
     pub fn notify_mail(&self, to: &str, from: &str, message_id: u64) {
         let state = self.lock();

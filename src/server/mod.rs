@@ -241,6 +241,7 @@ impl Server {
             "shutting down: telling clients and flushing their queues"
         );
         stopping.cancel();
+        services.hub.drain_all();
         let drained = tokio::time::timeout(config.drain_timeout, async {
             while sessions.join_next().await.is_some() {}
         })

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, Incoming};
 use crate::frame::FrameError;
-use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, StopSignal};
+use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
 
@@ -66,11 +66,19 @@ impl Session {
             self.client_id,
             Outbox::new(Arc::clone(&queue), Arc::clone(&stop)),
         );
+        // Shutdown drains every session the hub knows; one that joined the hub after
+        // that sees the token instead.
+        if self.shutdown.is_cancelled() {
+            stop.drain();
+        }
 
         let mut state = SessionState::new(self.client_id);
         let writer = write_loop(write_half, dialect.clone(), &queue, &stop);
         tokio::pin!(writer);
+        // Biased: the reader queues its responses without waking the task, so the
+        // writer must be polled after it, in the same round.
         let (reason, writer_done) = tokio::select! {
+            biased;
             reason = self.read_loop(read_half, dialect, &queue, &stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
@@ -107,11 +115,7 @@ impl Session {
         // Armed lazily: it fires at the earliest deadline it was set for, and is only
         // moved then, so frames arriving do not touch the timer wheel each time.
         let timer = tokio::time::sleep_until(self.deadline(connected, last_frame, state).0);
-        // Made once and polled again each time round: a fresh wait on each read would
-        // register and unregister with the signal for every request.
-        let stopped = stop.stopped();
-        let shutdown = self.shutdown.cancelled();
-        tokio::pin!(timer, stopped, shutdown);
+        tokio::pin!(timer);
         loop {
             loop {
                 match dialect.decode(&mut buf) {
@@ -136,13 +140,15 @@ impl Session {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return format!("read failed: {e}"),
                 },
-                () = &mut stopped => return stop.reason().unwrap_or_else(|| "stopped".into()),
-                () = &mut shutdown => {
-                    let event = SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() });
-                    let _ = tx.try_send(Outbound::Event(event));
-                    let _ = tx.try_send(Outbound::Close);
-                    return "server shutting down".into();
-                }
+                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
+                    Signal::Stop => return stop.reason().unwrap_or_else(|| "stopped".into()),
+                    Signal::Drain => {
+                        let event = SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() });
+                        let _ = tx.try_send(Outbound::Event(event));
+                        let _ = tx.try_send(Outbound::Close);
+                        return "server shutting down".into();
+                    }
+                },
                 () = &mut timer => {
                     let (due, why) = self.deadline(connected, last_frame, state);
                     if Instant::now() >= due {

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Every scenario against every target with the same load generator (`switchboard
+# bench`), medians of RUNS runs, and one table with the ratios switchboard/peer.
+#
+#   bench/compare.sh                      # 3 runs of 5 s each, 15,000 idle connections
+#   RUNS=5 SECS=10 CONNS=20000 bench/compare.sh
+#
+# Installs redis-server and nats-server from the distribution's packages if missing.
+# Every server listens on loopback only. switchboard runs with SB_THREADS threads (1 by
+# default: on a 2-core machine the load generator needs the other core, and Redis is
+# single-threaded too); the echo floor is a one-thread tokio server the bench starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+SECS=${SECS:-5}
+CONNS=${CONNS:-15000}
+SB_THREADS=${SB_THREADS:-1}
+
+if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
+    echo "installing redis-server and nats-server..." >&2
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get install -y redis-server nats-server >/dev/null ||
+        { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y redis-server nats-server >/dev/null; }
+fi
+cargo build --release --quiet
+SB=target/release/switchboard
+DIR=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
+
+"$SB" serve --threads "$SB_THREADS" --db "$DIR/sb.db" --listen 127.0.0.1:12400 2>"$DIR/sb.log" &
+pids+=($!); SB_PID=$!
+# appendfsync always: an LPUSH is answered once it is on disk, like switchboard's send.
+redis-server --port 12401 --bind 127.0.0.1 --protected-mode no --dir "$DIR" --save '' \
+    --appendonly yes --appendfsync always --maxclients $((CONNS + 1000)) >/dev/null &
+pids+=($!); REDIS_PID=$!
+nats-server -a 127.0.0.1 -p 12402 --max_payload 1MB >/dev/null 2>&1 &
+pids+=($!); NATS_PID=$!
+sleep 1
+
+addr() { case $1 in switchboard) echo 127.0.0.1:12400;; redis) echo 127.0.0.1:12401;; nats) echo 127.0.0.1:12402;; esac; }
+pid() { case $1 in switchboard) echo $SB_PID;; redis) echo $REDIS_PID;; nats) echo $NATS_PID;; esac; }
+
+# run SCENARIO TARGET ARGS...: one JSON report per line into $DIR/results
+run() {
+    local scenario=$1 target=$2; shift 2
+    local where=()
+    [ "$target" != echo ] && where=(--addr "$(addr "$target")")
+    "$SB" bench "$scenario" --target "$target" "${where[@]}" --json "$@" >>"$DIR/results" ||
+        echo "{\"scenario\":\"$scenario\",\"target\":\"$target\",\"failed\":true}" >>"$DIR/results"
+}
+
+for k in $(seq "$RUNS"); do
+    echo "run $k of $RUNS..." >&2
+    for t in switchboard redis nats echo; do run rr "$t" -n 32 -P 1 --duration "$SECS"; done
+    for t in switchboard redis nats; do run fanout "$t" -n 50 -W 16 --size 64 --duration "$SECS"; done
+    for t in switchboard redis; do run send "$t" -n 64 --size 64 --duration "$SECS"; done
+done
+# Memory last and once per run: the servers are idle, and their baseline is read first.
+for k in $(seq "$RUNS"); do
+    for t in switchboard redis nats; do run conns "$t" -n "$CONNS" --pid "$(pid "$t")"; done
+    run conns echo -n "$CONNS"
+done
+
+python3 - "$DIR/results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(scenario, target, key):
+    vals = [r[key] for r in rows if r["scenario"] == scenario and r["target"] == target
+            and not r.get("failed") and r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+plan = [("rr", "32 conns, pipeline 1", "ops_per_sec", "req/s", ["redis", "nats", "echo"]),
+        ("fanout", "50 members, 64 B", "ops_per_sec", "deliveries/s", ["redis", "nats"]),
+        ("send", "64 senders, durable", "ops_per_sec", "acked sends/s", ["redis"]),
+        ("conns", "idle after handshake", "kib_per_conn", "KiB/conn", ["redis", "nats", "echo"])]
+print(f"{'scenario':<8} {'load':<22} {'target':<12} {'median':>14} {'p99':>9} {'lost':>5}  switchboard/peer")
+for scenario, load, key, unit, peers in plan:
+    sb = med(scenario, "switchboard", key)
+    for target in ["switchboard"] + peers:
+        v = med(scenario, target, key)
+        p99 = med(scenario, target, "p99_us")
+        lost = med(scenario, target, "lost")
+        shown = "failed" if v is None else (f"{v:,.2f} {unit}" if key == "kib_per_conn" else f"{v:,.0f}")
+        ratio = ""
+        if target != "switchboard" and v and sb:
+            # For memory, lower is better: the ratio is still switchboard/peer.
+            ratio = f"{sb / v:.2f}x"
+        print(f"{scenario:<8} {load:<22} {target:<12} {shown:>14} {'' if p99 is None else f'{p99/1000:.2f}ms':>9} "
+              f"{'' if lost is None else int(lost):>5}  {ratio}")
+PY
