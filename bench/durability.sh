@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Acknowledged sends per second with 1, 8 and 64 senders: switchboard with group
-# commit off and on, and Redis 7 LPUSH with appendfsync always, interleaved run by
-# run so that all three see the same disk. Prints medians of RUNS runs.
+# commit off and on, and Redis 7 LPUSH with appendfsync always, all driven by the same
+# load generator (`switchboard bench send`) and interleaved run by run so that all
+# three see the same disk. Prints medians of RUNS runs.
 #
-#   bench/durability.sh            # needs redis-server and redis-benchmark on PATH
+#   bench/durability.sh            # needs redis-server on PATH
 #   RUNS=5 SECS=4 bench/durability.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,28 +21,21 @@ trap cleanup EXIT
 
 "$SB" serve --db "$DIR/off.db" --listen 127.0.0.1:12101 --commit-batch 1 2>/dev/null & pids+=($!)
 "$SB" serve --db "$DIR/on.db" --listen 127.0.0.1:12102 2>/dev/null & pids+=($!)
-redis-server --port 12103 --dir "$DIR" --appendonly yes --appendfsync always --save '' \
-    >/dev/null & pids+=($!)
+redis-server --port 12103 --bind 127.0.0.1 --protected-mode no --dir "$DIR" \
+    --appendonly yes --appendfsync always --save '' >/dev/null & pids+=($!)
 sleep 1
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-sb_rate() { "$SB" bench send --addr "$1" -n "$2" --duration "$SECS" --json |
+rate() { "$SB" bench send --target "$1" --addr "$2" -n "$3" --duration "$SECS" --json |
     python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ops_per_sec"]))'; }
-redis_rate() {
-    local per=20000
-    [ "$1" = 1 ] && per=8000
-    local n=$(( per * SECS / 2 ))
-    redis-benchmark -p 12103 -c "$1" -n "$n" -t lpush -d 64 -q 2>/dev/null | tr '\r' '\n' |
-        awk '/requests per second/ {print int($2)}' | tail -1
-}
 
 printf '%-8s %14s %14s %14s %8s\n' senders "batch off/s" "batch on/s" "redis/s" "on/redis"
 for n in 1 8 64; do
     off=() on=() rd=()
     for _ in $(seq "$RUNS"); do
-        off+=("$(sb_rate 127.0.0.1:12101 "$n")")
-        on+=("$(sb_rate 127.0.0.1:12102 "$n")")
-        rd+=("$(redis_rate "$n")")
+        off+=("$(rate switchboard 127.0.0.1:12101 "$n")")
+        on+=("$(rate switchboard 127.0.0.1:12102 "$n")")
+        rd+=("$(rate redis 127.0.0.1:12103 "$n")")
     done
     moff=$(printf '%s\n' "${off[@]}" | median)
     mon=$(printf '%s\n' "${on[@]}" | median)
