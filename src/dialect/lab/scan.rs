@@ -196,7 +196,7 @@ impl Scanner {
     fn apply(&mut self, op: u8, arg: &[u8], max: usize) -> Result<(), &'static str> {
         let scalar = |len: usize| Item::Scalar(len as u64);
         match op {
-            0x8f | 0x90 | 0x91 => return Err("sets are not accepted"),
+            0x8f..=0x91 => return Err("sets are not accepted"), // EMPTY_SET, ADDITEMS, FROZENSET
             // Literals.
             b'I' | b'L' | b'F' if arg.len() > MAX_INT_BYTES => return Err(HUGE_INT),
             0x8a | 0x8b if arg.len() > MAX_INT_BYTES + 4 => return Err(HUGE_INT),
