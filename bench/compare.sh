@@ -6,15 +6,16 @@
 #   RUNS=5 SECS=10 CONNS=20000 bench/compare.sh
 #
 # Installs redis-server and nats-server from the distribution's packages if missing.
-# Every server listens on loopback only. switchboard runs with SB_THREADS threads (1 by
-# default: on a 2-core machine the load generator needs the other core, and Redis is
-# single-threaded too); the echo floor is a one-thread tokio server the bench starts.
+# Every server listens on loopback only. switchboard runs as `serve` does by default
+# (SB_THREADS=N sets --threads); the echo floor is a one-thread tokio server the bench
+# starts itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SECS=${SECS:-5}
 CONNS=${CONNS:-15000}
-SB_THREADS=${SB_THREADS:-1}
+THREADS=()
+[ -n "${SB_THREADS:-}" ] && THREADS=(--threads "$SB_THREADS")
 
 if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
     echo "installing redis-server and nats-server..." >&2
@@ -30,15 +31,26 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
-"$SB" serve --threads "$SB_THREADS" --db "$DIR/sb.db" --listen 127.0.0.1:12400 2>"$DIR/sb.log" &
-pids+=($!); SB_PID=$!
-# appendfsync always: an LPUSH is answered once it is on disk, like switchboard's send.
-redis-server --port 12401 --bind 127.0.0.1 --protected-mode no --dir "$DIR" --save '' \
-    --appendonly yes --appendfsync always --maxclients $((CONNS + 1000)) >/dev/null &
-pids+=($!); REDIS_PID=$!
-nats-server -a 127.0.0.1 -p 12402 --max_payload 1MB >/dev/null 2>&1 &
-pids+=($!); NATS_PID=$!
-sleep 1
+# Each server is started fresh for each memory run: a server that has already served
+# load reuses freed memory for new connections, and would look cheaper than it is.
+start_servers() {
+    rm -rf "$DIR/state" && mkdir -p "$DIR/state"
+    "$SB" serve "${THREADS[@]}" --db "$DIR/state/sb.db" --listen 127.0.0.1:12400 2>"$DIR/sb.log" &
+    SB_PID=$!
+    # appendfsync always: an LPUSH is answered once it is on disk, like switchboard's send.
+    redis-server --port 12401 --bind 127.0.0.1 --protected-mode no --dir "$DIR/state" --save '' \
+        --appendonly yes --appendfsync always --maxclients $((CONNS + 1000)) >/dev/null &
+    REDIS_PID=$!
+    nats-server -a 127.0.0.1 -p 12402 >"$DIR/nats.log" 2>&1 &
+    NATS_PID=$!
+    pids=("$SB_PID" "$REDIS_PID" "$NATS_PID")
+    sleep 1
+}
+stop_servers() {
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    pids=()
+}
 
 addr() { case $1 in switchboard) echo 127.0.0.1:12400;; redis) echo 127.0.0.1:12401;; nats) echo 127.0.0.1:12402;; esac; }
 pid() { case $1 in switchboard) echo $SB_PID;; redis) echo $REDIS_PID;; nats) echo $NATS_PID;; esac; }
@@ -52,16 +64,20 @@ run() {
         echo "{\"scenario\":\"$scenario\",\"target\":\"$target\",\"failed\":true}" >>"$DIR/results"
 }
 
+start_servers
 for k in $(seq "$RUNS"); do
     echo "run $k of $RUNS..." >&2
     for t in switchboard redis nats echo; do run rr "$t" -n 32 -P 1 --duration "$SECS"; done
     for t in switchboard redis nats; do run fanout "$t" -n 50 -W 16 --size 64 --duration "$SECS"; done
     for t in switchboard redis; do run send "$t" -n 64 --size 64 --duration "$SECS"; done
 done
-# Memory last and once per run: the servers are idle, and their baseline is read first.
+stop_servers
 for k in $(seq "$RUNS"); do
+    echo "memory run $k of $RUNS..." >&2
+    start_servers
     for t in switchboard redis nats; do run conns "$t" -n "$CONNS" --pid "$(pid "$t")"; done
     run conns echo -n "$CONNS"
+    stop_servers
 done
 
 python3 - "$DIR/results" <<'PY'

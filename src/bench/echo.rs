@@ -45,7 +45,7 @@ impl EchoChild {
         };
         let exe = std::env::current_exe().map_err(fail)?;
         let mut child = tokio::process::Command::new(exe)
-            .args(["echo-server", "--listen", "127.0.0.1:0"])
+            .args(["echo-server", "--listen", "127.0.0.1:0", "--threads", "1"])
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
