@@ -6,12 +6,57 @@
 //! meanwhile, and prints them through rustyline's external printer, which redraws the
 //! prompt and the half-typed line below the message.
 
+use std::borrow::Cow;
 use std::io::{BufRead, Write};
 use std::sync::mpsc as std_mpsc;
 
+use rustyline::completion::Completer;
+use rustyline::config::Configurer;
 use rustyline::error::ReadlineError;
-use rustyline::{DefaultEditor, ExternalPrinter};
+use rustyline::highlight::{CmdKind, Highlighter};
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{ColorMode, Editor, ExternalPrinter, Helper};
 use tokio::sync::mpsc;
+
+/// Shows a line as typed, or, while a password is asked for, as one `*` per character.
+#[derive(Default)]
+struct Masking {
+    on: bool,
+}
+
+impl Highlighter for Masking {
+    fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
+        if self.on {
+            Cow::Owned("*".repeat(line.chars().count()))
+        } else {
+            Cow::Borrowed(line)
+        }
+    }
+
+    fn highlight_char(&self, _line: &str, _pos: usize, kind: CmdKind) -> bool {
+        self.on && kind != CmdKind::MoveCursor
+    }
+}
+
+impl Completer for Masking {
+    type Candidate = String;
+}
+
+impl Hinter for Masking {
+    type Hint = String;
+}
+
+impl Validator for Masking {}
+
+impl Helper for Masking {}
+
+/// A prompt for the reader thread, and whether what is typed there is secret.
+struct Ask {
+    prompt: String,
+    secret: bool,
+}
 
 /// What the user did at a prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +71,7 @@ pub enum Input {
 type Printer = Box<dyn ExternalPrinter + Send>;
 
 pub struct Console {
-    prompts: std_mpsc::Sender<String>,
+    prompts: std_mpsc::Sender<Ask>,
     lines: mpsc::Receiver<Input>,
     printer: Option<Printer>,
     /// A prompt is out and its line has not come back yet.
@@ -36,20 +81,31 @@ pub struct Console {
 impl Console {
     /// Starts the reader thread: a line editor on a terminal, plain lines otherwise.
     pub fn start() -> Console {
-        let (prompts, prompt_rx) = std_mpsc::channel::<String>();
+        let (prompts, prompt_rx) = std_mpsc::channel::<Ask>();
         let (line_tx, lines) = mpsc::channel(1);
         let (printer_tx, printer_rx) = std_mpsc::channel::<Option<Printer>>();
-        std::thread::spawn(move || match DefaultEditor::new() {
+        std::thread::spawn(move || match Editor::<Masking, DefaultHistory>::default() {
             Ok(mut editor) => {
                 let printer = editor
                     .create_external_printer()
                     .ok()
                     .map(|p| Box::new(p) as Printer);
                 let _ = printer_tx.send(printer);
-                for prompt in prompt_rx {
+                for Ask { prompt, secret } in prompt_rx {
+                    if let Some(masking) = editor.helper_mut() {
+                        masking.on = secret;
+                    }
+                    // Masking is done by the highlighter, which only runs with color on.
+                    editor.set_color_mode(if secret {
+                        ColorMode::Forced
+                    } else {
+                        ColorMode::Enabled
+                    });
                     let input = match editor.readline(&prompt) {
                         Ok(line) => {
-                            let _ = editor.add_history_entry(line.as_str());
+                            if !secret {
+                                let _ = editor.add_history_entry(line.as_str());
+                            }
                             Input::Line(line)
                         }
                         Err(ReadlineError::Interrupted) => Input::Interrupted,
@@ -63,7 +119,7 @@ impl Console {
             Err(_) => {
                 let _ = printer_tx.send(None);
                 let mut stdin = std::io::stdin().lock();
-                for prompt in prompt_rx {
+                for Ask { prompt, .. } in prompt_rx {
                     print!("{prompt}");
                     let _ = std::io::stdout().flush();
                     let mut line = String::new();
@@ -103,10 +159,24 @@ impl Console {
     /// taken out of a room by its owner), the line typed there answers this one, and
     /// `prompt` is printed above it so the user knows what is asked.
     pub fn prompt(&mut self, prompt: &str) {
+        self.ask(prompt, false);
+    }
+
+    /// Shows `prompt` for a password: what is typed shows as `*` and stays out of the
+    /// history.
+    pub fn prompt_secret(&mut self, prompt: &str) {
+        self.ask(prompt, true);
+    }
+
+    fn ask(&mut self, prompt: &str, secret: bool) {
         if self.waiting {
             self.say(prompt.trim_end());
         } else {
-            self.waiting = self.prompts.send(prompt.to_owned()).is_ok();
+            let ask = Ask {
+                prompt: prompt.to_owned(),
+                secret,
+            };
+            self.waiting = self.prompts.send(ask).is_ok();
         }
     }
 

@@ -71,7 +71,8 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
                 if e.code == ErrorCode::AuthFailed && password.is_none() =>
             {
                 console.say(format!("The name {name} is protected by a password."));
-                match ask_plain(&mut console, "Password: ").await {
+                console.prompt_secret("Password: ");
+                match typed(&mut console).await {
                     Some(pw) => password = Some(pw),
                     None => return Ok(()),
                 }
@@ -113,6 +114,11 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
 /// A line from a prompt before the session exists; `None` when the user quits.
 async fn ask_plain(console: &mut Console, prompt: &str) -> Option<String> {
     console.prompt(prompt);
+    typed(console).await
+}
+
+/// The line typed at the prompt showing; `None` on Ctrl-C or Ctrl-D.
+async fn typed(console: &mut Console) -> Option<String> {
     match console.line().await {
         Input::Line(line) => Some(line),
         Input::Interrupted | Input::Eof => None,

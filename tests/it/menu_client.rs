@@ -191,3 +191,34 @@ async fn ctrl_c_says_bye_and_a_vanished_server_is_one_line_and_exit_1() {
     .await
     .unwrap();
 }
+
+/// A protected name: the client asks for the password only when the server says so,
+/// and what is typed shows as stars.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_is_asked_for_and_never_shown() {
+    let server = TestServer::start().await;
+    let owner = switchboard::Client::connect(server.addr).await.unwrap();
+    owner.hello_with("vera", Some("s3cret")).await.unwrap();
+    owner.bye().await.unwrap();
+    let addr = server.addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut vera = spawn(&["--addr", &addr, "--name", "vera"]);
+        expect(&mut vera, "The name vera is protected by a password.");
+        expect(&mut vera, "Password: ");
+        choose(&mut vera, "s3cret");
+        let shown = vera.expect("Client Name: vera").expect("logged in");
+        let shown = String::from_utf8_lossy(shown.before()).into_owned();
+        assert!(
+            !shown.contains("s3cret"),
+            "the password was echoed: {shown:?}"
+        );
+        assert!(shown.contains("******"), "{shown:?}");
+        menu(&mut vera);
+        choose(&mut vera, "6");
+        vera.expect(Eof).expect("exits");
+        assert_eq!(exit_code(&vera), 0);
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
