@@ -55,7 +55,6 @@ impl SharedEvent {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     queue: Arc<OutQueue>,
-    stop: Arc<StopSignal>,
 }
 
 /// Why and when a session must end, set by whoever notices first (hub or writer), and
@@ -139,8 +138,8 @@ pub enum PushError {
 }
 
 impl Outbox {
-    pub fn new(queue: Arc<OutQueue>, stop: Arc<StopSignal>) -> Self {
-        Outbox { queue, stop }
+    pub fn new(queue: Arc<OutQueue>) -> Self {
+        Outbox { queue }
     }
 
     /// Queues an event without waiting. A full queue means a slow consumer: that
@@ -149,7 +148,7 @@ impl Outbox {
         match self.queue.push(Outbound::Event(event)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
-                self.stop.stop("slow consumer: outbound queue full");
+                self.queue.signal.stop("slow consumer: outbound queue full");
                 Err(PushError::Full)
             }
             Err(TrySendError::Closed(_)) => Err(PushError::Closed),
@@ -158,7 +157,7 @@ impl Outbox {
 
     /// Tells the session the server is shutting down.
     pub fn drain(&self) {
-        self.stop.drain();
+        self.queue.signal.drain();
     }
 }
 
@@ -169,6 +168,9 @@ impl Outbox {
 /// so one registered waker is enough.
 #[derive(Debug)]
 pub struct OutQueue {
+    /// The connection's stop and drain signal, kept here so that a connection costs
+    /// one shared allocation, not two.
+    pub signal: StopSignal,
     state: Mutex<QueueState>,
     waker: AtomicWaker,
     /// The writer is waiting for an item: a push from another task must wake it.
@@ -190,6 +192,7 @@ const KEEP_SLOTS: usize = 8;
 impl OutQueue {
     pub fn new(capacity: usize) -> Self {
         OutQueue {
+            signal: StopSignal::default(),
             state: Mutex::default(),
             waker: AtomicWaker::new(),
             wants_item: AtomicBool::new(false),

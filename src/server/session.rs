@@ -58,13 +58,13 @@ impl Session {
     pub async fn run<D: Dialect>(self, stream: TcpStream, dialect: D) {
         let (read_half, write_half) = stream.into_split();
         let queue = Arc::new(OutQueue::new(self.queue_depth.max(2)));
-        let stop = Arc::new(StopSignal::default());
+        let stop = &queue.signal;
         let welcome = SharedEvent::new(Event::welcome(self.client_id));
         // The queue is new and holds at least two items, so this cannot fail.
         let _ = queue.try_send(Outbound::Event(welcome));
         self.services.hub.connect(
             self.client_id,
-            Outbox::new(Arc::clone(&queue), Arc::clone(&stop)),
+            Outbox::new(Arc::clone(&queue)),
         );
         // Shutdown drains every session the hub knows; one that joined the hub after
         // that sees the token instead.
@@ -73,13 +73,13 @@ impl Session {
         }
 
         let mut state = SessionState::new(self.client_id);
-        let writer = write_loop(write_half, dialect.clone(), &queue, &stop);
+        let writer = write_loop(write_half, dialect.clone(), &queue, stop);
         tokio::pin!(writer);
         // Biased: the reader queues its responses without waking the task, so the
         // writer must be polled after it, in the same round.
         let (reason, writer_done) = tokio::select! {
             biased;
-            reason = self.read_loop(read_half, dialect, &queue, &stop, &mut state) => (reason, false),
+            reason = self.read_loop(read_half, dialect, &queue, stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
         self.services.hub.disconnect(self.client_id);
@@ -129,7 +129,9 @@ impl Session {
                     Err(e) => return framing_error(e, &queue),
                 }
             }
-            if buf.is_empty() && buf.capacity() > 0 {
+            // Even with no capacity left, an emptied buffer still shares the allocation
+            // its frames were split from, and would keep it alive while idle.
+            if buf.is_empty() {
                 buf = BytesMut::new();
             }
             tokio::select! {
