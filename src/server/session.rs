@@ -62,10 +62,9 @@ impl Session {
         let welcome = SharedEvent::new(Event::welcome(self.client_id));
         // The queue is new and holds at least two items, so this cannot fail.
         let _ = queue.try_send(Outbound::Event(welcome));
-        self.services.hub.connect(
-            self.client_id,
-            Outbox::new(Arc::clone(&queue)),
-        );
+        self.services
+            .hub
+            .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
         // Shutdown drains every session the hub knows; one that joined the hub after
         // that sees the token instead.
         if self.shutdown.is_cancelled() {
