@@ -120,7 +120,13 @@ impl Session {
                 match dialect.decode(&mut buf) {
                     Ok(Some(incoming)) => {
                         last_frame = Instant::now();
-                        if let Some(reason) = self.serve(incoming, state, &queue).await {
+                        // Served here rather than through `serve`, so that only the
+                        // boxed slow path, not an async frame, is part of this loop.
+                        let ended = match self.serve_now(incoming, state, &queue) {
+                            Ok(ended) => ended,
+                            Err(slow) => Box::pin(self.serve_later(slow, state, &queue)).await,
+                        };
+                        if let Some(reason) = ended {
                             return reason;
                         }
                     }
