@@ -2,7 +2,7 @@
 //! events shared by many queues, and the order to close.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
@@ -64,6 +64,10 @@ pub struct Outbox {
 pub struct StopSignal {
     stopped: AtomicBool,
     draining: AtomicBool,
+    /// Set by the server's sweep when the connection was silent too long.
+    expired: Mutex<Option<&'static str>>,
+    /// When the last whole frame arrived, in milliseconds of the hub's clock.
+    last_frame_ms: AtomicU64,
     reason: Mutex<Option<String>>,
     waker: AtomicWaker,
 }
@@ -75,6 +79,8 @@ pub enum Signal {
     Stop,
     /// The server is shutting down: say so after what is queued, then close.
     Drain,
+    /// A timeout ran out: tell the client why, then close.
+    Expired(&'static str),
 }
 
 impl StopSignal {
@@ -98,6 +104,25 @@ impl StopSignal {
         self.stopped.load(Ordering::Acquire)
     }
 
+    /// Records that a whole frame arrived at `now_ms`.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_frame_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_frame_ms(&self) -> u64 {
+        self.last_frame_ms.load(Ordering::Relaxed)
+    }
+
+    /// Ends the connection for a timeout, saying `why` to the client.
+    pub fn expire(&self, why: &'static str) {
+        if let Ok(mut slot) = self.expired.lock()
+            && slot.is_none()
+        {
+            *slot = Some(why);
+        }
+        self.waker.wake();
+    }
+
     /// Ready with the first signal given; registers the task to be woken otherwise.
     pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
         self.waker.register(cx.waker());
@@ -105,6 +130,8 @@ impl StopSignal {
             Poll::Ready(Signal::Stop)
         } else if self.draining.load(Ordering::Acquire) {
             Poll::Ready(Signal::Drain)
+        } else if let Some(why) = self.expired.lock().ok().and_then(|slot| *slot) {
+            Poll::Ready(Signal::Expired(why))
         } else {
             Poll::Pending
         }
@@ -159,6 +186,10 @@ impl Outbox {
     pub fn drain(&self) {
         self.queue.signal.drain();
     }
+
+    pub fn signal(&self) -> &StopSignal {
+        &self.queue.signal
+    }
 }
 
 /// A connection's bounded outbound queue: the hub and the session push, the
@@ -185,9 +216,6 @@ struct QueueState {
     items: VecDeque<Outbound>,
     closed: bool,
 }
-
-/// Slots kept when the queue empties; a burst's larger ring is given back.
-const KEEP_SLOTS: usize = 8;
 
 impl OutQueue {
     pub fn new(capacity: usize) -> Self {
@@ -261,7 +289,9 @@ impl OutQueue {
         let item = {
             let mut state = self.state();
             let item = state.items.pop_front();
-            if state.items.is_empty() && state.items.capacity() > KEEP_SLOTS {
+            // An idle connection keeps no ring at all; a busy one allocates a small
+            // one again, which costs far less than the request it carries.
+            if state.items.is_empty() && state.items.capacity() > 0 {
                 state.items = VecDeque::new();
             }
             item

@@ -6,6 +6,9 @@ mod rooms;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::outbound::{Outbox, SharedEvent};
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
@@ -60,6 +63,8 @@ struct Member {
     outbox: Outbox,
     /// Rooms this client is in, in the order it entered them.
     rooms: Vec<String>,
+    /// When it connected, in milliseconds of the hub's clock.
+    connected_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -69,14 +74,54 @@ struct State {
     rooms: HashMap<String, Room>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
+    /// The start of the hub's clock (tokio's, so that tests can pause it).
+    epoch: Instant,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+/// How long connections may be silent; see [`Hub::sweep`].
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub handshake: Duration,
+    pub idle: Duration,
 }
 
 impl Hub {
     pub fn new() -> Self {
-        Hub::default()
+        Hub {
+            state: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the hub started, the clock of connection deadlines.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Expires every connection past a deadline: no `hello` within the handshake
+    /// timeout, or no whole frame within the idle timeout. One sweep of the table
+    /// replaces a timer in every session (a timer was a tenth of an idle session).
+    pub fn sweep(&self, timeouts: Timeouts) {
+        let now = self.now_ms();
+        let handshake = timeouts.handshake.as_millis() as u64;
+        let idle = timeouts.idle.as_millis() as u64;
+        for member in self.lock().clients.values() {
+            let signal = member.outbox.signal();
+            if member.name.is_none() && now.saturating_sub(member.connected_ms) >= handshake {
+                signal.expire("handshake timeout: no hello in time");
+            } else if now.saturating_sub(signal.last_frame_ms()) >= idle {
+                signal.expire("idle timeout: no frame received in time");
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -89,12 +134,15 @@ impl Hub {
 
     /// A new connection: reachable for events from now on, but unnamed until `hello`.
     pub fn connect(&self, id: ClientId, outbox: Outbox) {
+        let now = self.now_ms();
+        outbox.signal().touch(now);
         self.lock().clients.insert(
             id,
             Member {
                 name: None,
                 outbox,
                 rooms: Vec::new(),
+                connected_ms: now,
             },
         );
     }

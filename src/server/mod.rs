@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
+use crate::hub::Timeouts;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::Services;
 use crate::store::{DEFAULT_COMMIT_BATCH, Store, StoreCloser, StoreError};
@@ -190,6 +191,13 @@ impl Server {
             config.idle_timeout,
             config.queue_depth
         );
+        let sweeper = tokio::spawn(sweep(
+            Arc::clone(&services),
+            Timeouts {
+                handshake: config.handshake_timeout,
+                idle: config.idle_timeout,
+            },
+        ));
         let stopping = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(config.max_connections));
         let mut sessions = JoinSet::new();
@@ -215,8 +223,6 @@ impl Server {
                             client_id: next_id,
                             services: Arc::clone(&services),
                             queue_depth: config.queue_depth,
-                            handshake_timeout: config.handshake_timeout,
-                            idle_timeout: config.idle_timeout,
                             shutdown: stopping.clone(),
                         };
                         next_id += 1;
@@ -236,6 +242,8 @@ impl Server {
             }
         }
         drop((listener, text_listener, lab_listener));
+        sweeper.abort();
+        let _ = sweeper.await;
         tracing::info!(
             clients = services.hub.online_count(),
             "shutting down: telling clients and flushing their queues"
@@ -278,6 +286,19 @@ async fn accept_any(
         accepted = native.accept() => (accepted, DialectKind::Native),
         accepted = accept(text) => (accepted, DialectKind::Text),
         accepted = accept(lab) => (accepted, DialectKind::Lab),
+    }
+}
+
+/// Expires the connections past their handshake or idle deadline, a few times per
+/// shortest timeout (so a deadline is kept to within a tenth of it, or a second).
+async fn sweep(services: Arc<Services>, timeouts: Timeouts) {
+    let period = (timeouts.handshake.min(timeouts.idle) / 10)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        services.hub.sweep(timeouts);
     }
 }
 

@@ -10,7 +10,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, Incoming};
@@ -47,8 +46,6 @@ pub(super) struct Session {
     pub client_id: ClientId,
     pub services: Arc<Services>,
     pub queue_depth: usize,
-    pub handshake_timeout: Duration,
-    pub idle_timeout: Duration,
     pub shutdown: CancellationToken,
 }
 
@@ -109,17 +106,12 @@ impl Session {
     ) -> String {
         let queue = Queue { tx, stop };
         let mut buf = BytesMut::new();
-        let connected = Instant::now();
-        let mut last_frame = connected;
-        // Armed lazily: it fires at the earliest deadline it was set for, and is only
-        // moved then, so frames arriving do not touch the timer wheel each time.
-        let timer = tokio::time::sleep_until(self.deadline(connected, last_frame, state).0);
-        tokio::pin!(timer);
         loop {
             loop {
                 match dialect.decode(&mut buf) {
                     Ok(Some(incoming)) => {
-                        last_frame = Instant::now();
+                        // The server's sweep reads this for the idle timeout.
+                        stop.touch(self.services.hub.now_ms());
                         // Served here rather than through `serve`, so that only the
                         // boxed slow path, not an async frame, is part of this loop.
                         let ended = match self.serve_now(incoming, state, &queue) {
@@ -157,41 +149,14 @@ impl Session {
                         let _ = tx.try_send(Outbound::Close);
                         return "server shutting down".into();
                     }
-                },
-                () = &mut timer => {
-                    let (due, why) = self.deadline(connected, last_frame, state);
-                    if Instant::now() >= due {
+                    Signal::Expired(why) => {
                         let event = SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why)));
                         let _ = tx.try_send(Outbound::Event(event));
                         let _ = tx.try_send(Outbound::Close);
                         return why.into();
                     }
-                    timer.as_mut().reset(due);
-                }
+                },
             }
-        }
-    }
-
-    /// When the connection times out if no frame comes first, and what it would be
-    /// told: until `hello` succeeds the handshake deadline also applies.
-    fn deadline(
-        &self,
-        connected: Instant,
-        last_frame: Instant,
-        state: &SessionState,
-    ) -> (Instant, &'static str) {
-        let idle = (
-            last_frame + self.idle_timeout,
-            "idle timeout: no frame received in time",
-        );
-        let handshake = (
-            connected + self.handshake_timeout,
-            "handshake timeout: no hello in time",
-        );
-        if state.name.is_none() && handshake.0 < idle.0 {
-            handshake
-        } else {
-            idle
         }
     }
 

@@ -57,8 +57,6 @@ async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
                     client_id: next_id,
                     services: Arc::clone(&services),
                     queue_depth: config.queue_depth,
-                    handshake_timeout: config.handshake_timeout,
-                    idle_timeout: config.idle_timeout,
                     shutdown: CancellationToken::new(),
                 };
                 next_id += 1;
