@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::sync::watch;
 
 use super::target::{Conn, Reply, Target, resp_command};
-use super::{BenchError, Report, histogram, progress};
+use super::{BenchError, Report, fill, histogram, progress};
 use crate::frame;
 
 pub struct FanoutOptions {
@@ -144,15 +144,7 @@ pub async fn run(options: &FanoutOptions) -> Result<Report, BenchError> {
         })
         .collect();
 
-    let ticker = {
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            while Instant::now() < deadline {
-                bar.set_position(start.elapsed().as_millis() as u64);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let ticker = fill(&bar, start, deadline);
     let in_flight = options.in_flight.max(1);
     let mut published = 0u64;
     let mut waiting = 0;

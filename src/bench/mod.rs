@@ -142,6 +142,17 @@ pub fn progress(duration: Duration, what: &str) -> ProgressBar {
     bar
 }
 
+/// Moves `bar` along with the clock until `deadline`; abort the task to stop it.
+pub fn fill(bar: &ProgressBar, start: Instant, deadline: Instant) -> tokio::task::JoinHandle<()> {
+    let bar = bar.clone();
+    tokio::spawn(async move {
+        while Instant::now() < deadline {
+            bar.set_position(start.elapsed().as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
 /// Waits for every load task's latencies while the bar fills up to `deadline`.
 pub async fn join_latencies(
     tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, BenchError>>>,
@@ -149,15 +160,7 @@ pub async fn join_latencies(
     start: Instant,
     deadline: Instant,
 ) -> Result<Histogram<u64>, BenchError> {
-    let ticker = {
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            while Instant::now() < deadline {
-                bar.set_position(start.elapsed().as_millis() as u64);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let ticker = fill(bar, start, deadline);
     let mut all = histogram();
     let mut failed = None;
     for task in tasks {
