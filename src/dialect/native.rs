@@ -270,6 +270,14 @@ mod tests {
             code_and_id(parse(r#"{"op":"dance"}"#)),
             (None, ErrorCode::UnknownOp)
         );
+        for to in ["-1", "1.5", "true", "null", "[\"nina\"]", "{}"] {
+            let request = format!(r#"{{"id":5,"op":"send","to":{to},"text":"hi"}}"#);
+            assert_eq!(
+                code_and_id(parse(&request)),
+                (Some(5), ErrorCode::BadRequest),
+                "to: {to}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
@@ -34,11 +34,28 @@ thread_local! {
 /// A connection so holds no read buffer while it waits: only the bytes of a frame not
 /// yet complete stay with it (an idle connection's 8 KiB buffer was most of its memory).
 /// `Ok(0)` is the end of the stream.
+///
+/// A read that did not fill the scratch buffer emptied the socket, so it also clears
+/// the socket's readiness, as tokio's own `poll_read` does: otherwise the next wait
+/// would return at once and cost a second `recv` that finds nothing, one per request
+/// when a client waits for each answer. Data that arrives after the read raises a new
+/// readiness event, which tokio does not let the clearing erase.
 fn read_ready(socket: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
     SCRATCH.with_borrow_mut(|scratch| {
-        let n = socket.try_read(scratch)?;
-        buf.extend_from_slice(&scratch[..n]);
-        Ok(n)
+        let mut got = 0;
+        let drained = socket.as_ref().try_io(Interest::READABLE, || {
+            got = socket.try_read(scratch)?;
+            if got > 0 && got < scratch.len() {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(got)
+            }
+        });
+        buf.extend_from_slice(&scratch[..got]);
+        match drained {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+            other => other,
+        }
     })
 }
 

@@ -137,3 +137,62 @@ async fn bench_send_reports_acknowledged_sends() {
     }
     server.stop().await;
 }
+
+/// A store written before unread mail was indexed in memory: its (recipient, id) index
+/// is dropped, and the mail in it is delivered in order, once.
+#[tokio::test]
+async fn a_store_from_before_the_unread_map_keeps_its_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (name TEXT PRIMARY KEY, first_seen TEXT NOT NULL,
+                                 password_hash TEXT);
+             CREATE TABLE messages (id INTEGER PRIMARY KEY, recipient TEXT NOT NULL,
+                 sender TEXT NOT NULL, body TEXT NOT NULL, sent_at TEXT NOT NULL,
+                 read INTEGER NOT NULL DEFAULT 0);
+             CREATE INDEX messages_unread ON messages (recipient, id) WHERE read = 0;
+             INSERT INTO users VALUES ('ann', '2026-01-01T00:00:00Z', NULL),
+                                      ('bob', '2026-01-01T00:00:00Z', NULL);
+             INSERT INTO messages (recipient, sender, body, sent_at, read) VALUES
+                 ('ann', 'bob', 'read long ago', '2026-01-01T00:00:00Z', 1),
+                 ('ann', 'bob', 'first', '2026-01-01T00:00:01Z', 0),
+                 ('bob', 'ann', 'for bob', '2026-01-01T00:00:02Z', 0),
+                 ('ann', 'bob', 'second', '2026-01-01T00:00:03Z', 0);",
+        )
+        .unwrap();
+    }
+    let server = TestServer::start_on(&db).await;
+    let ann = server.client("ann").await;
+    let page = ann.inbox(None).await.unwrap();
+    let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["first", "second"]);
+    assert_eq!(page.messages[0].message_id, 2);
+    assert!(ann.inbox(None).await.unwrap().messages.is_empty());
+    // New mail after the old continues its ids.
+    let id = server
+        .client("carl")
+        .await
+        .send("bob", "new")
+        .await
+        .unwrap();
+    assert_eq!(id, 5);
+    let bob = server.client("bob").await;
+    let texts: Vec<_> = (bob.inbox(None).await.unwrap().messages)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["for bob", "new"]);
+    server.stop().await;
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, ["messages_unread_ids"]);
+}

@@ -6,22 +6,27 @@
 //! single transaction (group commit), so concurrent senders share one fsync, and
 //! answers only after that transaction is committed: "ok" means on disk.
 
+mod unread;
+mod worker;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
-use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::Connection;
+use std::sync::mpsc;
 
-use crate::protocol::{ErrorBody, ErrorCode, InboxPage, StoredMessage, now_rfc3339};
+use tokio::sync::oneshot;
+
+use crate::protocol::{ErrorBody, ErrorCode, InboxPage};
+use unread::Unread;
+use worker::Worker;
 
 /// Commands waiting beyond this many are taken by the next transaction, which keeps
 /// one transaction's latency bounded under load.
 pub const DEFAULT_COMMIT_BATCH: usize = 1024;
-/// Room for this many queued commands before senders wait for the store.
-const QUEUE: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,7 +150,10 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
         // Message ids are plain rowids, not AUTOINCREMENT: rows are marked read, never
         // deleted, so max+1 never reuses an id, and a commit does not also rewrite the
-        // sqlite_sequence page.
+        // sqlite_sequence page. Who has which unread mail is kept in memory (see
+        // `unread`); `messages_unread_ids` only lets a restart find it without reading
+        // the whole history. Stores made before that have an index on
+        // (recipient, id) instead, which is dropped: it cost most of a commit's pages.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS users (
                  name TEXT PRIMARY KEY,
@@ -159,8 +167,8 @@ impl Store {
                  sent_at TEXT NOT NULL,
                  read INTEGER NOT NULL DEFAULT 0
              );
-             CREATE INDEX IF NOT EXISTS messages_unread
-                 ON messages (recipient, id) WHERE read = 0;",
+             DROP INDEX IF EXISTS messages_unread;
+             CREATE INDEX IF NOT EXISTS messages_unread_ids ON messages (id) WHERE read = 0;",
         )?;
         // Stores made before names could be protected lack the column.
         let has_hash = conn
@@ -174,11 +182,17 @@ impl Store {
             stmt.query_map([], |row| row.get::<_, String>(0))?
                 .collect::<Result<HashSet<_>, _>>()?
         };
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let unread = Unread::load(&conn)?;
+        // Unbounded, yet bounded by the connections: a session serves its requests in
+        // order, so it has at most one command here at a time. A std channel, because
+        // the store thread waits on it with a timeout of microseconds.
+        let (tx, rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let worker = Worker {
             conn,
             known,
+            unread,
+            unread_stale: false,
             commit_batch: commit_batch.max(1),
             commits: Arc::clone(&commits),
         };
@@ -198,7 +212,6 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Command { op, reply })
-            .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -259,192 +272,4 @@ impl Store {
             _ => Err(StoreError::Failed("unexpected answer to inbox".into())),
         }
     }
-}
-
-struct Worker {
-    conn: Connection,
-    /// Every name in `users`, so a send to an unknown name costs no query.
-    known: HashSet<String>,
-    commit_batch: usize,
-    commits: Arc<AtomicU64>,
-}
-
-impl Worker {
-    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut batch = Vec::with_capacity(self.commit_batch);
-        let mut lone = false;
-        while let Some(first) = next_command(&mut rx, lone) {
-            batch.push(first);
-            while batch.len() < self.commit_batch {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            lone = batch.len() == 1;
-            self.run_batch(&mut batch);
-        }
-    }
-}
-
-/// How long the store thread stays awake for the next command after a commit.
-const STAY_AWAKE: std::time::Duration = std::time::Duration::from_micros(60);
-
-/// The next command. After a batch of one (a lone sender), that sender usually sends
-/// again within tens of microseconds: waiting that long awake (yielding the core) saves
-/// the thread a sleep and a wake-up per send, most of a lone sender's time outside
-/// fsync. With more senders, batches are larger and the cores are better left to them.
-fn next_command(rx: &mut mpsc::Receiver<Command>, stay_awake: bool) -> Option<Command> {
-    if !stay_awake {
-        return rx.blocking_recv();
-    }
-    let until = std::time::Instant::now() + STAY_AWAKE;
-    loop {
-        match rx.try_recv() {
-            Ok(cmd) => return Some(cmd),
-            Err(mpsc::error::TryRecvError::Disconnected) => return None,
-            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() < until => {
-                thread::yield_now();
-            }
-            Err(mpsc::error::TryRecvError::Empty) => return rx.blocking_recv(),
-        }
-    }
-}
-
-impl Worker {
-    /// Runs every command of `batch` in one transaction; answers them all after the
-    /// commit, or all with an error if the transaction failed.
-    fn run_batch(&mut self, batch: &mut Vec<Command>) {
-        let mut newly_known = Vec::new();
-        let result = (|| -> Result<Vec<_>, rusqlite::Error> {
-            let tx = self.conn.transaction()?;
-            // One time for the whole batch: its messages are kept at the same moment.
-            let now = now_rfc3339();
-            let outcomes = batch
-                .iter()
-                .map(|cmd| apply(&tx, &self.known, &mut newly_known, &cmd.op, &now))
-                .collect::<Result<Vec<_>, _>>()?;
-            tx.commit()?;
-            Ok(outcomes)
-        })();
-        // A session that disconnected meanwhile no longer waits: ignore failed sends.
-        match result {
-            Ok(outcomes) => {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-                self.known.extend(newly_known);
-                for (cmd, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = cmd.reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                tracing::error!(
-                    "store transaction failed, {} commands refused: {e}",
-                    batch.len()
-                );
-                for cmd in batch.drain(..) {
-                    let _ = cmd.reply.send(Err(StoreError::Failed(e.to_string())));
-                }
-            }
-        }
-    }
-}
-
-/// Runs one operation inside the batch's transaction. An `Err` aborts the whole batch;
-/// an answer that is an error (an unknown recipient) does not.
-fn apply(
-    tx: &rusqlite::Transaction<'_>,
-    known: &HashSet<String>,
-    newly_known: &mut Vec<String>,
-    op: &Op,
-    now: &str,
-) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
-    let is_known = |name: &String| known.contains(name) || newly_known.contains(name);
-    Ok(match op {
-        Op::Seen { name } => {
-            if !is_known(name) {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
-                )?
-                .execute(params![name, now])?;
-                newly_known.push(name.clone());
-            }
-            Ok(Outcome::Done)
-        }
-        Op::Credentials { name } => {
-            let hash = tx
-                .prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?
-                .query_row(params![name], |row| row.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten();
-            Ok(Outcome::Hash(hash))
-        }
-        Op::Register { name, hash } => {
-            tx.prepare_cached("INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)")?
-                .execute(params![name, now])?;
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE users SET password_hash = ?2 WHERE name = ?1 AND password_hash IS NULL",
-                )?
-                .execute(params![name, hash])?;
-            if !is_known(name) {
-                newly_known.push(name.clone());
-            }
-            Ok(Outcome::Registered(changed == 1))
-        }
-        Op::Append { to, from, text } => {
-            if !is_known(to) {
-                return Ok(Err(StoreError::NoSuchUser(to.clone())));
-            }
-            tx.prepare_cached(
-                "INSERT INTO messages (recipient, sender, body, sent_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![to, from, text, now])?;
-            Ok(Outcome::Stored(tx.last_insert_rowid() as u64))
-        }
-        Op::TakeInbox {
-            name,
-            limit,
-            byte_budget,
-        } => Ok(Outcome::Page(take_inbox(tx, name, *limit, *byte_budget)?)),
-    })
-}
-
-fn take_inbox(
-    tx: &rusqlite::Transaction<'_>,
-    name: &str,
-    limit: u32,
-    byte_budget: usize,
-) -> Result<InboxPage, rusqlite::Error> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, sender, body, sent_at FROM messages
-         WHERE recipient = ?1 AND read = 0 ORDER BY id LIMIT ?2",
-    )?;
-    let mut rows = stmt.query(params![name, i64::from(limit) + 1])?;
-    let mut messages = Vec::new();
-    let mut used = 0;
-    let mut more = false;
-    while let Some(row) = rows.next()? {
-        let message = StoredMessage {
-            message_id: row.get::<_, i64>(0)? as u64,
-            from: row.get(1)?,
-            text: row.get(2)?,
-            sent_at: row.get(3)?,
-        };
-        let size = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len() + 1);
-        let fits = messages.is_empty() || used + size <= byte_budget;
-        if messages.len() == limit as usize || !fits {
-            more = true;
-            break;
-        }
-        used += size;
-        messages.push(message);
-    }
-    drop(rows);
-    if let Some(last) = messages.last() {
-        tx.prepare_cached(
-            "UPDATE messages SET read = 1 WHERE recipient = ?1 AND read = 0 AND id <= ?2",
-        )?
-        .execute(params![name, last.message_id as i64])?;
-    }
-    Ok(InboxPage { messages, more })
 }

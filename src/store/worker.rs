@@ -1,0 +1,259 @@
+//! The store thread: takes the commands waiting, runs them in one transaction, and
+//! answers them once it is committed.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::unread::Unread;
+use super::{Command, Op, Outcome, StoreError};
+use crate::protocol::{InboxPage, StoredMessage, now_rfc3339};
+
+/// How long the store thread stays awake for the next command after a commit.
+const STAY_AWAKE: Duration = Duration::from_micros(60);
+/// How long a batch waits for the senders of the last one.
+const GATHER: Duration = Duration::from_micros(150);
+
+pub(super) struct Worker {
+    pub conn: Connection,
+    /// Every name in `users`, so a send to an unknown name costs no query.
+    pub known: HashSet<String>,
+    pub unread: Unread,
+    /// The transaction that last changed `unread` was rolled back: reload it.
+    pub unread_stale: bool,
+    pub commit_batch: usize,
+    pub commits: Arc<AtomicU64>,
+}
+
+impl Worker {
+    pub fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(self.commit_batch);
+        let mut last = 0;
+        while let Some(first) = next_command(&rx, last == 1) {
+            batch.push(first);
+            self.gather(&rx, &mut batch, last);
+            last = batch.len();
+            self.run_batch(&mut batch);
+        }
+    }
+
+    /// Adds to `batch` the commands waiting and, when the last batch was larger, those
+    /// that arrive within [`GATHER`]: the senders just answered are on their way back,
+    /// and each commit that does not wait for them costs its own page writes and sync.
+    fn gather(&self, rx: &mpsc::Receiver<Command>, batch: &mut Vec<Command>, last: usize) {
+        let target = last.min(self.commit_batch);
+        let until = Instant::now() + GATHER;
+        while batch.len() < self.commit_batch {
+            let next = match rx.try_recv() {
+                Ok(cmd) => Ok(cmd),
+                Err(_) if batch.len() >= target => break,
+                Err(_) => match until.checked_duration_since(Instant::now()) {
+                    Some(left) => rx.recv_timeout(left),
+                    None => break,
+                },
+            };
+            match next {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Runs every command of `batch` in one transaction; answers them all after the
+    /// commit, or all with an error if the transaction failed.
+    fn run_batch(&mut self, batch: &mut Vec<Command>) {
+        let mut newly_known = Vec::new();
+        let result = (|| -> Result<Vec<_>, rusqlite::Error> {
+            if self.unread_stale {
+                self.unread = Unread::load(&self.conn)?;
+                self.unread_stale = false;
+            }
+            let tx = self.conn.transaction()?;
+            // From here until the commit, `unread` runs ahead of the database.
+            self.unread_stale = true;
+            // One time for the whole batch: its messages are kept at the same moment.
+            let now = now_rfc3339();
+            let mut batch_tx = Batch {
+                tx: &tx,
+                known: &self.known,
+                newly_known: &mut newly_known,
+                unread: &mut self.unread,
+                now: &now,
+            };
+            let outcomes = batch
+                .iter()
+                .map(|cmd| batch_tx.apply(&cmd.op))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            self.unread_stale = false;
+            Ok(outcomes)
+        })();
+        // A session that disconnected meanwhile no longer waits: ignore failed sends.
+        match result {
+            Ok(outcomes) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.known.extend(newly_known);
+                for (cmd, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = cmd.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    "store transaction failed, {} commands refused: {e}",
+                    batch.len()
+                );
+                for cmd in batch.drain(..) {
+                    let _ = cmd.reply.send(Err(StoreError::Failed(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// The next command. After a batch of one (a lone sender), that sender usually sends
+/// again within tens of microseconds: waiting that long awake (yielding the core) saves
+/// the thread a sleep and a wake-up per send, most of a lone sender's time outside
+/// fsync. With more senders, batches are larger and the cores are better left to them.
+fn next_command(rx: &mpsc::Receiver<Command>, stay_awake: bool) -> Option<Command> {
+    if stay_awake {
+        let until = Instant::now() + STAY_AWAKE;
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => return Some(cmd),
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) if Instant::now() < until => thread::yield_now(),
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+    }
+    rx.recv().ok()
+}
+
+/// What one transaction's commands work on.
+struct Batch<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    known: &'a HashSet<String>,
+    newly_known: &'a mut Vec<String>,
+    unread: &'a mut Unread,
+    now: &'a str,
+}
+
+impl Batch<'_> {
+    fn is_known(&self, name: &String) -> bool {
+        self.known.contains(name) || self.newly_known.contains(name)
+    }
+
+    /// Runs one operation inside the batch's transaction. An `Err` aborts the whole
+    /// batch; an answer that is an error (an unknown recipient) does not.
+    fn apply(&mut self, op: &Op) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
+        let tx = self.tx;
+        Ok(match op {
+            Op::Seen { name } => {
+                if !self.is_known(name) {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![name, self.now])?;
+                    self.newly_known.push(name.clone());
+                }
+                Ok(Outcome::Done)
+            }
+            Op::Credentials { name } => {
+                let hash = tx
+                    .prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?
+                    .query_row(params![name], |row| row.get::<_, Option<String>>(0))
+                    .optional()?
+                    .flatten();
+                Ok(Outcome::Hash(hash))
+            }
+            Op::Register { name, hash } => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
+                )?
+                .execute(params![name, self.now])?;
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE users SET password_hash = ?2
+                         WHERE name = ?1 AND password_hash IS NULL",
+                    )?
+                    .execute(params![name, hash])?;
+                if !self.is_known(name) {
+                    self.newly_known.push(name.clone());
+                }
+                Ok(Outcome::Registered(changed == 1))
+            }
+            Op::Append { to, from, text } => {
+                if !self.is_known(to) {
+                    return Ok(Err(StoreError::NoSuchUser(to.clone())));
+                }
+                tx.prepare_cached(
+                    "INSERT INTO messages (recipient, sender, body, sent_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![to, from, text, self.now])?;
+                let id = tx.last_insert_rowid() as u64;
+                self.unread.push(to, id);
+                Ok(Outcome::Stored(id))
+            }
+            Op::TakeInbox {
+                name,
+                limit,
+                byte_budget,
+            } => Ok(Outcome::Page(self.take_inbox(
+                name,
+                *limit,
+                *byte_budget,
+            )?)),
+        })
+    }
+
+    fn take_inbox(
+        &mut self,
+        name: &str,
+        limit: u32,
+        byte_budget: usize,
+    ) -> Result<InboxPage, rusqlite::Error> {
+        let mut read = self.tx.prepare_cached(
+            "SELECT sender, body, sent_at FROM messages WHERE id = ?1 AND read = 0",
+        )?;
+        let mut messages = Vec::new();
+        let mut used = 0;
+        let mut more = false;
+        for id in self.unread.oldest(name, limit as usize + 1) {
+            let Some(message) = read
+                .query_row(params![id as i64], |row| {
+                    Ok(StoredMessage {
+                        message_id: id,
+                        from: row.get(0)?,
+                        text: row.get(1)?,
+                        sent_at: row.get(2)?,
+                    })
+                })
+                .optional()?
+            else {
+                // The map and the table disagree: trust the table, reload the map.
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            };
+            let size = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len() + 1);
+            let fits = messages.is_empty() || used + size <= byte_budget;
+            if messages.len() == limit as usize || !fits {
+                more = true;
+                break;
+            }
+            used += size;
+            messages.push(message);
+        }
+        let mut mark = self
+            .tx
+            .prepare_cached("UPDATE messages SET read = 1 WHERE id = ?1")?;
+        for message in &messages {
+            mark.execute(params![message.message_id as i64])?;
+        }
+        self.unread.mark_read(name, messages.len());
+        Ok(InboxPage { messages, more })
+    }
+}
