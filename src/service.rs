@@ -147,14 +147,18 @@ impl Services {
         session: &mut SessionState,
         request: Request,
     ) -> Result<Reply, ErrorBody> {
-        let name = session.name.clone().unwrap_or_default();
+        let name = || session.name.clone().unwrap_or_default();
         match request {
-            Request::Hello { name, password } => self.hello(session, name, password).await,
-            Request::Send { to, text } => self.send(&name, to, &text).await,
+            // Boxed: checking a password is the largest future here, and sends and
+            // inbox reads should not each allocate room for it.
+            Request::Hello { name, password } => {
+                Box::pin(self.hello(session, name, password)).await
+            }
+            Request::Send { to, text } => self.send(name(), to, text).await,
             Request::Inbox { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
                 let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
-                let page = self.store.take_inbox(&name, limit, budget).await?;
+                let page = self.store.take_inbox(name(), limit, budget).await?;
                 Ok(Reply::Inbox(page))
             }
             other => match self.serve_now(session, other) {
@@ -233,19 +237,30 @@ impl Services {
         }
     }
 
-    async fn send(&self, from: &str, to: Recipient, text: &str) -> Result<Reply, ErrorBody> {
-        check_text(text)?;
-        let to = match to {
-            Recipient::Name(name) => name,
-            Recipient::Id(client) => self.hub.name_of(client).ok_or_else(|| {
-                error(
-                    ErrorCode::NoSuchUser,
-                    format!("no user is online with client id {client}"),
-                )
-            })?,
-        };
-        let message_id = self.store.append(&to, from, text).await?;
-        self.hub.notify_mail(&to, from, message_id);
-        Ok(Reply::Sent { message_id })
+    /// Not an `async fn`: the checks and the store's queue are done here, so the future
+    /// a session boxes while the message is committed holds little more than a receiver.
+    fn send(
+        &self,
+        from: String,
+        to: Recipient,
+        text: String,
+    ) -> impl Future<Output = Result<Reply, ErrorBody>> + use<'_> {
+        let stored = check_text(&text).and_then(|()| {
+            let to = match to {
+                Recipient::Name(name) => name,
+                Recipient::Id(client) => self.hub.name_of(client).ok_or_else(|| {
+                    error(
+                        ErrorCode::NoSuchUser,
+                        format!("no user is online with client id {client}"),
+                    )
+                })?,
+            };
+            Ok(self.store.append(to, from, text))
+        });
+        async move {
+            let (message_id, to, from) = stored?.await?;
+            self.hub.notify_mail(&to, &from, message_id);
+            Ok(Reply::Sent { message_id })
+        }
     }
 }

@@ -55,7 +55,11 @@ impl From<StoreError> for ErrorBody {
 /// What the store thread answers a command with, once its transaction is committed.
 enum Outcome {
     Done,
-    Stored(u64),
+    Stored {
+        id: u64,
+        to: String,
+        from: String,
+    },
     Page(InboxPage),
     /// A name's password hash, if it is protected.
     Hash(Option<String>),
@@ -208,68 +212,91 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    async fn call(&self, op: Op) -> Result<Outcome, StoreError> {
+    /// Queues `op` at once and returns the wait for its answer, which `pick` takes
+    /// apart. Queued now rather than when first polled, so that the future a session
+    /// keeps while it waits holds only the answer's receiver, not the command.
+    fn call<T>(
+        &self,
+        op: Op,
+        pick: fn(Outcome) -> Option<T>,
+    ) -> impl Future<Output = Result<T, StoreError>> + use<T> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Command { op, reply })
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let queued = self.tx.send(Command { op, reply }).is_ok();
+        async move {
+            if !queued {
+                return Err(StoreError::Closed);
+            }
+            let outcome = answer.await.map_err(|_| StoreError::Closed)??;
+            pick(outcome).ok_or_else(|| StoreError::Failed("an answer of the wrong kind".into()))
+        }
     }
 
     /// Records that `name` exists, so that mail to it is kept while it is offline.
-    pub async fn seen(&self, name: &str) -> Result<(), StoreError> {
+    pub fn seen(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let name = name.to_owned();
-        self.call(Op::Seen { name }).await.map(drop)
+        self.call(Op::Seen { name }, |outcome| match outcome {
+            Outcome::Done => Some(()),
+            _ => None,
+        })
     }
 
     /// The password hash protecting `name`, if any.
-    pub async fn credentials(&self, name: &str) -> Result<Option<String>, StoreError> {
+    pub fn credentials(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + use<> {
         let name = name.to_owned();
-        match self.call(Op::Credentials { name }).await? {
-            Outcome::Hash(hash) => Ok(hash),
-            _ => Err(StoreError::Failed(
-                "unexpected answer to credentials".into(),
-            )),
-        }
+        self.call(Op::Credentials { name }, |outcome| match outcome {
+            Outcome::Hash(hash) => Some(hash),
+            _ => None,
+        })
     }
 
     /// Protects `name` with `hash` (a PHC string, never a password) unless it is
     /// protected already; records the name as seen. True when this hash took effect.
-    pub async fn register(&self, name: &str, hash: String) -> Result<bool, StoreError> {
+    pub fn register(
+        &self,
+        name: &str,
+        hash: String,
+    ) -> impl Future<Output = Result<bool, StoreError>> + use<> {
         let name = name.to_owned();
-        match self.call(Op::Register { name, hash }).await? {
-            Outcome::Registered(done) => Ok(done),
-            _ => Err(StoreError::Failed("unexpected answer to register".into())),
-        }
+        self.call(Op::Register { name, hash }, |outcome| match outcome {
+            Outcome::Registered(done) => Some(done),
+            _ => None,
+        })
     }
 
-    /// Stores a direct message; answers its id once it is committed to disk.
-    pub async fn append(&self, to: &str, from: &str, text: &str) -> Result<u64, StoreError> {
-        let (to, from, text) = (to.to_owned(), from.to_owned(), text.to_owned());
-        match self.call(Op::Append { to, from, text }).await? {
-            Outcome::Stored(id) => Ok(id),
-            _ => Err(StoreError::Failed("unexpected answer to append".into())),
-        }
+    /// Stores a direct message; answers its id once it is committed to disk, and hands
+    /// back the names (the text is the store's to drop).
+    pub fn append(
+        &self,
+        to: String,
+        from: String,
+        text: String,
+    ) -> impl Future<Output = Result<(u64, String, String), StoreError>> + use<> {
+        self.call(Op::Append { to, from, text }, |outcome| match outcome {
+            Outcome::Stored { id, to, from } => Some((id, to, from)),
+            _ => None,
+        })
     }
 
     /// Takes up to `limit` of `name`'s unread messages, oldest first, whose JSON fits
     /// in about `byte_budget` bytes (at least one, so the reader always progresses),
     /// and marks them read.
-    pub async fn take_inbox(
+    pub fn take_inbox(
         &self,
-        name: &str,
+        name: String,
         limit: u32,
         byte_budget: usize,
-    ) -> Result<InboxPage, StoreError> {
-        let name = name.to_owned();
+    ) -> impl Future<Output = Result<InboxPage, StoreError>> + use<> {
         let op = Op::TakeInbox {
             name,
             limit,
             byte_budget,
         };
-        match self.call(op).await? {
-            Outcome::Page(page) => Ok(page),
-            _ => Err(StoreError::Failed("unexpected answer to inbox".into())),
-        }
+        self.call(op, |outcome| match outcome {
+            Outcome::Page(page) => Some(page),
+            _ => None,
+        })
     }
 }

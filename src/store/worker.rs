@@ -67,6 +67,7 @@ impl Worker {
     /// commit, or all with an error if the transaction failed.
     fn run_batch(&mut self, batch: &mut Vec<Command>) {
         let mut newly_known = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
         let result = (|| -> Result<Vec<_>, rusqlite::Error> {
             if self.unread_stale {
                 self.unread = Unread::load(&self.conn)?;
@@ -84,30 +85,33 @@ impl Worker {
                 unread: &mut self.unread,
                 now: &now,
             };
-            let outcomes = batch
-                .iter()
-                .map(|cmd| batch_tx.apply(&cmd.op))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for cmd in batch.drain(..) {
+                replies.push(cmd.reply);
+                outcomes.push(batch_tx.apply(cmd.op)?);
+            }
             tx.commit()?;
             self.unread_stale = false;
             Ok(outcomes)
         })();
+        // Whatever an aborted transaction did not reach is refused with the rest.
+        replies.extend(batch.drain(..).map(|cmd| cmd.reply));
         // A session that disconnected meanwhile no longer waits: ignore failed sends.
         match result {
             Ok(outcomes) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 self.known.extend(newly_known);
-                for (cmd, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = cmd.reply.send(outcome);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
                 tracing::error!(
                     "store transaction failed, {} commands refused: {e}",
-                    batch.len()
+                    replies.len()
                 );
-                for cmd in batch.drain(..) {
-                    let _ = cmd.reply.send(Err(StoreError::Failed(e.to_string())));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Failed(e.to_string())));
                 }
             }
         }
@@ -149,16 +153,16 @@ impl Batch<'_> {
 
     /// Runs one operation inside the batch's transaction. An `Err` aborts the whole
     /// batch; an answer that is an error (an unknown recipient) does not.
-    fn apply(&mut self, op: &Op) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
+    fn apply(&mut self, op: Op) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
         let tx = self.tx;
         Ok(match op {
             Op::Seen { name } => {
-                if !self.is_known(name) {
+                if !self.is_known(&name) {
                     tx.prepare_cached(
                         "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
                     )?
                     .execute(params![name, self.now])?;
-                    self.newly_known.push(name.clone());
+                    self.newly_known.push(name);
                 }
                 Ok(Outcome::Done)
             }
@@ -181,14 +185,14 @@ impl Batch<'_> {
                          WHERE name = ?1 AND password_hash IS NULL",
                     )?
                     .execute(params![name, hash])?;
-                if !self.is_known(name) {
-                    self.newly_known.push(name.clone());
+                if !self.is_known(&name) {
+                    self.newly_known.push(name);
                 }
                 Ok(Outcome::Registered(changed == 1))
             }
             Op::Append { to, from, text } => {
-                if !self.is_known(to) {
-                    return Ok(Err(StoreError::NoSuchUser(to.clone())));
+                if !self.is_known(&to) {
+                    return Ok(Err(StoreError::NoSuchUser(to)));
                 }
                 tx.prepare_cached(
                     "INSERT INTO messages (recipient, sender, body, sent_at)
@@ -196,18 +200,14 @@ impl Batch<'_> {
                 )?
                 .execute(params![to, from, text, self.now])?;
                 let id = tx.last_insert_rowid() as u64;
-                self.unread.push(to, id);
-                Ok(Outcome::Stored(id))
+                self.unread.push(&to, id);
+                Ok(Outcome::Stored { id, to, from })
             }
             Op::TakeInbox {
                 name,
                 limit,
                 byte_budget,
-            } => Ok(Outcome::Page(self.take_inbox(
-                name,
-                *limit,
-                *byte_budget,
-            )?)),
+            } => Ok(Outcome::Page(self.take_inbox(&name, limit, byte_budget)?)),
         })
     }
 

@@ -90,14 +90,21 @@ async fn concurrent_sends_share_transactions() {
     let before = store.commits();
     let sends = (0..500).map(|i| {
         let store = store.clone();
-        async move { store.append("owner", "sender", &format!("m{i}")).await }
+        async move {
+            store
+                .append("owner".into(), "sender".into(), format!("m{i}"))
+                .await
+        }
     });
     let ids = futures_util::future::join_all(sends).await;
     assert!(ids.iter().all(Result::is_ok));
     let commits = store.commits() - before;
     assert!(commits < 250, "500 sends took {commits} transactions");
     // Each send was answered only after its transaction: all 500 are readable.
-    let page = store.take_inbox("owner", 1000, usize::MAX).await.unwrap();
+    let page = store
+        .take_inbox("owner".into(), 1000, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(page.messages.len(), 500);
     drop(store);
     tokio::task::spawn_blocking(move || closer.join())
