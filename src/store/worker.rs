@@ -17,6 +17,8 @@ use crate::protocol::{InboxPage, StoredMessage, now_rfc3339};
 const STAY_AWAKE: Duration = Duration::from_micros(60);
 /// How long a batch waits for the senders of the last one.
 const GATHER: Duration = Duration::from_micros(150);
+/// How long the gathering sleeps between looks at the queue.
+const GATHER_SLICE: Duration = Duration::from_micros(30);
 /// Batches smaller than this do not wait for more (see [`Worker::gather`]).
 const GATHER_FROM: usize = 16;
 
@@ -57,19 +59,19 @@ impl Worker {
             0
         };
         let until = Instant::now() + GATHER;
-        while batch.len() < self.commit_batch {
-            let next = match rx.try_recv() {
-                Ok(cmd) => Ok(cmd),
-                Err(_) if batch.len() >= target => break,
-                Err(_) => match until.checked_duration_since(Instant::now()) {
-                    Some(left) => rx.recv_timeout(left),
-                    None => break,
-                },
-            };
-            match next {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
+        loop {
+            while batch.len() < self.commit_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
             }
+            if batch.len() >= target.min(self.commit_batch) || Instant::now() >= until {
+                return;
+            }
+            // Slept, not waited on the channel: a waiting receiver is woken by every
+            // send, a wake-up (and a futex call by the sender) per command.
+            thread::sleep(GATHER_SLICE);
         }
     }
 
@@ -94,12 +96,14 @@ impl Worker {
                 newly_known: &mut newly_known,
                 unread: &mut self.unread,
                 now: &now,
+                insert: None,
             };
             let mut outcomes = Vec::with_capacity(batch.len());
             for cmd in batch.drain(..) {
                 replies.push(cmd.reply);
                 outcomes.push(batch_tx.apply(cmd.op)?);
             }
+            drop(batch_tx);
             tx.commit()?;
             self.unread_stale = false;
             Ok(outcomes)
@@ -154,6 +158,9 @@ struct Batch<'a> {
     newly_known: &'a mut Vec<String>,
     unread: &'a mut Unread,
     now: &'a str,
+    /// The insert of a message, prepared once per batch rather than fetched from the
+    /// statement cache (and put back) for every message.
+    insert: Option<rusqlite::CachedStatement<'a>>,
 }
 
 impl Batch<'_> {
@@ -204,11 +211,14 @@ impl Batch<'_> {
                 if !self.is_known(&to) {
                     return Ok(Err(StoreError::NoSuchUser(to)));
                 }
-                tx.prepare_cached(
-                    "INSERT INTO messages (recipient, sender, body, sent_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![to, from, text, self.now])?;
+                let insert = match &mut self.insert {
+                    Some(insert) => insert,
+                    None => self.insert.insert(tx.prepare_cached(
+                        "INSERT INTO messages (recipient, sender, body, sent_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?),
+                };
+                insert.execute(params![to, from, text, self.now])?;
                 let id = tx.last_insert_rowid() as u64;
                 self.unread.push(&to, id);
                 Ok(Outcome::Stored { id, to, from })
