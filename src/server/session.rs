@@ -358,7 +358,6 @@ async fn write_loop<D: Dialect>(
     rx: &OutQueue,
     stop: &StopSignal,
 ) {
-    let mut buf = BytesMut::new();
     let stopped = stop.stopped();
     tokio::pin!(stopped);
     loop {
@@ -373,32 +372,67 @@ async fn write_loop<D: Dialect>(
             return;
         }
         let Some(first) = first else { break };
-        let mut close = encode(&dialect, first, &mut buf);
-        while !close && buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Some(item) => close = encode(&dialect, item, &mut buf),
-                None => break,
-            }
-        }
-        tokio::select! {
-            biased;
-            written = socket.write_all(&buf) => if let Err(e) = written {
+        let (left, close) = match write_now(&socket, &dialect, first, rx) {
+            Ok(done) => done,
+            Err(e) => {
                 stop.stop(format!("write failed: {e}"));
                 return;
-            },
-            () = &mut stopped => return,
-        }
-        // Going idle, the connection keeps no write buffer either.
-        if rx.is_empty() || buf.capacity() > WRITE_BATCH * 2 {
-            buf = BytesMut::new();
-        } else {
-            buf.clear();
+            }
+        };
+        if let Some(left) = left {
+            tokio::select! {
+                biased;
+                written = socket.write_all(&left) => if let Err(e) = written {
+                    stop.stop(format!("write failed: {e}"));
+                    return;
+                },
+                () = &mut stopped => return,
+            }
         }
         if close {
             break;
         }
     }
     let _ = socket.shutdown().await;
+}
+
+thread_local! {
+    /// Where the writers on this thread gather their frames, as [`SCRATCH`] for reads.
+    static GATHER: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(WRITE_BATCH));
+}
+
+/// Encodes `first` and whatever else is queued (up to about [`WRITE_BATCH`] bytes) in the
+/// thread's gathering buffer and writes it at once. A client that reads keeps up, so
+/// that is usually all: the connection never holds a write buffer. What the socket does
+/// not take is handed back to be written when it can (and true when the last item was
+/// the order to close).
+fn write_now<D: Dialect>(
+    socket: &OwnedWriteHalf,
+    dialect: &D,
+    first: Outbound,
+    rx: &OutQueue,
+) -> std::io::Result<(Option<BytesMut>, bool)> {
+    GATHER.with_borrow_mut(|buf| {
+        buf.clear();
+        let mut close = encode(dialect, first, buf);
+        while !close && buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Some(item) => close = encode(dialect, item, buf),
+                None => break,
+            }
+        }
+        let written = match socket.try_write(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        let left = (written < buf.len()).then(|| BytesMut::from(&buf[written..]));
+        // One large item (an inbox page) must not keep its room on the thread.
+        if buf.capacity() > WRITE_BATCH * 2 {
+            *buf = BytesMut::with_capacity(WRITE_BATCH);
+        }
+        Ok((left, close))
+    })
 }
 
 /// Appends `item`'s bytes to `buf`; true when it is the order to close.
