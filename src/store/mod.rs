@@ -154,10 +154,10 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
         // Message ids are plain rowids, not AUTOINCREMENT: rows are marked read, never
         // deleted, so max+1 never reuses an id, and a commit does not also rewrite the
-        // sqlite_sequence page. Who has which unread mail is kept in memory (see
-        // `unread`); `messages_unread_ids` only lets a restart find it without reading
-        // the whole history. Stores made before that have an index on
-        // (recipient, id) instead, which is dropped: it cost most of a commit's pages.
+        // sqlite_sequence page. Who has which unread mail is kept in memory, with no
+        // index on `messages` at all (see `unread.rs`); `meta` keeps the mark from which
+        // a restart finds it. Stores made before that have indexes for it, dropped here:
+        // they cost each send a second B-tree insert and each commit more pages.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS users (
                  name TEXT PRIMARY KEY,
@@ -171,8 +171,12 @@ impl Store {
                  sent_at TEXT NOT NULL,
                  read INTEGER NOT NULL DEFAULT 0
              );
+             CREATE TABLE IF NOT EXISTS meta (
+                 key TEXT PRIMARY KEY,
+                 value INTEGER NOT NULL
+             );
              DROP INDEX IF EXISTS messages_unread;
-             CREATE INDEX IF NOT EXISTS messages_unread_ids ON messages (id) WHERE read = 0;",
+             DROP INDEX IF EXISTS messages_unread_ids;",
         )?;
         // Stores made before names could be protected lack the column.
         let has_hash = conn

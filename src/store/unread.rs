@@ -2,30 +2,45 @@
 //!
 //! SQLite could answer "the unread mail of X" from an index on (recipient, id), but
 //! that index puts every recipient's new entries in a different leaf page: a commit of
-//! 64 sends to 8 recipients rewrote about 18 pages where the rows themselves fill 3.
-//! Kept here instead, the commit appends to the table's last pages and to one index of
-//! unread ids (ordered like the rows, so appended at its end too), and a restart
-//! rebuilds this map from that index, at a cost in unread messages, not history.
+//! 64 sends to 8 recipients rewrote about 18 pages where the rows themselves fill 3. Any
+//! index costs each insert a second B-tree insert, so there is none: a restart rebuilds
+//! this map by reading the messages from a mark on, kept in the `meta` table, below which
+//! every message has been read. The mark may lag (it is saved every [`MARK_EVERY`] inbox
+//! reads and at shutdown; a crash leaves an older one), which only makes the restart
+//! read a little more: messages only get higher ids, and reads only raise the oldest
+//! unread one, so a mark once true stays a lower bound.
 
 use std::collections::{HashMap, VecDeque};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Inbox reads between two saves of the mark.
+const MARK_EVERY: usize = 256;
 
 /// Unread message ids by recipient, oldest first.
 #[derive(Debug, Default)]
 pub(super) struct Unread {
     by_recipient: HashMap<String, VecDeque<u64>>,
+    /// Inbox reads since the mark was last saved.
+    reads: usize,
 }
 
 impl Unread {
     /// Every unread message in the database.
     pub fn load(conn: &Connection) -> Result<Unread, rusqlite::Error> {
+        let from = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'unread_from'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         let mut unread = Unread::default();
         let mut stmt = conn.prepare(
-            "SELECT id, recipient FROM messages INDEXED BY messages_unread_ids
-             WHERE read = 0 ORDER BY id",
+            "SELECT id, recipient FROM messages WHERE id >= ?1 AND read = 0 ORDER BY id",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query(params![from])?;
         while let Some(row) = rows.next()? {
             let id = row.get::<_, i64>(0)? as u64;
             let recipient: String = row.get(1)?;
@@ -61,6 +76,37 @@ impl Unread {
                 self.by_recipient.remove(recipient);
             }
         }
+        if n > 0 {
+            self.reads += 1;
+        }
+    }
+
+    /// Whether enough has been read since the mark was saved to save it again.
+    pub fn mark_due(&self) -> bool {
+        self.reads >= MARK_EVERY
+    }
+
+    /// Saves the mark inside the caller's transaction: the oldest unread id, or the next
+    /// id to be given when nothing is unread.
+    pub fn save_mark(&mut self, conn: &Connection) -> Result<(), rusqlite::Error> {
+        let oldest = self
+            .by_recipient
+            .values()
+            .filter_map(|ids| ids.front())
+            .min();
+        let from = match oldest {
+            Some(&id) => id as i64,
+            None => conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM messages", [], |row| {
+                row.get::<_, i64>(0)
+            })?,
+        };
+        conn.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('unread_from', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute(params![from])?;
+        self.reads = 0;
+        Ok(())
     }
 }
 

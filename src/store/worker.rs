@@ -43,6 +43,12 @@ impl Worker {
             last = batch.len();
             self.run_batch(&mut batch);
         }
+        // A clean stop leaves the newest mark, so the next start reads the least.
+        if !self.unread_stale
+            && let Err(e) = self.unread.save_mark(&self.conn)
+        {
+            tracing::warn!("could not save where unread mail starts: {e}");
+        }
     }
 
     /// Adds to `batch` the commands waiting and, when the last batch was larger, those
@@ -104,6 +110,9 @@ impl Worker {
                 outcomes.push(batch_tx.apply(cmd.op)?);
             }
             drop(batch_tx);
+            if self.unread.mark_due() {
+                self.unread.save_mark(&tx)?;
+            }
             tx.commit()?;
             self.unread_stale = false;
             Ok(outcomes)
