@@ -130,12 +130,15 @@ impl Session {
                         // The server's sweep reads this for the idle timeout.
                         stop.touch(self.services.hub.now_ms());
                         // Served here rather than through `serve`, so that only the
-                        // boxed slow path, not an async frame, is part of this loop.
-                        let ended = match self.serve_now(incoming, state, &queue) {
-                            Ok(ended) => ended,
-                            Err(slow) => Box::pin(self.serve_later(slow, state, &queue)).await,
+                        // boxed slow path, not an async frame, is part of this loop;
+                        // and the box is made before the await, so that the task does
+                        // not also keep room for what it was made from.
+                        let later = match self.serve_now(incoming, state, &queue) {
+                            Ok(None) => continue,
+                            Ok(Some(reason)) => return reason,
+                            Err(slow) => Box::pin(self.serve_later(slow, state, &queue)),
                         };
-                        if let Some(reason) = ended {
+                        if let Some(reason) = later.await {
                             return reason;
                         }
                     }
@@ -379,21 +382,37 @@ async fn write_loop<D: Dialect>(
                 return;
             }
         };
-        if let Some(left) = left {
-            tokio::select! {
-                biased;
-                written = socket.write_all(&left) => if let Err(e) = written {
-                    stop.stop(format!("write failed: {e}"));
-                    return;
-                },
-                () = &mut stopped => return,
-            }
+        // Boxed: a client that keeps up never needs it, and every task would hold it.
+        if let Some(left) = left
+            && !Box::pin(write_rest(&mut socket, &left, stopped.as_mut(), stop)).await
+        {
+            return;
         }
         if close {
             break;
         }
     }
     let _ = socket.shutdown().await;
+}
+
+/// Writes what the socket did not take at once; false when the session is over.
+async fn write_rest(
+    socket: &mut OwnedWriteHalf,
+    left: &[u8],
+    stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
+    stop: &StopSignal,
+) -> bool {
+    tokio::select! {
+        biased;
+        written = socket.write_all(left) => match written {
+            Ok(()) => true,
+            Err(e) => {
+                stop.stop(format!("write failed: {e}"));
+                false
+            }
+        },
+        () = stopped => false,
+    }
 }
 
 thread_local! {
