@@ -6,12 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::sync::watch;
 
-use super::target::{Conn, Reply, Target, resp_command};
+use super::target::{Conn, Reply, Target, native_request, resp_command};
 use super::{BenchError, Report, fill, histogram, progress};
-use crate::frame;
 
 pub struct FanoutOptions {
     pub target: Target,
@@ -36,14 +34,7 @@ fn message(target: Target, room: &str, start: Instant, size: usize) -> Vec<u8> {
     match target {
         Target::Redis => resp_command(&[b"PUBLISH", room.as_bytes(), text.as_bytes()]),
         Target::Nats => format!("PUB {room} {}\r\n{text}\r\nPING\r\n", text.len()).into_bytes(),
-        _ => {
-            let mut buf = BytesMut::new();
-            frame::encode_json(
-                &serde_json::json!({"id": 1, "op": "say", "room": room, "text": text}),
-                &mut buf,
-            );
-            buf.to_vec()
-        }
+        _ => native_request(&serde_json::json!({"id": 1, "op": "say", "room": room, "text": text})),
     }
 }
 
@@ -51,13 +42,10 @@ fn message(target: Target, room: &str, start: Instant, size: usize) -> Vec<u8> {
 async fn subscribe(conn: &mut Conn, room: &str) -> Result<(), BenchError> {
     match conn.target {
         Target::Switchboard => {
-            let mut buf = BytesMut::new();
-            frame::encode_json(
+            conn.request(&native_request(
                 &serde_json::json!({"id": 1, "op": "join_room", "room": room}),
-                &mut buf,
-            );
-            conn.write(&buf).await?;
-            conn.answer().await
+            ))
+            .await
         }
         Target::Redis => {
             conn.write(&resp_command(&[b"SUBSCRIBE", room.as_bytes()]))
@@ -85,13 +73,11 @@ pub async fn run(options: &FanoutOptions) -> Result<Report, BenchError> {
     let room = format!("bench-room-{run_id}");
     let mut publisher = Conn::open(target, &options.addr, &format!("bench-pub-{run_id}")).await?;
     if target == Target::Switchboard {
-        let mut buf = BytesMut::new();
-        frame::encode_json(
-            &serde_json::json!({"id": 1, "op": "create_room", "room": room}),
-            &mut buf,
-        );
-        publisher.write(&buf).await?;
-        publisher.answer().await?;
+        publisher
+            .request(&native_request(
+                &serde_json::json!({"id": 1, "op": "create_room", "room": room}),
+            ))
+            .await?;
     }
     let mut members = Vec::with_capacity(options.members);
     for i in 0..options.members {

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::target::{Conn, Target, resp_command};
+use super::target::{Conn, Target, native_request, resp_command};
 use super::{BenchError, Report, histogram, join_latencies, progress};
-use crate::frame;
 
 pub struct SendOptions {
     pub target: Target,
@@ -54,14 +53,9 @@ pub async fn run(options: &SendOptions) -> Result<Report, BenchError> {
             let to = &recipients[i % RECIPIENTS];
             let request = match target {
                 Target::Redis => resp_command(&[b"LPUSH", to.as_bytes(), text.as_bytes()]),
-                _ => {
-                    let mut frame = bytes::BytesMut::new();
-                    frame::encode_json(
-                        &serde_json::json!({"id": 1, "op": "send", "to": to, "text": text}),
-                        &mut frame,
-                    );
-                    frame.to_vec()
-                }
+                _ => native_request(
+                    &serde_json::json!({"id": 1, "op": "send", "to": to, "text": text}),
+                ),
             };
             tokio::spawn(async move {
                 let mut latencies = histogram();

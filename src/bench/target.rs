@@ -108,13 +108,10 @@ impl Conn {
         match target {
             Target::Switchboard => {
                 conn.next().await?;
-                let mut hello = BytesMut::new();
-                frame::encode_json(
+                conn.request(&native_request(
                     &serde_json::json!({"id": 0, "op": "hello", "name": name}),
-                    &mut hello,
-                );
-                conn.write(&hello).await?;
-                conn.answer().await?;
+                ))
+                .await?;
             }
             Target::Nats => {
                 conn.next().await?;
@@ -139,6 +136,12 @@ impl Conn {
             .write_all(bytes)
             .await
             .map_err(|e| BenchError::Task(format!("write failed: {e}")))
+    }
+
+    /// Sends one request and waits for its answer.
+    pub async fn request(&mut self, bytes: &[u8]) -> Result<(), BenchError> {
+        self.write(bytes).await?;
+        self.answer().await
     }
 
     /// Waits for the next answer, skipping deliveries and the like.
@@ -333,6 +336,13 @@ mod resp {
             _ => return Err("not RESP"),
         }))
     }
+}
+
+/// A request on switchboard's native wire: one length-prefixed JSON frame.
+pub fn native_request(request: &serde_json::Value) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    frame::encode_json(request, &mut buf);
+    buf.to_vec()
 }
 
 /// A RESP command: an array of bulk strings.

@@ -72,7 +72,7 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            if batch.len() >= target.min(self.commit_batch) || Instant::now() >= until {
+            if batch.len() >= target || Instant::now() >= until {
                 return;
             }
             // Slept, not waited on the channel: a waiting receiver is woken by every
