@@ -24,6 +24,31 @@ pub enum FrameError {
 
 /// Takes one complete frame's payload off the front of `src`, if it is all there.
 pub fn decode(src: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(len) = complete(src, max_frame)? else {
+        return Ok(None);
+    };
+    src.advance(HEADER);
+    Ok(Some(src.split_to(len).freeze()))
+}
+
+/// As [`decode`], but hands the payload to `parse` where it lies and then drops it:
+/// splitting it off as its own `Bytes` would cost an allocation per frame, which a
+/// server that only reads the payload has no use for.
+pub fn decode_with<T>(
+    src: &mut BytesMut,
+    max_frame: usize,
+    parse: impl FnOnce(&[u8]) -> T,
+) -> Result<Option<T>, FrameError> {
+    let Some(len) = complete(src, max_frame)? else {
+        return Ok(None);
+    };
+    let parsed = parse(&src[HEADER..HEADER + len]);
+    src.advance(HEADER + len);
+    Ok(Some(parsed))
+}
+
+/// The payload length of the frame at the front of `src`, once all of it is there.
+fn complete(src: &BytesMut, max_frame: usize) -> Result<Option<usize>, FrameError> {
     if src.len() < HEADER {
         return Ok(None);
     }
@@ -42,8 +67,7 @@ pub fn decode(src: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, Fra
         // server commit a megabyte. The buffer grows as bytes actually arrive.
         return Ok(None);
     }
-    src.advance(HEADER);
-    Ok(Some(src.split_to(len).freeze()))
+    Ok(Some(len))
 }
 
 /// Appends `payload` as one frame.
@@ -101,6 +125,21 @@ mod tests {
             Bytes::from_static(b"{\"op\":\"ping\"}")
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn decode_with_parses_in_place_and_consumes_the_frame() {
+        let mut buf = BytesMut::new();
+        encode(b"abc", &mut buf);
+        encode(b"de", &mut buf);
+        buf.extend_from_slice(&[0, 0]);
+        assert_eq!(decode_with(&mut buf, 10, <[u8]>::len), Ok(Some(3)));
+        assert_eq!(
+            decode_with(&mut buf, 10, |p| p.to_vec()),
+            Ok(Some(b"de".to_vec()))
+        );
+        assert_eq!(decode_with(&mut buf, 10, <[u8]>::len), Ok(None));
+        assert_eq!(buf.len(), 2);
     }
 
     #[test]

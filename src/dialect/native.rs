@@ -34,7 +34,7 @@ impl Dialect for Native {
     const KIND: DialectKind = DialectKind::Native;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
-        Ok(frame::decode(src, self.max_frame)?.map(|payload| parse_request(&payload)))
+        frame::decode_with(src, self.max_frame, parse_request)
     }
 
     fn encode_response(&self, response: &Response, dst: &mut BytesMut) {

@@ -27,36 +27,45 @@ const READ_CHUNK: usize = 64 * 1024;
 
 thread_local! {
     /// Where reads land first: one buffer per thread, shared by every session on it.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(READ_CHUNK));
 }
 
-/// Reads what the socket has through the thread's scratch buffer and keeps it in `buf`.
-/// A connection so holds no read buffer while it waits: only the bytes of a frame not
-/// yet complete stay with it (an idle connection's 8 KiB buffer was most of its memory).
-/// `Ok(0)` is the end of the stream.
+/// Reads what the socket has into `scratch`, emptied first. `Ok(0)` is the end of the
+/// stream.
 ///
-/// A read that did not fill the scratch buffer emptied the socket, so it also clears
-/// the socket's readiness, as tokio's own `poll_read` does: otherwise the next wait
-/// would return at once and cost a second `recv` that finds nothing, one per request
-/// when a client waits for each answer. Data that arrives after the read raises a new
+/// A read that did not fill the buffer emptied the socket, so it also clears the
+/// socket's readiness, as tokio's own `poll_read` does: otherwise the next wait would
+/// return at once and cost a second `recv` that finds nothing, one per request when a
+/// client waits for each answer. Data that arrives after the read raises a new
 /// readiness event, which tokio does not let the clearing erase.
-fn read_ready(socket: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
-    SCRATCH.with_borrow_mut(|scratch| {
-        let mut got = 0;
-        let drained = socket.as_ref().try_io(Interest::READABLE, || {
-            got = socket.try_read(scratch)?;
-            if got > 0 && got < scratch.len() {
-                Err(std::io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(got)
-            }
-        });
-        buf.extend_from_slice(&scratch[..got]);
-        match drained {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-            other => other,
+fn read_ready(socket: &OwnedReadHalf, scratch: &mut BytesMut) -> std::io::Result<usize> {
+    scratch.clear();
+    // Moves the emptied buffer back to the start of its allocation; allocates nothing
+    // unless a dialect still holds bytes split off it.
+    scratch.reserve(READ_CHUNK);
+    let mut got = 0;
+    let drained = socket.as_ref().try_io(Interest::READABLE, || {
+        got = socket.try_read_buf(scratch)?;
+        if got > 0 && got < READ_CHUNK {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
         }
-    })
+    });
+    match drained {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
+    }
+}
+
+/// How far serving the complete units in a buffer got.
+enum Step {
+    /// All served: more bytes are needed.
+    More,
+    /// The session must end, for this reason.
+    End(String),
+    /// A unit must wait (see [`Session::serve_now`]); what follows it is still buffered.
+    Wait(Slow),
 }
 
 pub(super) struct Session {
@@ -122,45 +131,18 @@ impl Session {
         state: &mut SessionState,
     ) -> String {
         let queue = Queue { tx, stop };
+        // Only the bytes of a unit not yet complete stay with the connection: reads land
+        // in the thread's scratch buffer, so a waiting connection holds no read buffer
+        // (an idle connection's 8 KiB buffer was most of its memory).
         let mut buf = BytesMut::new();
         loop {
-            loop {
-                match dialect.decode(&mut buf) {
-                    Ok(Some(incoming)) => {
-                        // The server's sweep reads this for the idle timeout.
-                        stop.touch(self.services.hub.now_ms());
-                        // Served here rather than through `serve`, so that only the
-                        // boxed slow path, not an async frame, is part of this loop;
-                        // and the box is made before the await, so that the task does
-                        // not also keep room for what it was made from.
-                        let later = match self.serve_now(incoming, state, &queue) {
-                            Ok(None) => continue,
-                            Ok(Some(reason)) => return reason,
-                            Err(slow) => Box::pin(self.serve_later(slow, state, &queue)),
-                        };
-                        if let Some(reason) = later.await {
-                            return reason;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return framing_error(e, &queue),
-                }
-            }
-            // Even with no capacity left, an emptied buffer still shares the allocation
-            // its frames were split from, and would keep it alive while idle.
-            if buf.is_empty() {
-                buf = BytesMut::new();
-            }
-            tokio::select! {
+            let read = tokio::select! {
                 biased;
                 // poll_read_ready, not readable(): its future is a closure over one
                 // reference, where readable()'s would add 168 bytes to every session.
-                ready = std::future::poll_fn(|cx| socket.as_ref().poll_read_ready(cx)) => match ready.and_then(|()| read_ready(&socket, &mut buf)) {
-                    Ok(0) => return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return format!("read failed: {e}"),
-                },
+                ready = std::future::poll_fn(|cx| socket.as_ref().poll_read_ready(cx)) => {
+                    ready.and_then(|()| self.read_now(&socket, &mut buf, &mut dialect, state, &queue))
+                }
                 signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
                     Signal::Stop => return stop.reason().unwrap_or_else(|| "stopped".into()),
                     Signal::Drain => {
@@ -176,6 +158,115 @@ impl Session {
                         return why.into();
                     }
                 },
+            };
+            // The slow path is boxed before it is awaited, so that the task keeps room
+            // only for the box, not also for what it was made from; and scoped, so that
+            // the box (which borrows `buf`) is gone after it.
+            let ended = {
+                let later = match read {
+                    Ok(Some(Step::More)) => None,
+                    Ok(Some(Step::End(reason))) => return reason,
+                    Ok(Some(Step::Wait(slow))) => Some(Box::pin(self.serve_waiting(
+                        slow,
+                        &mut buf,
+                        &mut dialect,
+                        state,
+                        &queue,
+                    ))),
+                    Ok(None) => {
+                        return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                    Err(e) => return format!("read failed: {e}"),
+                };
+                match later {
+                    Some(later) => later.await,
+                    None => None,
+                }
+            };
+            if let Some(reason) = ended {
+                return reason;
+            }
+            // An emptied buffer still holds its allocation, which an idle connection
+            // should not.
+            if buf.is_empty() {
+                buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// Reads what the socket has and serves every complete unit that needs no waiting.
+    /// When nothing of an earlier read is left over, the units are served straight
+    /// from the thread's scratch buffer, and only what remains is copied to `buf`: a
+    /// client that sends whole requests so costs no allocation per read. `Ok(None)` is
+    /// the end of the stream.
+    fn read_now<D: Dialect>(
+        &self,
+        socket: &OwnedReadHalf,
+        buf: &mut BytesMut,
+        dialect: &mut D,
+        state: &mut SessionState,
+        queue: &Queue<'_>,
+    ) -> std::io::Result<Option<Step>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            if read_ready(socket, scratch)? == 0 {
+                return Ok(None);
+            }
+            let step = if buf.is_empty() {
+                let step = self.serve_buffered(scratch, dialect, state, queue);
+                buf.extend_from_slice(scratch);
+                step
+            } else {
+                buf.extend_from_slice(scratch);
+                self.serve_buffered(buf, dialect, state, queue)
+            };
+            Ok(Some(step))
+        })
+    }
+
+    /// Serves a unit that must wait, then the units buffered after it; `Some(reason)`
+    /// when the session must end.
+    async fn serve_waiting<D: Dialect>(
+        &self,
+        mut slow: Slow,
+        buf: &mut BytesMut,
+        dialect: &mut D,
+        state: &mut SessionState,
+        queue: &Queue<'_>,
+    ) -> Option<String> {
+        loop {
+            if let Some(reason) = self.serve_later(slow, state, queue).await {
+                return Some(reason);
+            }
+            slow = match self.serve_buffered(buf, dialect, state, queue) {
+                Step::More => return None,
+                Step::End(reason) => return Some(reason),
+                Step::Wait(slow) => slow,
+            };
+        }
+    }
+
+    /// Serves the complete units at the front of `src` until one must wait.
+    fn serve_buffered<D: Dialect>(
+        &self,
+        src: &mut BytesMut,
+        dialect: &mut D,
+        state: &mut SessionState,
+        queue: &Queue<'_>,
+    ) -> Step {
+        loop {
+            match dialect.decode(src) {
+                Ok(Some(incoming)) => {
+                    // The server's sweep reads this for the idle timeout.
+                    queue.stop.touch(self.services.hub.now_ms());
+                    match self.serve_now(incoming, state, queue) {
+                        Ok(None) => {}
+                        Ok(Some(reason)) => return Step::End(reason),
+                        Err(slow) => return Step::Wait(slow),
+                    }
+                }
+                Ok(None) => return Step::More,
+                Err(e) => return Step::End(framing_error(e, queue)),
             }
         }
     }
