@@ -9,7 +9,7 @@
 mod unread;
 mod worker;
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,9 @@
 //! read a little more: messages only get higher ids, and reads only raise the oldest
 //! unread one, so a mark once true stays a lower bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 

@@ -1,7 +1,7 @@
 //! The store thread: takes the commands waiting, runs them in one transaction, and
 //! answers them once it is committed.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::unread::Unread;
-use super::{Command, Op, Outcome, StoreError};
+use super::{Command, Op, Outcome, Reply, StoreError};
 use crate::protocol::{InboxPage, StoredMessage, now_rfc3339};
 
 /// How long the store thread stays awake for the next command after a commit.
@@ -86,37 +86,7 @@ impl Worker {
     fn run_batch(&mut self, batch: &mut Vec<Command>) {
         let mut newly_known = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
-        let result = (|| -> Result<Vec<_>, rusqlite::Error> {
-            if self.unread_stale {
-                self.unread = Unread::load(&self.conn)?;
-                self.unread_stale = false;
-            }
-            let tx = self.conn.transaction()?;
-            // From here until the commit, `unread` runs ahead of the database.
-            self.unread_stale = true;
-            // One time for the whole batch: its messages are kept at the same moment.
-            let now = now_rfc3339();
-            let mut batch_tx = Batch {
-                tx: &tx,
-                known: &self.known,
-                newly_known: &mut newly_known,
-                unread: &mut self.unread,
-                now: &now,
-                insert: None,
-            };
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for cmd in batch.drain(..) {
-                replies.push(cmd.reply);
-                outcomes.push(batch_tx.apply(cmd.op)?);
-            }
-            drop(batch_tx);
-            if self.unread.mark_due() {
-                self.unread.save_mark(&tx)?;
-            }
-            tx.commit()?;
-            self.unread_stale = false;
-            Ok(outcomes)
-        })();
+        let result = self.transact(batch, &mut replies, &mut newly_known);
         // Whatever an aborted transaction did not reach is refused with the rest.
         replies.extend(batch.drain(..).map(|cmd| cmd.reply));
         // A session that disconnected meanwhile no longer waits: ignore failed sends.
@@ -138,6 +108,69 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Applies `batch` in one transaction, taking each command's reply sender into
+    /// `replies` as it goes.
+    fn transact(
+        &mut self,
+        batch: &mut Vec<Command>,
+        replies: &mut Vec<Reply>,
+        newly_known: &mut Vec<String>,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, rusqlite::Error> {
+        if self.unread_stale {
+            self.unread = Unread::load(&self.conn)?;
+            self.unread_stale = false;
+        }
+        // BEGIN and COMMIT through cached statements: `Connection::transaction` parses
+        // both again for every batch.
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        // From here until the commit, `unread` runs ahead of the database.
+        self.unread_stale = true;
+        let applied = self
+            .apply(batch, replies, newly_known)
+            .and_then(|outcomes| {
+                self.conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(outcomes)
+            });
+        match applied {
+            Ok(_) => self.unread_stale = false,
+            // A failed statement or commit can leave the transaction open.
+            Err(_) if !self.conn.is_autocommit() => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            Err(_) => {}
+        }
+        applied
+    }
+
+    /// Runs the commands of `batch` inside the open transaction.
+    fn apply(
+        &mut self,
+        batch: &mut Vec<Command>,
+        replies: &mut Vec<Reply>,
+        newly_known: &mut Vec<String>,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, rusqlite::Error> {
+        // One time for the whole batch: its messages are kept at the same moment.
+        let now = now_rfc3339();
+        let mut batch_tx = Batch {
+            tx: &self.conn,
+            known: &self.known,
+            newly_known,
+            unread: &mut self.unread,
+            now: &now,
+            insert: None,
+        };
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for cmd in batch.drain(..) {
+            replies.push(cmd.reply);
+            outcomes.push(batch_tx.apply(cmd.op)?);
+        }
+        drop(batch_tx);
+        if self.unread.mark_due() {
+            self.unread.save_mark(&self.conn)?;
+        }
+        Ok(outcomes)
     }
 }
 
@@ -162,7 +195,8 @@ fn next_command(rx: &mpsc::Receiver<Command>, stay_awake: bool) -> Option<Comman
 
 /// What one transaction's commands work on.
 struct Batch<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    /// In a transaction, until the batch is done.
+    tx: &'a Connection,
     known: &'a HashSet<String>,
     newly_known: &'a mut Vec<String>,
     unread: &'a mut Unread,
@@ -222,12 +256,21 @@ impl Batch<'_> {
                 }
                 let insert = match &mut self.insert {
                     Some(insert) => insert,
-                    None => self.insert.insert(tx.prepare_cached(
-                        "INSERT INTO messages (recipient, sender, body, sent_at)
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?),
+                    None => {
+                        let mut insert = tx.prepare_cached(
+                            "INSERT INTO messages (recipient, sender, body, sent_at)
+                             VALUES (?1, ?2, ?3, ?4)",
+                        )?;
+                        // A binding stays until it is replaced: the batch's time is
+                        // bound once, not copied into SQLite for every message.
+                        insert.raw_bind_parameter(4, self.now)?;
+                        self.insert.insert(insert)
+                    }
                 };
-                insert.execute(params![to, from, text, self.now])?;
+                insert.raw_bind_parameter(1, &to)?;
+                insert.raw_bind_parameter(2, &from)?;
+                insert.raw_bind_parameter(3, &text)?;
+                insert.raw_execute()?;
                 let id = tx.last_insert_rowid() as u64;
                 self.unread.push(&to, id);
                 Ok(Outcome::Stored { id, to, from })
