@@ -6,6 +6,7 @@
 //! single transaction (group commit), so concurrent senders share one fsync, and
 //! answers only after that transaction is committed: "ok" means on disk.
 
+mod queue;
 mod unread;
 mod worker;
 
@@ -16,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use rusqlite::Connection;
-use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
@@ -100,7 +100,7 @@ enum Op {
 /// A handle on the store thread; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Command>,
+    tx: queue::Sender,
     commits: Arc<AtomicU64>,
 }
 
@@ -192,9 +192,8 @@ impl Store {
         };
         let unread = Unread::load(&conn)?;
         // Unbounded, yet bounded by the connections: a session serves its requests in
-        // order, so it has at most one command here at a time. A std channel, because
-        // the store thread waits on it with a timeout of microseconds.
-        let (tx, rx) = mpsc::channel();
+        // order, so it has at most one command here at a time.
+        let (tx, rx) = queue::queue();
         let commits = Arc::new(AtomicU64::new(0));
         let worker = Worker {
             conn,

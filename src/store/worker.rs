@@ -2,13 +2,14 @@
 //! answers them once it is committed.
 
 use foldhash::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::queue::{Receiver, Taken};
 use super::unread::Unread;
 use super::{Command, Op, Outcome, Reply, StoreError};
 use crate::protocol::{InboxPage, StoredMessage, now_rfc3339};
@@ -34,11 +35,10 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub fn run(mut self, rx: mpsc::Receiver<Command>) {
+    pub fn run(mut self, rx: Receiver) {
         let mut batch = Vec::with_capacity(self.commit_batch);
         let mut last = 0;
-        while let Some(first) = next_command(&rx, last == 1) {
-            batch.push(first);
+        while self.first(&rx, &mut batch, last == 1) {
             self.gather(&rx, &mut batch, last);
             last = batch.len();
             self.run_batch(&mut batch);
@@ -58,7 +58,7 @@ impl Worker {
     /// are busy and a commit saved is worth the wait (64 senders: 64k/s without it,
     /// 72k/s with it); with a few, the cores are idle and waiting only adds latency
     /// (8 senders: 33k/s without, 30k/s with).
-    fn gather(&self, rx: &mpsc::Receiver<Command>, batch: &mut Vec<Command>, last: usize) {
+    fn gather(&self, rx: &Receiver, batch: &mut Vec<Command>, last: usize) {
         let target = if last >= GATHER_FROM {
             last.min(self.commit_batch)
         } else {
@@ -66,18 +66,35 @@ impl Worker {
         };
         let until = Instant::now() + GATHER;
         loop {
-            while batch.len() < self.commit_batch {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
+            rx.take(batch, self.commit_batch.saturating_sub(batch.len()));
             if batch.len() >= target || Instant::now() >= until {
                 return;
             }
-            // Slept, not waited on the channel: a waiting receiver is woken by every
+            // Slept, not waited on the queue: a waiting store thread is woken by every
             // send, a wake-up (and a futex call by the sender) per command.
             thread::sleep(GATHER_SLICE);
+        }
+    }
+
+    /// Takes the first commands of the next batch, waiting for them; false when every
+    /// handle is gone and nothing is left. After a batch of one (a lone sender), that
+    /// sender usually sends again within tens of microseconds: waiting that long awake
+    /// (yielding the core) saves the thread a sleep and a wake-up per send, most of a
+    /// lone sender's time outside fsync. With more senders, batches are larger and the
+    /// cores are better left to them.
+    fn first(&self, rx: &Receiver, batch: &mut Vec<Command>, stay_awake: bool) -> bool {
+        let until = Instant::now() + STAY_AWAKE;
+        loop {
+            match rx.take(batch, self.commit_batch) {
+                Taken::Ended => return false,
+                Taken::Some(0) if stay_awake && Instant::now() < until => thread::yield_now(),
+                Taken::Some(0) => {
+                    if !rx.wait() {
+                        return false;
+                    }
+                }
+                Taken::Some(_) => return true,
+            }
         }
     }
 
@@ -172,25 +189,6 @@ impl Worker {
         }
         Ok(outcomes)
     }
-}
-
-/// The next command. After a batch of one (a lone sender), that sender usually sends
-/// again within tens of microseconds: waiting that long awake (yielding the core) saves
-/// the thread a sleep and a wake-up per send, most of a lone sender's time outside
-/// fsync. With more senders, batches are larger and the cores are better left to them.
-fn next_command(rx: &mpsc::Receiver<Command>, stay_awake: bool) -> Option<Command> {
-    if stay_awake {
-        let until = Instant::now() + STAY_AWAKE;
-        loop {
-            match rx.try_recv() {
-                Ok(cmd) => return Some(cmd),
-                Err(mpsc::TryRecvError::Disconnected) => return None,
-                Err(mpsc::TryRecvError::Empty) if Instant::now() < until => thread::yield_now(),
-                Err(mpsc::TryRecvError::Empty) => break,
-            }
-        }
-    }
-    rx.recv().ok()
 }
 
 /// What one transaction's commands work on.
