@@ -213,8 +213,43 @@ pub struct OutQueue {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    items: VecDeque<Outbound>,
+    items: Items,
     closed: bool,
+}
+
+/// Queued items, in order: the oldest in `next`, the others in a ring allocated only
+/// while more than one is queued. A client that waits for each answer never has more
+/// than one, so it costs no allocation per answer, and an idle connection no ring.
+#[derive(Debug, Default)]
+struct Items {
+    next: Option<Outbound>,
+    rest: VecDeque<Outbound>,
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        usize::from(self.next.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.next.is_none() && self.rest.is_empty()
+    }
+
+    fn push_back(&mut self, item: Outbound) {
+        if self.is_empty() {
+            self.next = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Outbound> {
+        let item = self.next.take().or_else(|| self.rest.pop_front());
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+        item
+    }
 }
 
 impl OutQueue {
@@ -286,16 +321,7 @@ impl OutQueue {
 
     /// The next item without waiting.
     pub fn try_recv(&self) -> Option<Outbound> {
-        let item = {
-            let mut state = self.state();
-            let item = state.items.pop_front();
-            // An idle connection keeps no ring at all; a busy one allocates a small
-            // one again, which costs far less than the request it carries.
-            if state.items.is_empty() && state.items.capacity() > 0 {
-                state.items = VecDeque::new();
-            }
-            item
-        };
+        let item = self.state().items.pop_front();
         if item.is_some() && self.wants_room.swap(false, Ordering::AcqRel) {
             self.waker.wake();
         }
@@ -327,5 +353,59 @@ impl OutQueue {
     pub fn close(&self) {
         self.state().closed = true;
         self.waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Reply;
+
+    fn response(id: u64) -> Outbound {
+        Outbound::Response(Box::new(Response {
+            id: Some(id),
+            outcome: Ok(Reply::Done {}),
+        }))
+    }
+
+    fn id(item: Option<Outbound>) -> Option<u64> {
+        match item? {
+            Outbound::Response(response) => response.id,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn items_come_out_in_order_however_pushes_and_pops_interleave() {
+        let mut items = Items::default();
+        items.push_back(response(1));
+        items.push_back(response(2));
+        assert_eq!(id(items.pop_front()), Some(1));
+        items.push_back(response(3));
+        assert_eq!(items.len(), 2);
+        assert_eq!(id(items.pop_front()), Some(2));
+        assert_eq!(id(items.pop_front()), Some(3));
+        assert!(items.is_empty());
+        assert_eq!(items.rest.capacity(), 0, "an empty queue keeps no ring");
+        items.push_back(response(4));
+        assert_eq!(items.rest.capacity(), 0, "one item needs no ring");
+        assert_eq!(id(items.pop_front()), Some(4));
+        assert!(items.pop_front().is_none());
+    }
+
+    #[test]
+    fn the_queue_refuses_beyond_its_capacity() {
+        let queue = OutQueue::new(2);
+        assert!(queue.try_send(response(1)).is_ok());
+        assert!(queue.try_send(response(2)).is_ok());
+        assert!(matches!(
+            queue.try_send(response(3)),
+            Err(TrySendError::Full(_))
+        ));
+        assert_eq!(id(queue.try_recv()), Some(1));
+        assert!(queue.try_send(response(3)).is_ok());
+        assert_eq!(id(queue.try_recv()), Some(2));
+        assert_eq!(id(queue.try_recv()), Some(3));
+        assert!(queue.is_empty());
     }
 }
