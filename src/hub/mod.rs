@@ -120,7 +120,7 @@ impl Hub {
             let signal = member.outbox.signal();
             if member.name.is_none() && now.saturating_sub(member.connected_ms) >= handshake {
                 signal.expire("handshake timeout: no hello in time");
-            } else if now.saturating_sub(signal.last_frame_ms()) >= idle {
+            } else if now.saturating_sub(signal.last_frame_ms(now)) >= idle {
                 signal.expire("idle timeout: no frame received in time");
             }
         }
@@ -137,7 +137,7 @@ impl Hub {
     /// A new connection: reachable for events from now on, but unnamed until `hello`.
     pub fn connect(&self, id: ClientId, outbox: Outbox) {
         let now = self.now_ms();
-        outbox.signal().touch(now);
+        outbox.signal().reset_idle(now);
         self.lock().clients.insert(
             id,
             Member {

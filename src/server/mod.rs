@@ -290,7 +290,8 @@ async fn accept_any(
 }
 
 /// Expires the connections past their handshake or idle deadline, a few times per
-/// shortest timeout (so a deadline is kept to within a tenth of it, or a second).
+/// shortest timeout: a deadline is kept to within a tenth of it, or a second (an idle
+/// one within two, as a frame's arrival is dated by the sweep that notices it).
 async fn sweep(services: Arc<Services>, timeouts: Timeouts) {
     let period = (timeouts.handshake.min(timeouts.idle) / 10)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));

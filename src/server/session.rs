@@ -258,7 +258,7 @@ impl Session {
             match dialect.decode(src) {
                 Ok(Some(incoming)) => {
                     // The server's sweep reads this for the idle timeout.
-                    queue.stop.touch(self.services.hub.now_ms());
+                    queue.stop.touch();
                     match self.serve_now(incoming, state, queue) {
                         Ok(None) => {}
                         Ok(Some(reason)) => return Step::End(reason),
