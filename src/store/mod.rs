@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::protocol::{ErrorBody, ErrorCode, InboxPage};
 use unread::Unread;
-use worker::Worker;
+use worker::{Hot, Worker};
 
 /// Commands waiting beyond this many are taken by the next transaction, which keeps
 /// one transaction's latency bounded under load.
@@ -195,17 +195,30 @@ impl Store {
         // order, so it has at most one command here at a time.
         let (tx, rx) = queue::queue();
         let commits = Arc::new(AtomicU64::new(0));
-        let worker = Worker {
-            conn,
-            known,
-            unread,
-            unread_stale: false,
-            commit_batch: commit_batch.max(1),
-            commits: Arc::clone(&commits),
-        };
+        // Prepared here too, so that a statement SQLite refuses fails the open.
+        drop(Hot::prepare(&conn)?);
+        let worker_commits = Arc::clone(&commits);
         let thread = thread::Builder::new()
             .name("store".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || {
+                let hot = match Hot::prepare(&conn) {
+                    Ok(hot) => hot,
+                    Err(e) => {
+                        tracing::error!("the store could not prepare its statements: {e}");
+                        return;
+                    }
+                };
+                let worker = Worker {
+                    conn: &conn,
+                    hot,
+                    known,
+                    unread,
+                    unread_stale: false,
+                    commit_batch: commit_batch.max(1),
+                    commits: worker_commits,
+                };
+                worker.run(rx);
+            })
             .map_err(|_| StoreError::Closed)?;
         Ok((Store { tx, commits }, StoreCloser { thread }))
     }
