@@ -7,7 +7,7 @@ use crate::protocol::{
     ClientId, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password,
     Recipient, Reply, Request, check_name, check_room,
 };
-use crate::store::Store;
+use crate::store::{Appended, Pending, Store, StoreError};
 
 /// Headroom left in a frame for the inbox reply's own fields around its messages.
 const INBOX_FRAME_HEADROOM: usize = 1024;
@@ -45,6 +45,8 @@ impl SessionState {
 pub enum Served {
     /// Answered at once.
     Now(Result<Reply, ErrorBody>),
+    /// A message queued with the store: answer with [`Services::sent`] once it is.
+    Sending(Pending<Appended>),
     /// Waits on the store or a password hash.
     Later(Request),
 }
@@ -93,6 +95,7 @@ impl Services {
     ) -> Result<Reply, ErrorBody> {
         match self.serve_now(session, request) {
             Served::Now(outcome) => outcome,
+            Served::Sending(pending) => self.sent(pending.await),
             Served::Later(request) => self.serve_later(session, request).await,
         }
     }
@@ -109,7 +112,14 @@ impl Services {
             )));
         }
         Served::Now(match request {
-            Request::Hello { .. } | Request::Send { .. } | Request::Inbox { .. } => {
+            Request::Send { to, text } => {
+                let from = session.name.clone().unwrap_or_default();
+                match self.start_send(from, to, text) {
+                    Ok(pending) => return Served::Sending(pending),
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Hello { .. } | Request::Inbox { .. } => {
                 return Served::Later(request);
             }
             Request::Ping | Request::Bye => Ok(Reply::Done {}),
@@ -141,7 +151,7 @@ impl Services {
         })
     }
 
-    /// Serves what [`Services::serve_now`] handed back: hello, send and inbox.
+    /// Serves what [`Services::serve_now`] handed back: hello and inbox.
     pub async fn serve_later(
         &self,
         session: &mut SessionState,
@@ -154,7 +164,6 @@ impl Services {
             Request::Hello { name, password } => {
                 Box::pin(self.hello(session, name, password)).await
             }
-            Request::Send { to, text } => self.send(name(), to, text).await,
             Request::Inbox { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
                 let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
@@ -163,7 +172,9 @@ impl Services {
             }
             other => match self.serve_now(session, other) {
                 Served::Now(outcome) => outcome,
-                Served::Later(_) => Err(error(ErrorCode::Internal, "no way to serve this op")),
+                Served::Sending(_) | Served::Later(_) => {
+                    Err(error(ErrorCode::Internal, "no way to serve this op"))
+                }
             },
         }
     }
@@ -237,30 +248,35 @@ impl Services {
         }
     }
 
-    /// Not an `async fn`: the checks and the store's queue are done here, so the future
-    /// a session boxes while the message is committed holds little more than a receiver.
-    fn send(
+    /// Checks a send and queues its message with the store; what the store answers
+    /// goes to [`Services::sent`]. Split in two so that a session waits on the store's
+    /// answer alone, not on a future with room for every op that waits.
+    pub fn start_send(
         &self,
         from: String,
         to: Recipient,
         text: String,
-    ) -> impl Future<Output = Result<Reply, ErrorBody>> + use<'_> {
-        let stored = check_text(&text).and_then(|()| {
-            let to = match to {
-                Recipient::Name(name) => name,
-                Recipient::Id(client) => self.hub.name_of(client).ok_or_else(|| {
-                    error(
-                        ErrorCode::NoSuchUser,
-                        format!("no user is online with client id {client}"),
-                    )
-                })?,
-            };
-            Ok(self.store.append(to, from, text))
-        });
-        async move {
-            let (message_id, to, from) = stored?.await?;
-            self.hub.notify_mail(&to, &from, message_id);
-            Ok(Reply::Sent { message_id })
-        }
+    ) -> Result<Pending<Appended>, ErrorBody> {
+        check_text(&text)?;
+        let to = match to {
+            Recipient::Name(name) => name,
+            Recipient::Id(client) => self.hub.name_of(client).ok_or_else(|| {
+                error(
+                    ErrorCode::NoSuchUser,
+                    format!("no user is online with client id {client}"),
+                )
+            })?,
+        };
+        Ok(self.store.append(to, from, text))
+    }
+
+    /// Answers a send the store has committed (or refused), telling the recipient
+    /// if it is online.
+    pub fn sent(&self, stored: Result<Appended, StoreError>) -> Result<Reply, ErrorBody> {
+        let stored = stored?;
+        self.hub.notify_mail(&stored.to, &stored.from, stored.id);
+        Ok(Reply::Sent {
+            message_id: stored.id,
+        })
     }
 }

@@ -17,6 +17,7 @@ use crate::frame::FrameError;
 use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
+use crate::store::{Appended, Pending};
 
 /// The writer gathers queued frames into one write of up to about this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -318,6 +319,12 @@ impl Session {
             }
             Incoming::Request(envelope) => match self.services.serve_now(state, envelope.request) {
                 Served::Now(outcome) => (envelope.id, outcome),
+                Served::Sending(pending) => {
+                    return Err(Slow::Send {
+                        id: envelope.id,
+                        pending,
+                    });
+                }
                 Served::Later(request) => {
                     return Err(Slow::Serve(Envelope {
                         id: envelope.id,
@@ -345,17 +352,19 @@ impl Session {
         state: &mut SessionState,
         queue: &Queue<'_>,
     ) -> Option<String> {
-        let envelope = match slow {
+        let (id, outcome, bye) = match slow {
             Slow::Queue(item) => return (!queue.send(item).await).then(|| queue.ended()),
-            Slow::Serve(envelope) => envelope,
+            Slow::Send { id, pending } => (id, self.services.sent(pending.await), false),
+            Slow::Serve(envelope) => {
+                let bye = matches!(envelope.request, Request::Bye);
+                // Boxed: hello and inbox are rare next to sends, and their future is the
+                // larger; unboxed, every send's box would make room for it.
+                let outcome = Box::pin(self.services.handle(state, envelope.request)).await;
+                (envelope.id, outcome, bye)
+            }
         };
-        let bye = matches!(envelope.request, Request::Bye);
-        let outcome = self.services.handle(state, envelope.request).await;
         self.log_error(&outcome, state);
-        let response = Outbound::Response(Box::new(Response {
-            id: envelope.id,
-            outcome,
-        }));
+        let response = Outbound::Response(Box::new(Response { id, outcome }));
         if !queue.send(response).await {
             return Some(queue.ended());
         }
@@ -393,6 +402,11 @@ impl Session {
 
 /// What is left of a unit that could not be served without waiting.
 enum Slow {
+    /// A message queued with the store, to be answered once it is committed.
+    Send {
+        id: Option<u64>,
+        pending: Pending<Appended>,
+    },
     /// A request that waits on the store or a hash (or ends the session: bye).
     Serve(Envelope),
     /// A response computed, waiting for room in the queue.

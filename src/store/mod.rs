@@ -12,8 +12,10 @@ mod worker;
 
 use foldhash::HashSet;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::thread;
 
 use rusqlite::Connection;
@@ -52,14 +54,56 @@ impl From<StoreError> for ErrorBody {
     }
 }
 
+/// A direct message committed, with the names it was sent with handed back (the text
+/// is the store's to drop).
+#[derive(Debug)]
+pub struct Appended {
+    pub id: u64,
+    pub to: String,
+    pub from: String,
+}
+
+/// The answer to a command queued with the store thread, ready once the command's
+/// transaction is committed. A named type rather than an `async` block, so that a
+/// session can keep it in a plain enum while it waits.
+#[must_use = "the answer says whether the command was kept"]
+pub struct Pending<T> {
+    /// None when the store thread is gone and the command was not queued.
+    answer: Option<oneshot::Receiver<Result<Outcome, StoreError>>>,
+    pick: fn(Outcome) -> Option<T>,
+}
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("queued", &self.answer.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(answer) = self.answer.as_mut() else {
+            return Poll::Ready(Err(StoreError::Closed));
+        };
+        let outcome = match Pin::new(answer).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(outcome)) => outcome?,
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(StoreError::Closed)),
+        };
+        Poll::Ready(
+            (self.pick)(outcome)
+                .ok_or_else(|| StoreError::Failed("an answer of the wrong kind".into())),
+        )
+    }
+}
+
 /// What the store thread answers a command with, once its transaction is committed.
 enum Outcome {
     Done,
-    Stored {
-        id: u64,
-        to: String,
-        from: String,
-    },
+    Stored(Appended),
     Page(InboxPage),
     /// A name's password hash, if it is protected.
     Hash(Option<String>),
@@ -231,24 +275,17 @@ impl Store {
     /// Queues `op` at once and returns the wait for its answer, which `pick` takes
     /// apart. Queued now rather than when first polled, so that the future a session
     /// keeps while it waits holds only the answer's receiver, not the command.
-    fn call<T>(
-        &self,
-        op: Op,
-        pick: fn(Outcome) -> Option<T>,
-    ) -> impl Future<Output = Result<T, StoreError>> + use<T> {
+    fn call<T>(&self, op: Op, pick: fn(Outcome) -> Option<T>) -> Pending<T> {
         let (reply, answer) = oneshot::channel();
         let queued = self.tx.send(Command { op, reply }).is_ok();
-        async move {
-            if !queued {
-                return Err(StoreError::Closed);
-            }
-            let outcome = answer.await.map_err(|_| StoreError::Closed)??;
-            pick(outcome).ok_or_else(|| StoreError::Failed("an answer of the wrong kind".into()))
+        Pending {
+            answer: queued.then_some(answer),
+            pick,
         }
     }
 
     /// Records that `name` exists, so that mail to it is kept while it is offline.
-    pub fn seen(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    pub fn seen(&self, name: &str) -> Pending<()> {
         let name = name.to_owned();
         self.call(Op::Seen { name }, |outcome| match outcome {
             Outcome::Done => Some(()),
@@ -257,10 +294,7 @@ impl Store {
     }
 
     /// The password hash protecting `name`, if any.
-    pub fn credentials(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + use<> {
+    pub fn credentials(&self, name: &str) -> Pending<Option<String>> {
         let name = name.to_owned();
         self.call(Op::Credentials { name }, |outcome| match outcome {
             Outcome::Hash(hash) => Some(hash),
@@ -270,11 +304,7 @@ impl Store {
 
     /// Protects `name` with `hash` (a PHC string, never a password) unless it is
     /// protected already; records the name as seen. True when this hash took effect.
-    pub fn register(
-        &self,
-        name: &str,
-        hash: String,
-    ) -> impl Future<Output = Result<bool, StoreError>> + use<> {
+    pub fn register(&self, name: &str, hash: String) -> Pending<bool> {
         let name = name.to_owned();
         self.call(Op::Register { name, hash }, |outcome| match outcome {
             Outcome::Registered(done) => Some(done),
@@ -282,16 +312,10 @@ impl Store {
         })
     }
 
-    /// Stores a direct message; answers its id once it is committed to disk, and hands
-    /// back the names (the text is the store's to drop).
-    pub fn append(
-        &self,
-        to: String,
-        from: String,
-        text: String,
-    ) -> impl Future<Output = Result<(u64, String, String), StoreError>> + use<> {
+    /// Stores a direct message; answers once it is committed to disk.
+    pub fn append(&self, to: String, from: String, text: String) -> Pending<Appended> {
         self.call(Op::Append { to, from, text }, |outcome| match outcome {
-            Outcome::Stored { id, to, from } => Some((id, to, from)),
+            Outcome::Stored(appended) => Some(appended),
             _ => None,
         })
     }
@@ -299,12 +323,7 @@ impl Store {
     /// Takes up to `limit` of `name`'s unread messages, oldest first, whose JSON fits
     /// in about `byte_budget` bytes (at least one, so the reader always progresses),
     /// and marks them read.
-    pub fn take_inbox(
-        &self,
-        name: String,
-        limit: u32,
-        byte_budget: usize,
-    ) -> impl Future<Output = Result<InboxPage, StoreError>> + use<> {
+    pub fn take_inbox(&self, name: String, limit: u32, byte_budget: usize) -> Pending<InboxPage> {
         let op = Op::TakeInbox {
             name,
             limit,

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::queue::{Receiver, Taken};
 use super::unread::Unread;
-use super::{Command, Op, Outcome, Reply, StoreError};
+use super::{Appended, Command, Op, Outcome, Reply, StoreError};
 use crate::protocol::{InboxPage, StoredMessage, now_rfc3339};
 
 /// How long the store thread stays awake for the next command after a commit.
@@ -285,7 +285,7 @@ impl Batch<'_, '_> {
                 insert.raw_execute()?;
                 let id = tx.last_insert_rowid() as u64;
                 self.unread.push(&to, id);
-                Ok(Outcome::Stored { id, to, from })
+                Ok(Outcome::Stored(Appended { id, to, from }))
             }
             Op::TakeInbox {
                 name,

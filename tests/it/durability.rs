@@ -220,11 +220,11 @@ async fn unread_mail_is_found_again_from_the_saved_mark() {
             .await
             .unwrap();
         if i % 4 == 0 {
-            let (id, _, _) = store
+            let stored = store
                 .append("bob".into(), "x".into(), format!("b{i}"))
                 .await
                 .unwrap();
-            bobs.push(id);
+            bobs.push(stored.id);
         }
     }
     // 300 reads of one message each: the mark is saved after the 256th.
