@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use super::Command;
 
@@ -24,8 +25,10 @@ struct State {
     senders: usize,
     /// The store thread is gone: sends are refused.
     closed: bool,
-    /// The store thread sleeps on `ready`.
+    /// The store thread sleeps on `ready`...
     waiting: bool,
+    /// ...until this many commands are queued.
+    wanted: usize,
 }
 
 impl Shared {
@@ -62,7 +65,10 @@ impl Sender {
             return Err(command);
         }
         state.commands.push_back(command);
-        let wake = std::mem::take(&mut state.waiting);
+        let wake = state.waiting && state.commands.len() >= state.wanted;
+        if wake {
+            state.waiting = false;
+        }
         drop(state);
         if wake {
             self.0.ready.notify_one();
@@ -114,20 +120,41 @@ impl Receiver {
 
     /// Waits until a command is queued (true) or no handle is left to send one (false).
     pub fn wait(&self) -> bool {
+        self.wait_for(1, None)
+    }
+
+    /// Waits until `n` commands are queued or `until` has passed (true), or no handle
+    /// is left to send more (false). One sleep, woken by the send that makes `n`: the
+    /// store thread no longer wakes up every few microseconds to count.
+    pub fn wait_for(&self, n: usize, until: Option<Instant>) -> bool {
         let mut state = self.0.lock();
         loop {
-            if !state.commands.is_empty() {
+            if state.commands.len() >= n {
                 return true;
             }
             if state.senders == 0 {
-                return false;
+                return !state.commands.is_empty();
             }
             state.waiting = true;
-            state = self
-                .0
-                .ready
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state.wanted = n.max(1);
+            state = match until {
+                None => self
+                    .0
+                    .ready
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        state.waiting = false;
+                        return true;
+                    }
+                    match self.0.ready.wait_timeout(state, left) {
+                        Ok((state, _)) => state,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    }
+                }
+            };
         }
     }
 }
@@ -209,6 +236,35 @@ mod tests {
         });
         assert!(rx.wait());
         assert!(sender.join().is_ok());
+    }
+
+    #[test]
+    fn a_gathering_receiver_is_woken_by_the_send_that_makes_its_count() {
+        let (tx, rx) = queue();
+        assert!(tx.send(command("a").0).is_ok());
+        let shared = Arc::clone(&rx.0);
+        let sender = std::thread::spawn(move || {
+            while !shared.lock().waiting {
+                std::thread::yield_now();
+            }
+            // One more is not enough to wake it; the second is.
+            assert!(tx.send(command("b").0).is_ok());
+            assert!(shared.lock().waiting);
+            assert!(tx.send(command("c").0).is_ok());
+        });
+        assert!(rx.wait_for(3, None));
+        assert!(sender.join().is_ok());
+        let mut batch = Vec::new();
+        assert_eq!(rx.take(&mut batch, 10), Taken::Some(3));
+    }
+
+    #[test]
+    fn a_gathering_receiver_gives_up_at_its_deadline() {
+        let (tx, rx) = queue();
+        assert!(tx.send(command("a").0).is_ok());
+        assert!(rx.wait_for(5, Some(Instant::now())));
+        let mut batch = Vec::new();
+        assert_eq!(rx.take(&mut batch, 10), Taken::Some(1));
     }
 
     #[test]

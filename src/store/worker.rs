@@ -18,8 +18,6 @@ use crate::protocol::{InboxPage, StoredMessage, now_rfc3339};
 const STAY_AWAKE: Duration = Duration::from_micros(60);
 /// How long a batch waits for the senders of the last one.
 const GATHER: Duration = Duration::from_micros(150);
-/// How long the gathering sleeps between looks at the queue.
-const GATHER_SLICE: Duration = Duration::from_micros(30);
 /// Batches smaller than this do not wait for more (see [`Worker::gather`]).
 const GATHER_FROM: usize = 16;
 
@@ -59,10 +57,12 @@ pub(super) struct Worker<'c> {
 impl Worker<'_> {
     pub fn run(mut self, rx: Receiver) {
         let mut batch = Vec::with_capacity(self.commit_batch);
-        let mut last = 0;
-        while self.first(&rx, &mut batch, last == 1) {
+        let (mut last, mut before) = (0, 0);
+        // Awake only for a lone sender: with many, a batch of one is a straggler, and
+        // the next batch is the others on their way back, not this sender again.
+        while self.first(&rx, &mut batch, last == 1 && before == 1) {
             self.gather(&rx, &mut batch, last);
-            last = batch.len();
+            (last, before) = (batch.len(), last);
             self.run_batch(&mut batch);
         }
         // A clean stop leaves the newest mark, so the next start reads the least.
@@ -86,15 +86,10 @@ impl Worker<'_> {
         } else {
             0
         };
-        let until = Instant::now() + GATHER;
-        loop {
+        rx.take(batch, self.commit_batch.saturating_sub(batch.len()));
+        if batch.len() < target {
+            rx.wait_for(target - batch.len(), Some(Instant::now() + GATHER));
             rx.take(batch, self.commit_batch.saturating_sub(batch.len()));
-            if batch.len() >= target || Instant::now() >= until {
-                return;
-            }
-            // Slept, not waited on the queue: a waiting store thread is woken by every
-            // send, a wake-up (and a futex call by the sender) per command.
-            thread::sleep(GATHER_SLICE);
         }
     }
 
