@@ -2,6 +2,7 @@
 //! events shared by many queues, and the order to close.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
@@ -11,7 +12,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::dialect::DialectKind;
-use crate::protocol::{Event, Response};
+use crate::protocol::{Event, Reply, Response};
 
 /// One item in a connection's bounded outbound queue.
 #[derive(Debug)]
@@ -19,6 +20,12 @@ pub enum Outbound {
     /// Boxed: a queue allocates its slots in blocks up front, and a slot is as large
     /// as the largest item, so this keeps an idle connection's queue small.
     Response(Box<Response>),
+    /// The answer to a ping, a say or a send (`message_id`), most of all answers: small
+    /// enough to queue as it is, without a box allocated and freed for each.
+    Ok {
+        id: Option<u64>,
+        message_id: Option<NonZeroU64>,
+    },
     Event(Arc<SharedEvent>),
     /// Write everything queued before this, then close the connection.
     Close,
@@ -30,6 +37,23 @@ pub enum Outbound {
 pub struct SharedEvent {
     event: Event,
     encoded: [OnceLock<Bytes>; DialectKind::COUNT],
+}
+
+impl Outbound {
+    /// `response` as a queue item, unboxed if it is a plain ok.
+    pub fn response(response: Response) -> Self {
+        match response.outcome {
+            Ok(Reply::Done {}) => Outbound::Ok {
+                id: response.id,
+                message_id: None,
+            },
+            Ok(Reply::Sent { message_id }) if message_id > 0 => Outbound::Ok {
+                id: response.id,
+                message_id: NonZeroU64::new(message_id),
+            },
+            _ => Outbound::Response(Box::new(response)),
+        }
+    }
 }
 
 impl SharedEvent {

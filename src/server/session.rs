@@ -336,7 +336,7 @@ impl Session {
         self.log_error(&outcome, state);
         match queue
             .tx
-            .try_send(Outbound::Response(Box::new(Response { id, outcome })))
+            .try_send(Outbound::response(Response { id, outcome }))
         {
             Ok(()) => Ok(None),
             Err(TrySendError::Full(item)) => Err(Slow::Queue(item)),
@@ -364,7 +364,7 @@ impl Session {
             }
         };
         self.log_error(&outcome, state);
-        let response = Outbound::Response(Box::new(Response { id, outcome }));
+        let response = Outbound::response(Response { id, outcome });
         if !queue.send(response).await {
             return Some(queue.ended());
         }
@@ -563,6 +563,15 @@ fn write_now<D: Dialect>(
 fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
     match item {
         Outbound::Response(response) => dialect.encode_response(&response, buf),
+        Outbound::Ok { id, message_id } => {
+            let outcome = Ok(match message_id {
+                Some(message_id) => Reply::Sent {
+                    message_id: message_id.get(),
+                },
+                None => Reply::Done {},
+            });
+            dialect.encode_response(&Response { id, outcome }, buf)
+        }
         Outbound::Event(event) => {
             buf.extend_from_slice(event.encoded(D::KIND, |e| dialect.event_bytes(e)))
         }
