@@ -256,6 +256,9 @@ struct QueueState {
     closed: bool,
 }
 
+/// The ring's first allocation, in items.
+const RING: usize = 16;
+
 /// Queued items, in order: the oldest in `next`, the others in a ring allocated only
 /// while more than one is queued. A client that waits for each answer never has more
 /// than one, so it costs no allocation per answer, and an idle connection no ring.
@@ -278,6 +281,11 @@ impl Items {
         if self.is_empty() {
             self.next = Some(item);
         } else {
+            if self.rest.capacity() == 0 {
+                // Room for a burst at once (a room's messages, many in flight), rather
+                // than growing from 4 to 8 to 16 with a copy each time.
+                self.rest.reserve(RING);
+            }
             self.rest.push_back(item);
         }
     }
