@@ -336,7 +336,10 @@ impl OutQueue {
     /// Queues `item` from another task (the hub), waking the writer if it waits.
     pub fn push(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
         self.try_send(item)?;
-        if self.wants_item.swap(false, Ordering::AcqRel) {
+        // A plain load first: the swap is a locked instruction, and the writer is
+        // usually busy, not waiting. The queue's lock orders the flag with the item.
+        if self.wants_item.load(Ordering::Acquire) && self.wants_item.swap(false, Ordering::AcqRel)
+        {
             self.waker.wake();
         }
         Ok(())
@@ -369,7 +372,10 @@ impl OutQueue {
     /// The next item without waiting.
     pub fn try_recv(&self) -> Option<Outbound> {
         let item = self.state().items.pop_front();
-        if item.is_some() && self.wants_room.swap(false, Ordering::AcqRel) {
+        if item.is_some()
+            && self.wants_room.load(Ordering::Acquire)
+            && self.wants_room.swap(false, Ordering::AcqRel)
+        {
             self.waker.wake();
         }
         item
