@@ -1,10 +1,9 @@
 //! The queue of commands from the sessions to the store thread.
 //!
-//! A `Mutex<VecDeque>` rather than std's mpsc channel: the channel allocates and zeroes
-//! a block for every 31 commands and wakes a waiting receiver on each send, which cost
-//! more per send (about 730 instructions) than all of this. Here a send is a lock and a
-//! push; the store thread is woken only when it sleeps on an empty queue, and takes
-//! everything waiting under one lock.
+//! A `Mutex<VecDeque>` rather than std's mpsc channel, whose send cost about 730
+//! instructions (it allocates and zeroes a block for every 31 commands). Here a send is
+//! a lock and a push; the store thread is woken only when it sleeps waiting for as many
+//! commands as are now queued, and takes everything waiting under one lock.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};

@@ -94,11 +94,11 @@ impl Worker<'_> {
     }
 
     /// Takes the first commands of the next batch, waiting for them; false when every
-    /// handle is gone and nothing is left. After a batch of one (a lone sender), that
-    /// sender usually sends again within tens of microseconds: waiting that long awake
-    /// (yielding the core) saves the thread a sleep and a wake-up per send, most of a
-    /// lone sender's time outside fsync. With more senders, batches are larger and the
-    /// cores are better left to them.
+    /// handle is gone and nothing is left. With `stay_awake` (two batches of one in a
+    /// row: a lone sender), that sender usually sends again within tens of
+    /// microseconds: waiting that long awake (yielding the core) saves the thread a
+    /// sleep and a wake-up per send, most of a lone sender's time outside fsync. With
+    /// more senders, batches are larger and the cores are better left to them.
     fn first(&self, rx: &Receiver, batch: &mut Vec<Command>, stay_awake: bool) -> bool {
         let until = Instant::now() + STAY_AWAKE;
         loop {
