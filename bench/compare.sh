@@ -67,9 +67,12 @@ run() {
 start_servers
 for k in $(seq "$RUNS"); do
     echo "run $k of $RUNS..." >&2
-    for t in switchboard redis nats echo; do run rr "$t" -n 32 -P 1 --duration "$SECS"; done
-    for t in switchboard redis nats; do run fanout "$t" -n 50 -W 16 --size 64 --duration "$SECS"; done
-    for t in switchboard redis; do run send "$t" -n 64 --size 64 --duration "$SECS"; done
+    # Every other run takes the targets in reverse order, so that none is always the
+    # first to meet a disk or a cache in the state the previous one left.
+    order() { if ((k % 2)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi; }
+    for t in $(order switchboard redis nats echo); do run rr "$t" -n 32 -P 1 --duration "$SECS"; done
+    for t in $(order switchboard redis nats); do run fanout "$t" -n 50 -W 16 --size 64 --duration "$SECS"; done
+    for t in $(order switchboard redis); do run send "$t" -n 64 --size 64 --duration "$SECS"; done
 done
 stop_servers
 for k in $(seq "$RUNS"); do
