@@ -64,15 +64,19 @@ run() {
         echo "{\"scenario\":\"$scenario\",\"target\":\"$target\",\"failed\":true}" >>"$DIR/results"
 }
 
+# order RUN TARGET...: the targets, reversed on every other run, so that none is always
+# the first to meet a disk or a cache in the state the previous one left.
+order() {
+    local k=$1; shift
+    if ((k % 2)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
+}
+
 start_servers
 for k in $(seq "$RUNS"); do
     echo "run $k of $RUNS..." >&2
-    # Every other run takes the targets in reverse order, so that none is always the
-    # first to meet a disk or a cache in the state the previous one left.
-    order() { if ((k % 2)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi; }
-    for t in $(order switchboard redis nats echo); do run rr "$t" -n 32 -P 1 --duration "$SECS"; done
-    for t in $(order switchboard redis nats); do run fanout "$t" -n 50 -W 16 --size 64 --duration "$SECS"; done
-    for t in $(order switchboard redis); do run send "$t" -n 64 --size 64 --duration "$SECS"; done
+    for t in $(order "$k" switchboard redis nats echo); do run rr "$t" -n 32 -P 1 --duration "$SECS"; done
+    for t in $(order "$k" switchboard redis nats); do run fanout "$t" -n 50 -W 16 --size 64 --duration "$SECS"; done
+    for t in $(order "$k" switchboard redis); do run send "$t" -n 64 --size 64 --duration "$SECS"; done
 done
 stop_servers
 for k in $(seq "$RUNS"); do
