@@ -1,6 +1,8 @@
 //! Serves typed requests: the rules of each op, over the hub (who is online, rooms) and
 //! the store (names seen, inboxes). Dialect-free: sessions of every dialect call this.
 
+use std::sync::Arc;
+
 use crate::auth::Hasher;
 use crate::hub::Hub;
 use crate::protocol::{
@@ -28,8 +30,9 @@ pub struct Services {
 #[derive(Debug)]
 pub struct SessionState {
     pub client_id: ClientId,
-    /// Set by a successful `hello`.
-    pub name: Option<String>,
+    /// Set by a successful `hello`. Shared, so that each message sent carries its
+    /// sender's name without a copy of it.
+    pub name: Option<Arc<str>>,
 }
 
 impl SessionState {
@@ -113,7 +116,7 @@ impl Services {
         }
         Served::Now(match request {
             Request::Send { to, text } => {
-                let from = session.name.clone().unwrap_or_default();
+                let from = session.name.clone().unwrap_or_else(|| Arc::from(""));
                 match self.start_send(from, to, text) {
                     Ok(pending) => return Served::Sending(pending),
                     Err(e) => Err(e),
@@ -157,7 +160,7 @@ impl Services {
         session: &mut SessionState,
         request: Request,
     ) -> Result<Reply, ErrorBody> {
-        let name = || session.name.clone().unwrap_or_default();
+        let name = || session.name.as_deref().unwrap_or_default().to_owned();
         match request {
             // Boxed: checking a password is the largest future here, and sends and
             // inbox reads should not each allocate room for it.
@@ -196,7 +199,7 @@ impl Services {
             return Err(e);
         }
         tracing::info!(client_id = id, name = %name, "hello");
-        session.name = Some(name.clone());
+        session.name = Some(Arc::from(name.as_str()));
         Ok(Reply::Hello {
             client_id: id,
             name,
@@ -253,7 +256,7 @@ impl Services {
     /// answer alone, not on a future with room for every op that waits.
     pub fn start_send(
         &self,
-        from: String,
+        from: Arc<str>,
         to: Recipient,
         text: String,
     ) -> Result<Pending<Appended>, ErrorBody> {

@@ -167,6 +167,28 @@ impl Session {
                 let later = match read {
                     Ok(Some(Step::More)) => None,
                     Ok(Some(Step::End(reason))) => return reason,
+                    // Most of what waits is a send: its answer is awaited here, a
+                    // future of two words, where boxing the general path cost an
+                    // allocation per message.
+                    Ok(Some(Step::Wait(Slow::Send { id, pending }))) => {
+                        let outcome = self.services.sent(pending.await);
+                        let step = match self.respond(id, outcome, state, &queue) {
+                            Ok(None) => self.serve_buffered(&mut buf, &mut dialect, state, &queue),
+                            Ok(Some(reason)) => return reason,
+                            Err(slow) => Step::Wait(slow),
+                        };
+                        match step {
+                            Step::More => None,
+                            Step::End(reason) => return reason,
+                            Step::Wait(slow) => Some(Box::pin(self.serve_waiting(
+                                slow,
+                                &mut buf,
+                                &mut dialect,
+                                state,
+                                &queue,
+                            ))),
+                        }
+                    }
                     Ok(Some(Step::Wait(slow))) => Some(Box::pin(self.serve_waiting(
                         slow,
                         &mut buf,
@@ -333,6 +355,18 @@ impl Session {
                 }
             },
         };
+        self.respond(id, outcome, state, queue)
+    }
+
+    /// Queues the answer to a request if there is room: `Ok(Some(reason))` when the
+    /// session must end, `Err` with the answer when it must wait for room.
+    fn respond(
+        &self,
+        id: Option<u64>,
+        outcome: Result<Reply, ErrorBody>,
+        state: &SessionState,
+        queue: &Queue<'_>,
+    ) -> Result<Option<String>, Slow> {
         self.log_error(&outcome, state);
         match queue
             .tx

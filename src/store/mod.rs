@@ -60,7 +60,7 @@ impl From<StoreError> for ErrorBody {
 pub struct Appended {
     pub id: u64,
     pub to: String,
-    pub from: String,
+    pub from: Arc<str>,
 }
 
 /// The answer to a command queued with the store thread, ready once the command's
@@ -131,7 +131,7 @@ enum Op {
     },
     Append {
         to: String,
-        from: String,
+        from: Arc<str>,
         text: String,
     },
     TakeInbox {
@@ -313,7 +313,7 @@ impl Store {
     }
 
     /// Stores a direct message; answers once it is committed to disk.
-    pub fn append(&self, to: String, from: String, text: String) -> Pending<Appended> {
+    pub fn append(&self, to: String, from: Arc<str>, text: String) -> Pending<Appended> {
         self.call(Op::Append { to, from, text }, |outcome| match outcome {
             Outcome::Stored(appended) => Some(appended),
             _ => None,

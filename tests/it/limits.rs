@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard::server::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
 use crate::common::{PATIENCE, Raw, TestServer, code};
@@ -189,4 +190,58 @@ async fn a_stalled_member_is_disconnected_and_nobody_waits_for_it() {
         .collect();
     assert!(!names.contains(&"stalled".to_owned()), "{names:?}");
     drop(stalled);
+}
+
+/// A client that pipelines sends and does not read its answers fills its queue: the
+/// session waits for room, reading no more meanwhile, and loses nothing. Every answer
+/// comes, in order, once the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_pipelined_sends_wait_for_room_in_a_full_queue() {
+    const REQUESTS: u64 = 3_000;
+    let (server, _dir) = start(|c| c.queue_depth = 4).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (mut rd, mut wr) = socket.connect(server.addr).await.unwrap().into_split();
+    let mut batch = bytes::BytesMut::new();
+    let hello = json!({"id": 0, "op": "hello", "name": "hoarder"});
+    switchboard::frame::encode(hello.to_string().as_bytes(), &mut batch);
+    for id in 1..=REQUESTS {
+        let request = if id % 2 == 0 {
+            json!({"id": id, "op": "send", "to": "hoarder", "text": "x".repeat(200)})
+        } else {
+            json!({"id": id, "op": "ping"})
+        };
+        switchboard::frame::encode(request.to_string().as_bytes(), &mut batch);
+    }
+    // Written while nothing is read: the server stops reading when the queue is full,
+    // so this write finishes only as the answers are read below.
+    let writing = tokio::spawn(async move {
+        wr.write_all(&batch).await.unwrap();
+        wr
+    });
+    // Slowly at first, so that the answers pile up in the queue.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut buf = bytes::BytesMut::new();
+    let mut next = 0;
+    while next <= REQUESTS {
+        let payload = loop {
+            if let Some(payload) = switchboard::frame::decode(&mut buf, 1 << 20).unwrap() {
+                break payload;
+            }
+            let read = tokio::time::timeout(PATIENCE, rd.read_buf(&mut buf)).await;
+            assert!(
+                read.expect("answers keep coming").unwrap() > 0,
+                "closed at {next}"
+            );
+        };
+        let frame: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        if frame.get("event").is_some() {
+            continue;
+        }
+        assert_eq!(frame["id"], next, "answers come in request order: {frame}");
+        assert_eq!(frame["ok"], true, "{frame}");
+        next += 1;
+    }
+    drop(writing.await.unwrap());
+    server.stop().await;
 }

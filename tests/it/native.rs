@@ -89,17 +89,22 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut raw = server.raw().await;
     raw.hello("piper").await;
     let mut batch = bytes::BytesMut::new();
-    let ops = ["ping", "users", "menu", "inbox", "dance"];
-    for id in 0..200u64 {
+    // Sends among them: a send waits for the store, and what was read behind it
+    // must be served after its answer, not before.
+    let ops = ["ping", "send", "users", "menu", "send", "inbox", "dance"];
+    for id in 0..210u64 {
         let op = ops[id as usize % ops.len()];
-        let request = json!({"id": id, "op": op}).to_string();
-        switchboard::frame::encode(request.as_bytes(), &mut batch);
+        let request = json!({"id": id, "op": op, "to": "piper", "text": format!("m{id}")});
+        switchboard::frame::encode(request.to_string().as_bytes(), &mut batch);
     }
     raw.send_bytes(&batch).await;
-    for id in 0..200u64 {
+    for id in 0..210u64 {
         let reply = raw.response(Some(id)).await;
         let op = ops[id as usize % ops.len()];
         assert_eq!(reply["ok"], op != "dance", "{reply}");
+        if op == "send" {
+            assert!(reply["message_id"].is_u64(), "{reply}");
+        }
     }
     server.stop().await;
 }
