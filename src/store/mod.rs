@@ -7,10 +7,11 @@
 //! answers only after that transaction is committed: "ok" means on disk.
 
 mod queue;
+mod schema;
 mod unread;
 mod worker;
 
-use foldhash::HashSet;
+use foldhash::HashMap;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -196,43 +197,13 @@ impl Store {
         // (32 MiB of WAL) instead of SQLite's 1,000 copies each page once where it
         // would have copied it many times, and syncs the database file far less often.
         conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
-        // Message ids are plain rowids, not AUTOINCREMENT: rows are marked read, never
-        // deleted, so max+1 never reuses an id, and a commit does not also rewrite the
-        // sqlite_sequence page. Who has which unread mail is kept in memory, with no
-        // index on `messages` at all (see `unread.rs`); `meta` keeps the mark from which
-        // a restart finds it. Stores made before that have indexes for it, dropped here:
-        // they cost each send a second B-tree insert and each commit more pages.
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS users (
-                 name TEXT PRIMARY KEY,
-                 first_seen TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS messages (
-                 id INTEGER PRIMARY KEY,
-                 recipient TEXT NOT NULL,
-                 sender TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 sent_at TEXT NOT NULL,
-                 read INTEGER NOT NULL DEFAULT 0
-             );
-             CREATE TABLE IF NOT EXISTS meta (
-                 key TEXT PRIMARY KEY,
-                 value INTEGER NOT NULL
-             );
-             DROP INDEX IF EXISTS messages_unread;
-             DROP INDEX IF EXISTS messages_unread_ids;",
-        )?;
-        // Stores made before names could be protected lack the column.
-        let has_hash = conn
-            .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'password_hash'")?
-            .exists([])?;
-        if !has_hash {
-            conn.execute_batch("ALTER TABLE users ADD COLUMN password_hash TEXT")?;
-        }
+        schema::prepare(&conn)?;
         let known = {
-            let mut stmt = conn.prepare("SELECT name FROM users")?;
-            stmt.query_map([], |row| row.get::<_, String>(0))?
-                .collect::<Result<HashSet<_>, _>>()?
+            let mut stmt = conn.prepare("SELECT name, id FROM users")?;
+            stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<HashMap<_, _>, _>>()?
         };
         let unread = Unread::load(&conn)?;
         // Unbounded, yet bounded by the connections: a session serves its requests in

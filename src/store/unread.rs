@@ -19,10 +19,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Inbox reads between two saves of the mark.
 const MARK_EVERY: usize = 256;
 
-/// Unread message ids by recipient, oldest first.
+/// Unread message ids by recipient (user id), oldest first.
 #[derive(Debug, Default)]
 pub(super) struct Unread {
-    by_recipient: HashMap<String, VecDeque<u64>>,
+    by_recipient: HashMap<i64, VecDeque<u64>>,
     /// Inbox reads since the mark was last saved.
     reads: usize,
 }
@@ -45,37 +45,33 @@ impl Unread {
         let mut rows = stmt.query(params![from])?;
         while let Some(row) = rows.next()? {
             let id = row.get::<_, i64>(0)? as u64;
-            let recipient: String = row.get(1)?;
-            unread.push(&recipient, id);
+            unread.push(row.get(1)?, id);
         }
         Ok(unread)
     }
 
     /// Records a new message; ids only grow, so pushing at the back keeps the order.
-    pub fn push(&mut self, recipient: &str, id: u64) {
-        match self.by_recipient.get_mut(recipient) {
-            Some(ids) => ids.push_back(id),
-            None => {
-                self.by_recipient
-                    .insert(recipient.to_owned(), VecDeque::from([id]));
-            }
-        }
+    pub fn push(&mut self, recipient: i64, id: u64) {
+        self.by_recipient
+            .entry(recipient)
+            .or_default()
+            .push_back(id);
     }
 
     /// The oldest unread ids of `recipient`, at most `n`.
-    pub fn oldest(&self, recipient: &str, n: usize) -> impl Iterator<Item = u64> + '_ {
+    pub fn oldest(&self, recipient: i64, n: usize) -> impl Iterator<Item = u64> + '_ {
         self.by_recipient
-            .get(recipient)
+            .get(&recipient)
             .into_iter()
             .flat_map(move |ids| ids.iter().take(n).copied())
     }
 
     /// Forgets the oldest `n` unread ids of `recipient`: they have been read.
-    pub fn mark_read(&mut self, recipient: &str, n: usize) {
-        if let Some(ids) = self.by_recipient.get_mut(recipient) {
+    pub fn mark_read(&mut self, recipient: i64, n: usize) {
+        if let Some(ids) = self.by_recipient.get_mut(&recipient) {
             ids.drain(..n.min(ids.len()));
             if ids.is_empty() {
-                self.by_recipient.remove(recipient);
+                self.by_recipient.remove(&recipient);
             }
         }
         if n > 0 {
@@ -119,15 +115,16 @@ mod tests {
     #[test]
     fn reading_forgets_the_oldest_and_an_empty_inbox_costs_nothing() {
         let mut unread = Unread::default();
-        unread.push("a", 1);
-        unread.push("b", 2);
-        unread.push("a", 3);
-        assert_eq!(unread.oldest("a", 10).collect::<Vec<_>>(), [1, 3]);
-        unread.mark_read("a", 1);
-        assert_eq!(unread.oldest("a", 10).collect::<Vec<_>>(), [3]);
-        unread.mark_read("a", 5);
-        assert_eq!(unread.oldest("a", 10).count(), 0);
-        assert!(!unread.by_recipient.contains_key("a"));
-        assert_eq!(unread.oldest("nobody", 10).count(), 0);
+        let (a, b, nobody) = (1, 2, 3);
+        unread.push(a, 1);
+        unread.push(b, 2);
+        unread.push(a, 3);
+        assert_eq!(unread.oldest(a, 10).collect::<Vec<_>>(), [1, 3]);
+        unread.mark_read(a, 1);
+        assert_eq!(unread.oldest(a, 10).collect::<Vec<_>>(), [3]);
+        unread.mark_read(a, 5);
+        assert_eq!(unread.oldest(a, 10).count(), 0);
+        assert!(!unread.by_recipient.contains_key(&a));
+        assert_eq!(unread.oldest(nobody, 10).count(), 0);
     }
 }

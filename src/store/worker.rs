@@ -1,7 +1,7 @@
 //! The store thread: takes the commands waiting, runs them in one transaction, and
 //! answers them once it is committed.
 
-use foldhash::HashSet;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -45,8 +45,9 @@ impl<'c> Hot<'c> {
 pub(super) struct Worker<'c> {
     pub conn: &'c Connection,
     pub hot: Hot<'c>,
-    /// Every name in `users`, so a send to an unknown name costs no query.
-    pub known: HashSet<String>,
+    /// Every name in `users` with its id, so a send to an unknown name costs no query,
+    /// and a known one's id none either.
+    pub known: HashMap<String, i64>,
     pub unread: Unread,
     /// The transaction that last changed `unread` was rolled back: reload it.
     pub unread_stale: bool,
@@ -150,7 +151,7 @@ impl Worker<'_> {
         &mut self,
         batch: &mut Vec<Command>,
         replies: &mut Vec<Reply>,
-        newly_known: &mut Vec<String>,
+        newly_known: &mut Vec<(String, i64)>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, rusqlite::Error> {
         if self.unread_stale {
             self.unread = Unread::load(self.conn)?;
@@ -182,7 +183,7 @@ impl Worker<'_> {
         &mut self,
         batch: &mut Vec<Command>,
         replies: &mut Vec<Reply>,
-        newly_known: &mut Vec<String>,
+        newly_known: &mut Vec<(String, i64)>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, rusqlite::Error> {
         // One time for the whole batch: its messages are kept at the same moment.
         let now = now_rfc3339();
@@ -211,8 +212,9 @@ impl Worker<'_> {
 struct Batch<'a, 'b> {
     /// In a transaction, until the batch is done.
     tx: &'a Connection,
-    known: &'a HashSet<String>,
-    newly_known: &'a mut Vec<String>,
+    known: &'a HashMap<String, i64>,
+    /// Users added by this transaction, known to the others once it is committed.
+    newly_known: &'a mut Vec<(String, i64)>,
     unread: &'a mut Unread,
     now: &'a str,
     insert: &'a mut Statement<'b>,
@@ -222,8 +224,28 @@ struct Batch<'a, 'b> {
 }
 
 impl Batch<'_, '_> {
-    fn is_known(&self, name: &String) -> bool {
-        self.known.contains(name) || self.newly_known.contains(name)
+    fn user_id(&self, name: &str) -> Option<i64> {
+        self.known.get(name).copied().or_else(|| {
+            (self.newly_known.iter())
+                .find(|(known, _)| known == name)
+                .map(|&(_, id)| id)
+        })
+    }
+
+    /// The id of user `name`, who is added if never seen.
+    fn see(&mut self, name: &str) -> Result<i64, rusqlite::Error> {
+        if let Some(id) = self.user_id(name) {
+            return Ok(id);
+        }
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)")?
+            .execute(params![name, self.now])?;
+        let id = self
+            .tx
+            .prepare_cached("SELECT id FROM users WHERE name = ?1")?
+            .query_row(params![name], |row| row.get(0))?;
+        self.newly_known.push((name.to_owned(), id));
+        Ok(id)
     }
 
     /// Runs one operation inside the batch's transaction. An `Err` aborts the whole
@@ -232,13 +254,7 @@ impl Batch<'_, '_> {
         let tx = self.tx;
         Ok(match op {
             Op::Seen { name } => {
-                if !self.is_known(&name) {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![name, self.now])?;
-                    self.newly_known.push(name);
-                }
+                self.see(&name)?;
                 Ok(Outcome::Done)
             }
             Op::Credentials { name } => {
@@ -250,36 +266,32 @@ impl Batch<'_, '_> {
                 Ok(Outcome::Hash(hash))
             }
             Op::Register { name, hash } => {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)",
-                )?
-                .execute(params![name, self.now])?;
+                self.see(&name)?;
                 let changed = tx
                     .prepare_cached(
                         "UPDATE users SET password_hash = ?2
                          WHERE name = ?1 AND password_hash IS NULL",
                     )?
                     .execute(params![name, hash])?;
-                if !self.is_known(&name) {
-                    self.newly_known.push(name);
-                }
                 Ok(Outcome::Registered(changed == 1))
             }
             Op::Append { to, from, text } => {
-                if !self.is_known(&to) {
+                let Some(recipient) = self.user_id(&to) else {
                     return Ok(Err(StoreError::NoSuchUser(to)));
-                }
+                };
+                // A session's name was seen at its hello: this finds it.
+                let sender = self.see(&from)?;
                 let insert = &mut *self.insert;
                 if !self.now_bound {
                     insert.raw_bind_parameter(4, self.now)?;
                     self.now_bound = true;
                 }
-                insert.raw_bind_parameter(1, &to)?;
-                insert.raw_bind_parameter(2, &from)?;
+                insert.raw_bind_parameter(1, recipient)?;
+                insert.raw_bind_parameter(2, sender)?;
                 insert.raw_bind_parameter(3, &text)?;
                 insert.raw_execute()?;
                 let id = tx.last_insert_rowid() as u64;
-                self.unread.push(&to, id);
+                self.unread.push(recipient, id);
                 Ok(Outcome::Stored(Appended { id, to, from }))
             }
             Op::TakeInbox {
@@ -296,13 +308,20 @@ impl Batch<'_, '_> {
         limit: u32,
         byte_budget: usize,
     ) -> Result<InboxPage, rusqlite::Error> {
+        let Some(recipient) = self.user_id(name) else {
+            return Ok(InboxPage {
+                messages: Vec::new(),
+                more: false,
+            });
+        };
         let mut read = self.tx.prepare_cached(
-            "SELECT sender, body, sent_at FROM messages WHERE id = ?1 AND read = 0",
+            "SELECT users.name, body, sent_at FROM messages JOIN users ON users.id = sender
+             WHERE messages.id = ?1 AND read = 0",
         )?;
         let mut messages = Vec::new();
         let mut used = 0;
         let mut more = false;
-        for id in self.unread.oldest(name, limit as usize + 1) {
+        for id in self.unread.oldest(recipient, limit as usize + 1) {
             let Some(message) = read
                 .query_row(params![id as i64], |row| {
                     Ok(StoredMessage {
@@ -332,7 +351,7 @@ impl Batch<'_, '_> {
         for message in &messages {
             mark.execute(params![message.message_id as i64])?;
         }
-        self.unread.mark_read(name, messages.len());
+        self.unread.mark_read(recipient, messages.len());
         Ok(InboxPage { messages, more })
     }
 }

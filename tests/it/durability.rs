@@ -145,8 +145,10 @@ async fn bench_send_reports_acknowledged_sends() {
     server.stop().await;
 }
 
-/// A store written before unread mail was indexed in memory: its (recipient, id) index
-/// is dropped, and the mail in it is delivered in order, once.
+/// A store written before unread mail was indexed in memory, and before messages
+/// referred to users by id: its (recipient, id) index is dropped, its tables are
+/// rebuilt with user ids (keeping message ids and password hashes), and the mail in it
+/// is delivered in order, once.
 #[tokio::test]
 async fn a_store_from_before_the_unread_map_keeps_its_mail() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +163,8 @@ async fn a_store_from_before_the_unread_map_keeps_its_mail() {
                  read INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX messages_unread ON messages (recipient, id) WHERE read = 0;
              INSERT INTO users VALUES ('ann', '2026-01-01T00:00:00Z', NULL),
-                                      ('bob', '2026-01-01T00:00:00Z', NULL);
+                                      ('bob', '2026-01-01T00:00:00Z', NULL),
+                                      ('dee', '2026-01-01T00:00:00Z', 'dee-hash');
              INSERT INTO messages (recipient, sender, body, sent_at, read) VALUES
                  ('ann', 'bob', 'read long ago', '2026-01-01T00:00:00Z', 1),
                  ('ann', 'bob', 'first', '2026-01-01T00:00:01Z', 0),
@@ -202,6 +205,47 @@ async fn a_store_from_before_the_unread_map_keeps_its_mail() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(indexes.is_empty(), "{indexes:?}");
+    let rows: Vec<(i64, String, String, String, String)> = conn
+        .prepare(
+            "SELECT m.id, typeof(m.recipient) || '/' || typeof(m.sender), r.name, s.name, m.body
+             FROM messages m JOIN users r ON r.id = m.recipient JOIN users s ON s.id = m.sender
+             ORDER BY m.id",
+        )
+        .unwrap()
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(id, types, to, from, body)| format!("{id} {types} {from}->{to} {body}"))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "1 integer/integer bob->ann read long ago",
+            "2 integer/integer bob->ann first",
+            "3 integer/integer ann->bob for bob",
+            "4 integer/integer bob->ann second",
+            "5 integer/integer carl->bob new",
+        ]
+    );
+    let hash: String = conn
+        .query_row(
+            "SELECT password_hash FROM users WHERE name = 'dee'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(hash, "dee-hash");
 }
 
 /// A restart finds unread mail from the saved mark on: after many reads (the mark is
