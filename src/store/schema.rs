@@ -8,6 +8,20 @@
 
 use rusqlite::Connection;
 
+/// The columns of `users`, for a new store and for the rebuild of an old one.
+const USERS: &str = "id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    first_seen TEXT NOT NULL,
+    password_hash TEXT";
+
+/// The columns of `messages`, likewise.
+const MESSAGES: &str = "id INTEGER PRIMARY KEY,
+    recipient INTEGER NOT NULL,
+    sender INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    read INTEGER NOT NULL DEFAULT 0";
+
 /// Creates the tables of a new store, or brings an older store's up to date.
 pub(super) fn prepare(conn: &Connection) -> Result<(), rusqlite::Error> {
     if has_table(conn, "users")? {
@@ -25,28 +39,16 @@ pub(super) fn prepare(conn: &Connection) -> Result<(), rusqlite::Error> {
     // on `messages` at all (see `unread.rs`); `meta` keeps the mark from which a
     // restart finds it. Stores made before that have indexes for it, dropped here:
     // they cost each send a second B-tree insert and each commit more pages.
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS users (
-             id INTEGER PRIMARY KEY,
-             name TEXT NOT NULL UNIQUE,
-             first_seen TEXT NOT NULL,
-             password_hash TEXT
-         );
-         CREATE TABLE IF NOT EXISTS messages (
-             id INTEGER PRIMARY KEY,
-             recipient INTEGER NOT NULL,
-             sender INTEGER NOT NULL,
-             body TEXT NOT NULL,
-             sent_at TEXT NOT NULL,
-             read INTEGER NOT NULL DEFAULT 0
-         );
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS users ({USERS});
+         CREATE TABLE IF NOT EXISTS messages ({MESSAGES});
          CREATE TABLE IF NOT EXISTS meta (
              key TEXT PRIMARY KEY,
              value INTEGER NOT NULL
          );
          DROP INDEX IF EXISTS messages_unread;
-         DROP INDEX IF EXISTS messages_unread_ids;",
-    )
+         DROP INDEX IF EXISTS messages_unread_ids;"
+    ))
 }
 
 /// Rebuilds a store whose messages name their users into one whose messages refer to
@@ -55,28 +57,16 @@ pub(super) fn prepare(conn: &Connection) -> Result<(), rusqlite::Error> {
 /// becomes a user, seen when it first sent.
 fn migrate_to_user_ids(conn: &Connection) -> Result<(), rusqlite::Error> {
     tracing::info!("migrating the store: messages refer to users by id");
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "BEGIN;
-         CREATE TABLE users_by_id (
-             id INTEGER PRIMARY KEY,
-             name TEXT NOT NULL UNIQUE,
-             first_seen TEXT NOT NULL,
-             password_hash TEXT
-         );
+         CREATE TABLE users_by_id ({USERS});
          INSERT INTO users_by_id (name, first_seen, password_hash)
              SELECT name, first_seen, password_hash FROM users ORDER BY rowid;
          INSERT OR IGNORE INTO users_by_id (name, first_seen)
              SELECT sender, min(sent_at) FROM messages GROUP BY sender;
          INSERT OR IGNORE INTO users_by_id (name, first_seen)
              SELECT recipient, min(sent_at) FROM messages GROUP BY recipient;
-         CREATE TABLE messages_by_id (
-             id INTEGER PRIMARY KEY,
-             recipient INTEGER NOT NULL,
-             sender INTEGER NOT NULL,
-             body TEXT NOT NULL,
-             sent_at TEXT NOT NULL,
-             read INTEGER NOT NULL DEFAULT 0
-         );
+         CREATE TABLE messages_by_id ({MESSAGES});
          INSERT INTO messages_by_id (id, recipient, sender, body, sent_at, read)
              SELECT m.id, r.id, s.id, m.body, m.sent_at, m.read
              FROM messages m
@@ -86,8 +76,8 @@ fn migrate_to_user_ids(conn: &Connection) -> Result<(), rusqlite::Error> {
          DROP TABLE users;
          ALTER TABLE users_by_id RENAME TO users;
          ALTER TABLE messages_by_id RENAME TO messages;
-         COMMIT;",
-    )
+         COMMIT;"
+    ))
     .inspect_err(|_| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
