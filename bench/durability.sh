@@ -2,7 +2,10 @@
 # Acknowledged sends per second with 1, 8 and 64 senders: switchboard with group
 # commit off and on, and Redis 7 LPUSH with appendfsync always, all driven by the same
 # load generator (`switchboard bench send`) and interleaved run by run so that all
-# three see the same disk. Prints medians of RUNS runs.
+# three see the same disk. Every other run takes them in reverse order, as
+# bench/compare.sh does, so that no server always follows the same one (group commit
+# off syncs thousands of times a second) or always comes first. Prints medians of RUNS
+# runs.
 #
 #   bench/durability.sh            # needs redis-server on PATH
 #   RUNS=5 SECS=4 bench/durability.sh
@@ -32,10 +35,15 @@ rate() { "$SB" bench send --target "$1" --addr "$2" -n "$3" --duration "$SECS" -
 printf '%-8s %14s %14s %14s %8s\n' senders "batch off/s" "batch on/s" "redis/s" "on/redis"
 for n in 1 8 64; do
     off=() on=() rd=()
-    for _ in $(seq "$RUNS"); do
-        off+=("$(rate switchboard 127.0.0.1:12101 "$n")")
-        on+=("$(rate switchboard 127.0.0.1:12102 "$n")")
-        rd+=("$(rate redis 127.0.0.1:12103 "$n")")
+    for k in $(seq "$RUNS"); do
+        if ((k % 2)); then order="off on redis"; else order="redis on off"; fi
+        for t in $order; do
+            case $t in
+                off) off+=("$(rate switchboard 127.0.0.1:12101 "$n")") ;;
+                on) on+=("$(rate switchboard 127.0.0.1:12102 "$n")") ;;
+                redis) rd+=("$(rate redis 127.0.0.1:12103 "$n")") ;;
+            esac
+        done
     done
     moff=$(printf '%s\n' "${off[@]}" | median)
     mon=$(printf '%s\n' "${on[@]}" | median)
