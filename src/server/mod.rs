@@ -4,6 +4,7 @@
 mod session;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,14 +1,15 @@
-//! One connection: a reader that decodes and serves requests in order, and the single
-//! writer that owns the socket's write half, fed by the connection's bounded queue.
+//! One connection: a reader that decodes and serves requests in order, run beside the
+//! connection's single writer (`writer.rs`), which the reader feeds through the
+//! connection's bounded queue.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
@@ -19,8 +20,8 @@ use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Re
 use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
 
-/// The writer gathers queued frames into one write of up to about this many bytes.
-const WRITE_BATCH: usize = 64 * 1024;
+use super::writer::write_loop;
+
 /// After the reader is done, the writer gets this long to flush what is queued.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// Most bytes taken from the socket per read.
@@ -492,126 +493,4 @@ fn framing_error(e: FrameError, queue: &Queue<'_>) -> String {
     let _ = queue.tx.try_send(Outbound::Event(event));
     let _ = queue.tx.try_send(Outbound::Close);
     format!("framing error: {e}")
-}
-
-/// The connection's only writer: drains the queue, gathering whatever is waiting into
-/// one write, until the queue closes, a `Close` is reached, or the session is stopped.
-async fn write_loop<D: Dialect>(
-    mut socket: OwnedWriteHalf,
-    dialect: D,
-    rx: &OutQueue,
-    stop: &StopSignal,
-) {
-    let stopped = stop.stopped();
-    tokio::pin!(stopped);
-    loop {
-        // Biased towards work: the stop signal is looked at only when there is none,
-        // and is checked again before anything is written.
-        let first = tokio::select! {
-            biased;
-            item = rx.recv() => item,
-            () = &mut stopped => return,
-        };
-        if stop.is_stopped() {
-            return;
-        }
-        let Some(first) = first else { break };
-        let (left, close) = match write_now(&socket, &dialect, first, rx) {
-            Ok(done) => done,
-            Err(e) => {
-                stop.stop(format!("write failed: {e}"));
-                return;
-            }
-        };
-        // Boxed: a client that keeps up never needs it, and every task would hold it.
-        if let Some(left) = left
-            && !Box::pin(write_rest(&mut socket, &left, stopped.as_mut(), stop)).await
-        {
-            return;
-        }
-        if close {
-            break;
-        }
-    }
-    let _ = socket.shutdown().await;
-}
-
-/// Writes what the socket did not take at once; false when the session is over.
-async fn write_rest(
-    socket: &mut OwnedWriteHalf,
-    left: &[u8],
-    stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
-    stop: &StopSignal,
-) -> bool {
-    tokio::select! {
-        biased;
-        written = socket.write_all(left) => match written {
-            Ok(()) => true,
-            Err(e) => {
-                stop.stop(format!("write failed: {e}"));
-                false
-            }
-        },
-        () = stopped => false,
-    }
-}
-
-thread_local! {
-    /// Where the writers on this thread gather their frames, as [`SCRATCH`] for reads.
-    static GATHER: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(WRITE_BATCH));
-}
-
-/// Encodes `first` and whatever else is queued (up to about [`WRITE_BATCH`] bytes) in the
-/// thread's gathering buffer and writes it at once. A client that reads keeps up, so
-/// that is usually all: the connection never holds a write buffer. What the socket does
-/// not take is handed back to be written when it can (and true when the last item was
-/// the order to close).
-fn write_now<D: Dialect>(
-    socket: &OwnedWriteHalf,
-    dialect: &D,
-    first: Outbound,
-    rx: &OutQueue,
-) -> std::io::Result<(Option<BytesMut>, bool)> {
-    GATHER.with_borrow_mut(|buf| {
-        buf.clear();
-        let mut close = encode(dialect, first, buf);
-        while !close && buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Some(item) => close = encode(dialect, item, buf),
-                None => break,
-            }
-        }
-        let written = match socket.try_write(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
-        let left = (written < buf.len()).then(|| BytesMut::from(&buf[written..]));
-        // One large item (an inbox page) must not keep its room on the thread.
-        if buf.capacity() > WRITE_BATCH * 2 {
-            *buf = BytesMut::with_capacity(WRITE_BATCH);
-        }
-        Ok((left, close))
-    })
-}
-
-/// Appends `item`'s bytes to `buf`; true when it is the order to close.
-fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
-    match item {
-        Outbound::Response(response) => dialect.encode_response(&response, buf),
-        Outbound::Ok { id, message_id } => {
-            let outcome = Ok(match message_id {
-                Some(message_id) => Reply::Sent {
-                    message_id: message_id.get(),
-                },
-                None => Reply::Done {},
-            });
-            dialect.encode_response(&Response { id, outcome }, buf)
-        }
-        Outbound::Event(event) => {
-            buf.extend_from_slice(event.encoded(D::KIND, |e| dialect.event_bytes(e)))
-        }
-        Outbound::Close => return true,
-    }
-    false
 }

@@ -1,0 +1,139 @@
+//! A connection's single writer: the only code that writes to its socket, fed by the
+//! connection's bounded queue. It gathers what is queued into one write, in a buffer
+//! per thread, so a connection keeps a write buffer only when its socket is full.
+
+use std::cell::RefCell;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::dialect::Dialect;
+use crate::outbound::{OutQueue, Outbound, StopSignal};
+use crate::protocol::{Reply, Response};
+
+/// The writer gathers queued frames into one write of up to about this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// The connection's only writer: drains the queue, gathering whatever is waiting into
+/// one write, until the queue closes, a `Close` is reached, or the session is stopped.
+pub(super) async fn write_loop<D: Dialect>(
+    mut socket: OwnedWriteHalf,
+    dialect: D,
+    rx: &OutQueue,
+    stop: &StopSignal,
+) {
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
+    loop {
+        // Biased towards work: the stop signal is looked at only when there is none,
+        // and is checked again before anything is written.
+        let first = tokio::select! {
+            biased;
+            item = rx.recv() => item,
+            () = &mut stopped => return,
+        };
+        if stop.is_stopped() {
+            return;
+        }
+        let Some(first) = first else { break };
+        let (left, close) = match write_now(&socket, &dialect, first, rx) {
+            Ok(done) => done,
+            Err(e) => {
+                stop.stop(format!("write failed: {e}"));
+                return;
+            }
+        };
+        // Boxed: a client that keeps up never needs it, and every task would hold it.
+        if let Some(left) = left
+            && !Box::pin(write_rest(&mut socket, &left, stopped.as_mut(), stop)).await
+        {
+            return;
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// Writes what the socket did not take at once; false when the session is over.
+async fn write_rest(
+    socket: &mut OwnedWriteHalf,
+    left: &[u8],
+    stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
+    stop: &StopSignal,
+) -> bool {
+    tokio::select! {
+        biased;
+        written = socket.write_all(left) => match written {
+            Ok(()) => true,
+            Err(e) => {
+                stop.stop(format!("write failed: {e}"));
+                false
+            }
+        },
+        () = stopped => false,
+    }
+}
+
+thread_local! {
+    /// Where the writers on this thread gather their frames, as the readers share one
+    /// buffer per thread for reads.
+    static GATHER: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(WRITE_BATCH));
+}
+
+/// Encodes `first` and whatever else is queued (up to about [`WRITE_BATCH`] bytes) in the
+/// thread's gathering buffer and writes it at once. A client that reads keeps up, so
+/// that is usually all: the connection never holds a write buffer. What the socket does
+/// not take is handed back to be written when it can (and true when the last item was
+/// the order to close).
+fn write_now<D: Dialect>(
+    socket: &OwnedWriteHalf,
+    dialect: &D,
+    first: Outbound,
+    rx: &OutQueue,
+) -> std::io::Result<(Option<BytesMut>, bool)> {
+    GATHER.with_borrow_mut(|buf| {
+        buf.clear();
+        let mut close = encode(dialect, first, buf);
+        while !close && buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Some(item) => close = encode(dialect, item, buf),
+                None => break,
+            }
+        }
+        let written = match socket.try_write(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        let left = (written < buf.len()).then(|| BytesMut::from(&buf[written..]));
+        // One large item (an inbox page) must not keep its room on the thread.
+        if buf.capacity() > WRITE_BATCH * 2 {
+            *buf = BytesMut::with_capacity(WRITE_BATCH);
+        }
+        Ok((left, close))
+    })
+}
+
+/// Appends `item`'s bytes to `buf`; true when it is the order to close.
+fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
+    match item {
+        Outbound::Response(response) => dialect.encode_response(&response, buf),
+        Outbound::Ok { id, message_id } => {
+            let outcome = Ok(match message_id {
+                Some(message_id) => Reply::Sent {
+                    message_id: message_id.get(),
+                },
+                None => Reply::Done {},
+            });
+            dialect.encode_response(&Response { id, outcome }, buf)
+        }
+        Outbound::Event(event) => {
+            buf.extend_from_slice(event.encoded(D::KIND, |e| dialect.event_bytes(e)))
+        }
+        Outbound::Close => return true,
+    }
+    false
+}
