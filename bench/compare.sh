@@ -23,7 +23,7 @@ if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; 
     $SUDO apt-get install -y redis-server nats-server >/dev/null ||
         { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y redis-server nats-server >/dev/null; }
 fi
-cargo build --release --quiet
+cargo build --release  # cargo shows its progress: the first build takes minutes
 SB=target/release/switchboard
 DIR=$(mktemp -d)
 pids=()

@@ -15,7 +15,7 @@ RUNS=${RUNS:-3}
 SECS=${SECS:-4}
 DIR=$(mktemp -d)
 SB=target/release/switchboard
-cargo build --release --quiet
+cargo build --release  # cargo shows its progress: the first build takes minutes
 command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 1; }
 
 pids=()
