@@ -100,7 +100,9 @@ struct BenchArgs {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Threads serving connections [default: one per core]; 1 runs every session on
-    /// one thread, which leaves the other cores to whatever shares the machine.
+    /// one thread, which leaves the other cores to whatever shares the machine, and
+    /// commits sends on that thread too, as Redis does: the fastest durable sends on a
+    /// small machine, but a disk that stalls then stalls every client.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Address for the native protocol.
@@ -409,6 +411,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         db: args.db,
         require_password: args.require_password,
         commit_batch: args.commit_batch,
+        inline_store: args.threads == Some(1),
         ..Config::default()
     };
     let server = server::Server::bind(config).await?;

@@ -56,6 +56,9 @@ pub struct Config {
     pub require_password: bool,
     /// Most store commands committed in one transaction (group commit).
     pub commit_batch: usize,
+    /// Run the store as a task that commits on the runtime's own thread rather than on
+    /// a thread of its own (see [`Store::open_inline`]); for a single-threaded runtime.
+    pub inline_store: bool,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(3),
             require_password: false,
             commit_batch: DEFAULT_COMMIT_BATCH,
+            inline_store: false,
         }
     }
 }
@@ -124,12 +128,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Opens the store and binds the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let open = if config.inline_store {
+            Store::open_inline
+        } else {
+            Store::open_with
+        };
         let (store, store_closer) =
-            Store::open_with(&config.db, config.commit_batch).map_err(|source| {
-                ServerError::Store {
-                    path: config.db.clone(),
-                    source,
-                }
+            open(&config.db, config.commit_batch).map_err(|source| ServerError::Store {
+                path: config.db.clone(),
+                source,
             })?;
         let bind =
             |addr: SocketAddr| listen(addr).map_err(|source| ServerError::Bind { addr, source });
@@ -263,9 +270,9 @@ impl Server {
             sessions.shutdown().await;
         }
         drop(services);
-        // The store thread finishes its last batch and closes the file once the
-        // last handle is gone.
-        let _ = tokio::task::spawn_blocking(move || store_closer.join()).await;
+        // The store finishes its last batch and closes the file once the last handle
+        // is gone.
+        store_closer.closed().await;
         tracing::info!("store closed; bye");
         Ok(())
     }

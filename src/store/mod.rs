@@ -4,7 +4,9 @@
 //! One thread owns the connection. Sessions hand it commands over a channel and await
 //! the answer; the thread takes every command waiting at that moment and runs them in a
 //! single transaction (group commit), so concurrent senders share one fsync, and
-//! answers only after that transaction is committed: "ok" means on disk.
+//! answers only after that transaction is committed: "ok" means on disk. On a
+//! single-threaded server (`serve --threads 1`) the store is instead a task on that
+//! one thread and commits there, as Redis does (see [`Store::open_inline`]).
 
 mod queue;
 mod schema;
@@ -25,7 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::protocol::{ErrorBody, ErrorCode, InboxPage};
 use unread::Unread;
-use worker::{Hot, Worker};
+use worker::{Db, Worker};
 
 /// Commands waiting beyond this many are taken by the next transaction, which keeps
 /// one transaction's latency bounded under load.
@@ -149,17 +151,43 @@ pub struct Store {
     commits: Arc<AtomicU64>,
 }
 
-/// Waits for the store thread to finish its last batch and close the database.
+/// Waits for the store to finish its last batch and close the database.
 #[derive(Debug)]
-pub struct StoreCloser {
-    thread: thread::JoinHandle<()>,
+pub struct StoreCloser(Closer);
+
+#[derive(Debug)]
+enum Closer {
+    Thread(thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
 }
 
 impl StoreCloser {
-    /// Blocks until every handle is dropped and the thread has closed the file.
+    /// Blocks until every handle is dropped and the store thread has closed the file.
+    /// For an inline store (a task, which cannot be waited for by blocking the thread
+    /// it may run on), use [`StoreCloser::closed`].
     pub fn join(self) {
-        if self.thread.join().is_err() {
-            tracing::error!("the store thread panicked");
+        match self.0 {
+            Closer::Thread(thread) => {
+                if thread.join().is_err() {
+                    tracing::error!("the store thread panicked");
+                }
+            }
+            Closer::Task(_) => {
+                tracing::error!("an inline store can only be waited for with `closed`");
+            }
+        }
+    }
+
+    /// Returns once every handle is dropped and the store has closed the file.
+    pub async fn closed(self) {
+        let done = match self.0 {
+            Closer::Thread(thread) => tokio::task::spawn_blocking(move || thread.join().is_ok())
+                .await
+                .unwrap_or(false),
+            Closer::Task(task) => task.await.is_ok(),
+        };
+        if !done {
+            tracing::error!("the store panicked");
         }
     }
 }
@@ -173,6 +201,41 @@ impl Store {
     /// As [`Store::open`], committing at most `commit_batch` commands per transaction
     /// (1: a transaction and an fsync per command, the baseline group commit beats).
     pub fn open_with(path: &Path, commit_batch: usize) -> Result<(Store, StoreCloser), StoreError> {
+        let (conn, worker) = Store::open_db(path, commit_batch)?;
+        // Unbounded, yet bounded by the connections: a session serves its requests in
+        // order, so it has at most one command here at a time.
+        let (tx, rx) = queue::queue(queue::Kind::Thread);
+        let commits = Arc::clone(&worker.commits);
+        let thread = thread::Builder::new()
+            .name("store".into())
+            .spawn(move || match Db::prepare(&conn) {
+                Ok(mut db) => worker.run(&mut db, rx),
+                Err(e) => tracing::error!("the store could not prepare its statements: {e}"),
+            })
+            .map_err(|_| StoreError::Closed)?;
+        let closer = StoreCloser(Closer::Thread(thread));
+        Ok((Store { tx, commits }, closer))
+    }
+
+    /// As [`Store::open_with`], but the store runs as a task of the current runtime
+    /// instead of a thread of its own, and commits on the runtime's thread (see
+    /// `Worker::run_inline`). Meant for a single-threaded runtime, where it is the
+    /// fastest way to durable sends; on a multi-threaded one it would block a worker
+    /// for every commit. Must be called within a runtime.
+    pub fn open_inline(
+        path: &Path,
+        commit_batch: usize,
+    ) -> Result<(Store, StoreCloser), StoreError> {
+        let (conn, worker) = Store::open_db(path, commit_batch)?;
+        let (tx, rx) = queue::queue(queue::Kind::Task);
+        let commits = Arc::clone(&worker.commits);
+        let task = tokio::spawn(worker.run_inline(conn, rx));
+        Ok((Store { tx, commits }, StoreCloser(Closer::Task(task))))
+    }
+
+    /// Opens the database with the settings durability needs, brings its tables up to
+    /// date and loads what the store keeps in memory.
+    fn open_db(path: &Path, commit_batch: usize) -> Result<(Connection, Worker), StoreError> {
         let conn = Connection::open(path)?;
         // journal_mode=WAL: a commit appends the transaction's pages to the WAL and
         // syncs that one file, instead of the rollback journal's two or more syncs
@@ -206,36 +269,16 @@ impl Store {
             .collect::<Result<HashMap<_, _>, _>>()?
         };
         let unread = Unread::load(&conn)?;
-        // Unbounded, yet bounded by the connections: a session serves its requests in
-        // order, so it has at most one command here at a time.
-        let (tx, rx) = queue::queue();
-        let commits = Arc::new(AtomicU64::new(0));
-        // Prepared here too, so that a statement SQLite refuses fails the open.
-        drop(Hot::prepare(&conn)?);
-        let worker_commits = Arc::clone(&commits);
-        let thread = thread::Builder::new()
-            .name("store".into())
-            .spawn(move || {
-                let hot = match Hot::prepare(&conn) {
-                    Ok(hot) => hot,
-                    Err(e) => {
-                        tracing::error!("the store could not prepare its statements: {e}");
-                        return;
-                    }
-                };
-                let worker = Worker {
-                    conn: &conn,
-                    hot,
-                    known,
-                    unread,
-                    unread_stale: false,
-                    commit_batch: commit_batch.max(1),
-                    commits: worker_commits,
-                };
-                worker.run(rx);
-            })
-            .map_err(|_| StoreError::Closed)?;
-        Ok((Store { tx, commits }, StoreCloser { thread }))
+        // Prepared here, so that a statement SQLite refuses fails the open.
+        drop(Db::prepare(&conn)?);
+        let worker = Worker {
+            known,
+            unread,
+            unread_stale: false,
+            commit_batch: commit_batch.max(1),
+            commits: Arc::new(AtomicU64::new(0)),
+        };
+        Ok((conn, worker))
     }
 
     /// Transactions committed so far: with group commit, fewer than commands.

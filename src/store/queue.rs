@@ -3,7 +3,8 @@
 //! A `Mutex<VecDeque>` rather than std's mpsc channel, whose send cost about 730
 //! instructions (it allocates and zeroes a block for every 31 commands). Here a send is
 //! a lock and a push; the store thread is woken only when it sleeps waiting for as many
-//! commands as are now queued, and takes everything waiting under one lock.
+//! commands as are now queued, and takes everything waiting under one lock. An inline
+//! store, a task rather than a thread, waits on a tokio `Notify` instead.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -15,6 +16,8 @@ use super::Command;
 struct Shared {
     state: Mutex<State>,
     ready: Condvar,
+    /// Set for a store that is a task: every send, and the last handle's drop, wake it.
+    task: Option<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -38,10 +41,21 @@ impl Shared {
     }
 }
 
-pub(super) fn queue() -> (Sender, Receiver) {
-    let shared = Arc::new(Shared::default());
+/// A queue for a store of `kind`.
+pub(super) fn queue(kind: Kind) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        task: (kind == Kind::Task).then(tokio::sync::Notify::new),
+        ..Shared::default()
+    });
     shared.lock().senders = 1;
     (Sender(Arc::clone(&shared)), Receiver(shared))
+}
+
+/// What takes the commands: a thread of its own, or a task of the async runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Thread,
+    Task,
 }
 
 pub(super) struct Sender(Arc<Shared>);
@@ -72,6 +86,9 @@ impl Sender {
         if wake {
             self.0.ready.notify_one();
         }
+        if let Some(task) = &self.0.task {
+            task.notify_one();
+        }
         Ok(())
     }
 }
@@ -90,6 +107,9 @@ impl Drop for Sender {
         if state.senders == 0 {
             drop(state);
             self.0.ready.notify_one();
+            if let Some(task) = &self.0.task {
+                task.notify_one();
+            }
         }
     }
 }
@@ -106,6 +126,14 @@ pub(super) enum Taken {
 pub(super) struct Receiver(Arc<Shared>);
 
 impl Receiver {
+    /// For a store that is a task: returns once a command was queued or the last handle
+    /// dropped since the last return (possibly at once, for one already taken).
+    pub async fn notified(&self) {
+        if let Some(task) = &self.0.task {
+            task.notified().await;
+        }
+    }
+
     /// Moves up to `max` waiting commands to `batch`, without waiting.
     pub fn take(&self, batch: &mut Vec<Command>, max: usize) -> Taken {
         let mut state = self.0.lock();
@@ -197,7 +225,7 @@ mod tests {
 
     #[test]
     fn commands_come_out_in_order_and_at_most_max_at_a_time() {
-        let (tx, rx) = queue();
+        let (tx, rx) = queue(Kind::Thread);
         for n in ["a", "b", "c"] {
             assert!(tx.send(command(n).0).is_ok());
         }
@@ -210,7 +238,7 @@ mod tests {
 
     #[test]
     fn the_end_comes_once_every_sender_is_gone_and_all_is_taken() {
-        let (tx, rx) = queue();
+        let (tx, rx) = queue(Kind::Thread);
         let other = tx.clone();
         drop(tx);
         assert!(other.send(command("a").0).is_ok());
@@ -224,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_waiting_receiver_is_woken_by_a_send_from_another_thread() {
-        let (tx, rx) = queue();
+        let (tx, rx) = queue(Kind::Thread);
         let shared = Arc::clone(&rx.0);
         let sender = std::thread::spawn(move || {
             // Sends only once the receiver sleeps, so that the wake-up is what is tested.
@@ -239,7 +267,7 @@ mod tests {
 
     #[test]
     fn a_gathering_receiver_is_woken_by_the_send_that_makes_its_count() {
-        let (tx, rx) = queue();
+        let (tx, rx) = queue(Kind::Thread);
         assert!(tx.send(command("a").0).is_ok());
         let shared = Arc::clone(&rx.0);
         let sender = std::thread::spawn(move || {
@@ -259,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_gathering_receiver_gives_up_at_its_deadline() {
-        let (tx, rx) = queue();
+        let (tx, rx) = queue(Kind::Thread);
         assert!(tx.send(command("a").0).is_ok());
         assert!(rx.wait_for(5, Some(Instant::now())));
         let mut batch = Vec::new();
@@ -268,7 +296,7 @@ mod tests {
 
     #[test]
     fn without_a_receiver_sends_are_refused_and_queued_commands_answered_closed() {
-        let (tx, rx) = queue();
+        let (tx, rx) = queue(Kind::Thread);
         let (queued, mut answer) = command("a");
         assert!(tx.send(queued).is_ok());
         drop(rx);

@@ -1,7 +1,9 @@
 //! "Answered ok" means kept: the server runs as its own process and is killed with
 //! SIGKILL in the middle of traffic; after a restart on the same file, every message
 //! that was acknowledged is delivered exactly once, in each sender's order, and
-//! messages already read stay read through another kill.
+//! messages already read stay read through another kill. Both ways the store can run:
+//! on a thread of its own (the default) and inline on a single-threaded server's only
+//! thread (`--threads 1`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +27,13 @@ fn kill9(serve: &Serve) {
     assert!(killed.success());
 }
 
-async fn start(db: &std::path::Path) -> (Serve, String) {
-    let serve = Serve::start(db, &["--listen", "127.0.0.1:0"], 1).await;
+async fn start(db: &std::path::Path, extra: &[&str]) -> (Serve, String) {
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    let serve = Serve::start(db, &args, 1).await;
     let addr = serve.addrs[0].clone();
     (serve, addr)
 }
@@ -49,9 +56,18 @@ async fn read_all(addr: &str, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_sends_survive_kill_9() {
+    acknowledged_sends_survive_kill_9_with(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_sends_survive_kill_9_with_the_store_inline() {
+    acknowledged_sends_survive_kill_9_with(&["--threads", "1"]).await;
+}
+
+async fn acknowledged_sends_survive_kill_9_with(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let (mut serve, addr) = start(&db).await;
+    let (mut serve, addr) = start(&db, extra).await;
     let owner = Client::connect(addr.as_str()).await.unwrap();
     owner.hello("owner").await.unwrap();
     owner.bye().await.unwrap();
@@ -85,7 +101,7 @@ async fn acknowledged_sends_survive_kill_9() {
     }
     assert!(acked.iter().sum::<u64>() >= KILL_AFTER as u64);
 
-    let (serve, addr) = start(&db).await;
+    let (serve, addr) = start(&db, extra).await;
     let texts = read_all(&addr, "owner").await;
     let mut by_sender: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     for text in &texts {
@@ -116,6 +132,6 @@ async fn acknowledged_sends_survive_kill_9() {
     // What was read stays read, through another kill -9.
     kill9(&serve);
     drop(serve);
-    let (_serve, addr) = start(&db).await;
+    let (_serve, addr) = start(&db, extra).await;
     assert_eq!(read_all(&addr, "owner").await, Vec::<String>::new());
 }

@@ -112,6 +112,72 @@ async fn concurrent_sends_share_transactions() {
         .unwrap();
 }
 
+/// The store as a task on a single-threaded runtime (`serve --threads 1`): sends queued
+/// in the same rounds of the scheduler share a transaction, each is answered once it
+/// is committed, and once the last handle is gone the store closes the file, so that
+/// it can be opened again.
+#[tokio::test]
+async fn an_inline_store_shares_transactions_and_closes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inline.db");
+    let (store, closer) = switchboard::store::Store::open_inline(&path, 1024).unwrap();
+    store.seen("owner").await.unwrap();
+    let before = store.commits();
+    let sends = (0..500).map(|i| store.append("owner".into(), "sender".into(), format!("m{i}")));
+    let ids = futures_util::future::join_all(sends).await;
+    assert!(ids.iter().all(Result::is_ok));
+    let commits = store.commits() - before;
+    assert!(commits < 10, "500 sends took {commits} transactions");
+    let page = store
+        .take_inbox("owner".into(), 1000, usize::MAX)
+        .await
+        .unwrap();
+    let texts: Vec<String> = page.messages.into_iter().map(|m| m.text).collect();
+    let expected: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected);
+    drop(store);
+    closer.closed().await;
+
+    // The exclusive lock went with the file: a new store opens it and finds it all read.
+    let (store, closer) = switchboard::store::Store::open_inline(&path, 1024).unwrap();
+    let page = store
+        .take_inbox("owner".into(), 10, usize::MAX)
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty());
+    drop(store);
+    closer.closed().await;
+}
+
+/// A whole server with the store inline keeps unread mail through a restart.
+#[tokio::test]
+async fn a_server_with_the_store_inline_keeps_mail_through_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || switchboard::server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("inline.db"),
+        inline_store: true,
+        ..Default::default()
+    };
+    let first = TestServer::start_with(config()).await;
+    first.client("reader").await.bye().await.unwrap();
+    let writer = first.client("writer").await;
+    for i in 0..20 {
+        writer.send("reader", &format!("m{i}")).await.unwrap();
+    }
+    drop(writer);
+    first.stop().await;
+
+    let second = TestServer::start_with(config()).await;
+    let reader = second.client("reader").await;
+    let page = reader.inbox(None).await.unwrap();
+    let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected);
+    drop(reader);
+    second.stop().await;
+}
+
 #[tokio::test]
 async fn bench_send_reports_acknowledged_sends() {
     let server = TestServer::start().await;
