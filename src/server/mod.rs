@@ -199,6 +199,15 @@ impl Server {
             config.idle_timeout,
             config.queue_depth
         );
+        tracing::info!(
+            "store: up to {} commands per commit, {}",
+            config.commit_batch,
+            if config.inline_store {
+                "committed on the server's one thread"
+            } else {
+                "committed on a thread of its own"
+            }
+        );
         let sweeper = tokio::spawn(sweep(
             Arc::clone(&services),
             Timeouts {
