@@ -178,3 +178,32 @@ async fn passwords_never_reach_the_console() {
     }
     assert!(console.contains("auth_failed"), "{console}");
 }
+
+/// With the store inline (`serve --threads 1`), registering and checking a password go
+/// through the same batches as sends, and hashing still runs off the server's thread.
+#[tokio::test]
+async fn a_password_protects_a_name_with_the_store_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("inline.db"),
+        inline_store: true,
+        ..Config::default()
+    })
+    .await;
+    let nina = connect(&server).await;
+    nina.hello_with("nina", Some("correct horse"))
+        .await
+        .unwrap();
+    nina.bye().await.unwrap();
+    let wrong = connect(&server).await;
+    let refused = wrong.hello_with("nina", Some("battery staple")).await;
+    assert_eq!(client_code(refused), "auth_failed");
+    let right = connect(&server).await;
+    right
+        .hello_with("nina", Some("correct horse"))
+        .await
+        .unwrap();
+    right.bye().await.unwrap();
+    server.stop().await;
+}
