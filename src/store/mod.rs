@@ -43,6 +43,8 @@ pub enum StoreError {
     Closed,
     #[error("the store could not commit: {0}")]
     Failed(String),
+    #[error("an inline store must be opened within a tokio runtime")]
+    NoRuntime,
 }
 
 impl From<StoreError> for ErrorBody {
@@ -50,7 +52,7 @@ impl From<StoreError> for ErrorBody {
         match e {
             StoreError::NoSuchUser(_) => ErrorBody::new(ErrorCode::NoSuchUser, e.to_string()),
             StoreError::Closed => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
-            StoreError::Sqlite(_) | StoreError::Failed(_) => {
+            StoreError::Sqlite(_) | StoreError::Failed(_) | StoreError::NoRuntime => {
                 ErrorBody::new(ErrorCode::Internal, "storage failed; nothing was stored")
             }
         }
@@ -226,10 +228,16 @@ impl Store {
         path: &Path,
         commit_batch: usize,
     ) -> Result<(Store, StoreCloser), StoreError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+            tracing::warn!(
+                "an inline store on a multi-threaded runtime blocks a worker per commit"
+            );
+        }
         let (conn, worker) = Store::open_db(path, commit_batch)?;
         let (tx, rx) = queue::queue(queue::Kind::Task);
         let commits = Arc::clone(&worker.commits);
-        let task = tokio::spawn(worker.run_inline(conn, rx));
+        let task = runtime.spawn(worker.run_inline(conn, rx));
         Ok((Store { tx, commits }, StoreCloser(Closer::Task(task))))
     }
 

@@ -149,6 +149,17 @@ async fn an_inline_store_shares_transactions_and_closes_the_file() {
     closer.closed().await;
 }
 
+/// Outside a runtime there is nothing to run an inline store on: an error, not a panic.
+#[test]
+fn an_inline_store_needs_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = switchboard::store::Store::open_inline(&dir.path().join("x.db"), 16);
+    assert!(matches!(
+        opened,
+        Err(switchboard::store::StoreError::NoRuntime)
+    ));
+}
+
 /// A whole server with the store inline keeps unread mail through a restart.
 #[tokio::test]
 async fn a_server_with_the_store_inline_keeps_mail_through_a_restart() {
