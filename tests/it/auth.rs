@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use switchboard::Client;
-use switchboard::server::Config;
 
 use crate::common::{TestServer, client_code};
 use crate::wire::Serve;
@@ -87,14 +86,7 @@ async fn a_password_protects_a_name_across_restarts() {
 
 #[tokio::test]
 async fn require_password_refuses_a_bare_hello() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("sb.db"),
-        require_password: true,
-        ..Config::default()
-    })
-    .await;
+    let server = TestServer::start_tweaked(|c| c.require_password = true).await;
     let bare = connect(&server).await;
     assert_eq!(client_code(bare.hello("nina").await), "auth_failed");
     let with = connect(&server).await;
@@ -183,14 +175,7 @@ async fn passwords_never_reach_the_console() {
 /// through the same batches as sends, and hashing still runs off the server's thread.
 #[tokio::test]
 async fn a_password_protects_a_name_with_the_store_inline() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("inline.db"),
-        inline_store: true,
-        ..Config::default()
-    })
-    .await;
+    let server = TestServer::start_tweaked(|c| c.inline_store = true).await;
     let nina = connect(&server).await;
     nina.hello_with("nina", Some("correct horse"))
         .await

@@ -41,12 +41,26 @@ impl TestServer {
 
     /// A server on the database file `db` (to restart on the same store).
     pub async fn start_on(db: &Path) -> Self {
-        Self::start_with(Config {
+        Self::start_on_tweaked(db, |_| {}).await
+    }
+
+    /// A server with a fresh database of its own, its configuration changed by `tweak`.
+    pub async fn start_tweaked(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start_on_tweaked(&dir.path().join("switchboard.db"), tweak).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on the database file `db`, its configuration changed by `tweak`.
+    pub async fn start_on_tweaked(db: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             db: db.to_path_buf(),
             ..Config::default()
-        })
-        .await
+        };
+        tweak(&mut config);
+        Self::start_with(config).await
     }
 
     /// A server with a fresh database listening in all three dialects.

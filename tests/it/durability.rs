@@ -164,13 +164,8 @@ fn an_inline_store_needs_a_runtime() {
 #[tokio::test]
 async fn a_server_with_the_store_inline_keeps_mail_through_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let config = || switchboard::server::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("inline.db"),
-        inline_store: true,
-        ..Default::default()
-    };
-    let first = TestServer::start_with(config()).await;
+    let db = dir.path().join("inline.db");
+    let first = TestServer::start_on_tweaked(&db, |c| c.inline_store = true).await;
     first.client("reader").await.bye().await.unwrap();
     let writer = first.client("writer").await;
     for i in 0..20 {
@@ -179,7 +174,7 @@ async fn a_server_with_the_store_inline_keeps_mail_through_a_restart() {
     drop(writer);
     first.stop().await;
 
-    let second = TestServer::start_with(config()).await;
+    let second = TestServer::start_on_tweaked(&db, |c| c.inline_store = true).await;
     let reader = second.client("reader").await;
     let page = reader.inbox(None).await.unwrap();
     let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();
