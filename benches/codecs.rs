@@ -20,6 +20,14 @@ fn say_request() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (native.to_vec(), line, pickle)
 }
 
+/// A `ping` on the native wire, the request of the `rr` benchmark: what is left is
+/// nearly all the JSON parser's fixed cost per request.
+fn ping_request() -> Vec<u8> {
+    let mut native = BytesMut::new();
+    frame::encode(br#"{"id":1,"op":"ping"}"#, &mut native);
+    native.to_vec()
+}
+
 fn decode<D: Dialect>(c: &mut Criterion, name: &str, mut dialect: D, wire: &[u8]) {
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Bytes(wire.len() as u64));
@@ -64,6 +72,7 @@ fn encode<D: Dialect>(c: &mut Criterion, name: &str, dialect: D) {
 fn codecs(c: &mut Criterion) {
     let (native, line, pickle) = say_request();
     decode(c, "native", Native::default(), &native);
+    decode(c, "native/ping", Native::default(), &ping_request());
     decode(c, "text", Text::default(), &line);
     decode(c, "lab", Lab::new(1 << 20), &pickle);
     encode(c, "native", Native::default());

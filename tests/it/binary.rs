@@ -58,6 +58,32 @@ async fn serve_logs_each_client_and_exits_cleanly_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// Without `--threads`, a machine of two cores or fewer gets one thread with the store
+/// committing on it, and a larger one a store thread of its own; `--threads` overrides.
+#[tokio::test]
+async fn serve_picks_where_the_store_commits_from_the_cores() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let one = "committed on the server's one thread";
+    let own = "committed on a thread of its own";
+    let by_default = if cores <= 2 { one } else { own };
+    let cases: [(&[&str], &str); 3] = [
+        (&[], by_default),
+        (&["--threads", "1"], one),
+        (&["--threads", "2"], own),
+    ];
+    for (threads, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(threads);
+        let mut serve = Serve::start(&dir.path().join("sb.db"), &args, 1).await;
+        let line = serve.logged("store:").await;
+        assert!(
+            line.contains(expected),
+            "{threads:?} on {cores} cores: {line}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn serve_reports_a_port_in_use_in_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -227,6 +227,15 @@ impl Serve {
         }
     }
 
+    /// The first console line containing `needle`, whether already read (by
+    /// [`Serve::start`], say) or still to come.
+    pub async fn logged(&mut self, needle: &str) -> String {
+        match self.seen.iter().find(|line| line.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.line_with(needle).await,
+        }
+    }
+
     /// The next console line containing `needle`.
     pub async fn line_with(&mut self, needle: &str) -> String {
         let wait = async {
