@@ -4,7 +4,7 @@
 # whose speed drifts by a third within minutes, a pair measured seconds apart is
 # steadier than medians of runs taken minutes apart.
 #
-#   bench/ab.sh "target/release/switchboard serve" "target/release/switchboard serve --threads 1"
+#   bench/ab.sh "target/release/switchboard serve --threads 2" "target/release/switchboard serve --threads 1"
 #   PAIRS=30 SECS=1 SCENARIO=rr BENCH_ARGS="-n 32 -P 1" bench/ab.sh "CMD A" "CMD B"
 #
 # Each command gets `--db FILE --listen ADDR` appended; the load generator is this

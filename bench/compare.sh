@@ -7,8 +7,8 @@
 #
 # Installs redis-server and nats-server from the distribution's packages if missing.
 # Every server listens on loopback only. switchboard runs as `serve` does by default
-# (SB_THREADS=N sets --threads); the echo floor is a one-thread tokio server the bench
-# starts itself.
+# (one thread on a machine of two cores or fewer; SB_THREADS=N sets --threads); the
+# echo floor is a one-thread tokio server the bench starts itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Acknowledged sends per second with 1, 8 and 64 senders: switchboard with group
-# commit off and on, on one thread (`--threads 1`, the store committing on the
-# server's only thread, as Redis does), and Redis 7 LPUSH with appendfsync always, all
-# driven by the same
+# Acknowledged sends per second with 1, 8 and 64 senders: switchboard with its store on
+# a thread of its own (`--threads 2`), group commit off and on; on one thread
+# (`--threads 1`, the store committing on the server's only thread, as Redis does); and
+# Redis 7 LPUSH with appendfsync always, all driven by the same
 # load generator (`switchboard bench send`) and interleaved run by run so that all
 # see the same disk. Every other run takes them in reverse order, as
 # bench/compare.sh does, so that no server always follows the same one (group commit
@@ -25,8 +25,8 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-"$SB" serve --db "$DIR/off.db" --listen 127.0.0.1:12101 --commit-batch 1 2>/dev/null & pids+=($!)
-"$SB" serve --db "$DIR/on.db" --listen 127.0.0.1:12102 2>/dev/null & pids+=($!)
+"$SB" serve --db "$DIR/off.db" --listen 127.0.0.1:12101 --threads 2 --commit-batch 1 2>/dev/null & pids+=($!)
+"$SB" serve --db "$DIR/on.db" --listen 127.0.0.1:12102 --threads 2 2>/dev/null & pids+=($!)
 "$SB" serve --db "$DIR/one.db" --listen 127.0.0.1:12104 --threads 1 2>/dev/null & pids+=($!)
 redis-server --port 12103 --bind 127.0.0.1 --protected-mode no --dir "$DIR" \
     --appendonly yes --appendfsync always --save '' >/dev/null & pids+=($!)
