@@ -242,17 +242,22 @@ fn main() -> ExitCode {
 /// With more cores the extra threads stop competing with each other and the clients.
 const ONE_THREAD_UP_TO_CORES: usize = 2;
 
-/// The thread count `serve` uses when `--threads` is not given: `None` is tokio's
-/// default, one worker per core.
-fn default_serve_threads() -> Option<usize> {
+/// The thread count `serve` uses when `--threads` is not given (`None` is tokio's
+/// default, one worker per core), and the machine's cores.
+fn default_serve_threads() -> (Option<usize>, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores <= ONE_THREAD_UP_TO_CORES).then_some(1)
+    ((cores <= ONE_THREAD_UP_TO_CORES).then_some(1), cores)
 }
 
 fn run() -> anyhow::Result<ExitCode> {
     let mut cli = Cli::parse();
-    if let Command::Serve(args) = &mut cli.command {
-        args.threads = args.threads.or_else(default_serve_threads);
+    let mut one_thread_for_cores = None;
+    if let Command::Serve(args) = &mut cli.command
+        && args.threads.is_none()
+    {
+        let (threads, cores) = default_serve_threads();
+        args.threads = threads;
+        one_thread_for_cores = threads.map(|_| cores);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -262,6 +267,9 @@ fn run() -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(cores) = one_thread_for_cores {
+        tracing::info!("{cores} cores: serving on one thread (--threads N to choose)");
+    }
     let threads = match &cli.command {
         Command::Serve(args) => args.threads,
         Command::EchoServer { threads, .. } => *threads,
