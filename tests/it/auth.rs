@@ -12,6 +12,13 @@ async fn connect(server: &TestServer) -> Client {
     Client::connect(server.addr).await.expect("connect")
 }
 
+/// Claims `name` with `password` (its first hello registers it), then leaves.
+async fn register(server: &TestServer, name: &str, password: &str) {
+    let client = connect(server).await;
+    client.hello_with(name, Some(password)).await.unwrap();
+    client.bye().await.unwrap();
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -37,11 +44,7 @@ async fn a_password_protects_a_name_across_restarts() {
     let dir = server.keep_dir();
     let db = server.db.clone();
 
-    let nina = connect(&server).await;
-    nina.hello_with("nina", Some("correct horse"))
-        .await
-        .unwrap();
-    nina.bye().await.unwrap();
+    register(&server, "nina", "correct horse").await;
 
     let wrong = connect(&server).await;
     let wrong_err = wrong.hello_with("nina", Some("battery staple")).await;
@@ -176,11 +179,7 @@ async fn passwords_never_reach_the_console() {
 #[tokio::test]
 async fn a_password_protects_a_name_with_the_store_inline() {
     let server = TestServer::start_tweaked(|c| c.inline_store = true).await;
-    let nina = connect(&server).await;
-    nina.hello_with("nina", Some("correct horse"))
-        .await
-        .unwrap();
-    nina.bye().await.unwrap();
+    register(&server, "nina", "correct horse").await;
     let wrong = connect(&server).await;
     let refused = wrong.hello_with("nina", Some("battery staple")).await;
     assert_eq!(client_code(refused), "auth_failed");
