@@ -192,12 +192,12 @@ impl Services {
             return Err(error(ErrorCode::BadName, why));
         }
         let id = session.client_id;
-        // Claimed first, so that two connections cannot both be checking one name.
+        // Prove, then claim: a name that someone online holds is refused before any
+        // password is hashed, and the name is claimed only once its password checked
+        // out, so a guesser never holds, is listed as, or is notified for it.
+        self.hub.may_claim(id, &name)?;
+        self.authenticate(&name, password.as_ref()).await?;
         self.hub.claim_name(id, &name)?;
-        if let Err(e) = self.authenticate(&name, password.as_ref()).await {
-            self.hub.release_name(id);
-            return Err(e);
-        }
         tracing::info!(client_id = id, name = %name, "hello");
         session.name = Some(Arc::from(name.as_str()));
         Ok(Reply::Hello {

@@ -72,6 +72,8 @@ struct Member {
 #[derive(Debug, Default)]
 struct State {
     clients: HashMap<ClientId, Member>,
+    /// Online names by their [`name_key`]: unique without regard to case, while each
+    /// member keeps the case it is displayed in.
     by_name: HashMap<String, ClientId>,
     rooms: HashMap<String, Room>,
 }
@@ -149,7 +151,24 @@ impl Hub {
         );
     }
 
-    /// Gives connection `id` the name `name`, if no one online holds it.
+    /// Whether connection `id` may still say hello as `name`: it has no name yet and
+    /// nobody online holds `name` (in any case). Checked before a password is, so that
+    /// a hopeless `hello` costs no hash; [`Hub::claim_name`] decides.
+    pub fn may_claim(&self, id: ClientId, name: &str) -> Result<(), HubError> {
+        let state = self.lock();
+        let member = state.clients.get(&id).ok_or(HubError::NotRegistered)?;
+        if let Some(current) = &member.name {
+            return Err(HubError::AlreadyRegistered(current.clone()));
+        }
+        match state.by_name.get(name_key(name).as_ref()) {
+            Some(_) => Err(HubError::NameTaken(name.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives connection `id` the name `name`, if no one online holds it in any case.
+    /// Called only once the name's password (if any) has been proven: until then the
+    /// connection holds nothing, is listed nowhere and is told nothing of the name.
     pub fn claim_name(&self, id: ClientId, name: &str) -> Result<(), HubError> {
         let mut state = self.lock();
         let State {
@@ -159,31 +178,29 @@ impl Hub {
         if let Some(current) = &member.name {
             return Err(HubError::AlreadyRegistered(current.clone()));
         }
-        if by_name.contains_key(name) {
-            return Err(HubError::NameTaken(name.to_owned()));
+        match by_name.entry(name_key(name).into_owned()) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return Err(HubError::NameTaken(name.to_owned()));
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
         }
-        by_name.insert(name.to_owned(), id);
         member.name = Some(name.to_owned());
         Ok(())
-    }
-
-    /// Undoes [`Hub::claim_name`] when the rest of `hello` failed.
-    pub fn release_name(&self, id: ClientId) {
-        let mut state = self.lock();
-        if let Some(name) = state.clients.get_mut(&id).and_then(|m| m.name.take()) {
-            state.by_name.remove(&name);
-        }
     }
 
     /// Everyone who has completed `hello`, in the order they connected.
     pub fn users(&self) -> Vec<UserInfo> {
         let state = self.lock();
         let mut users: Vec<UserInfo> = state
-            .by_name
+            .clients
             .iter()
-            .map(|(name, &client_id)| UserInfo {
-                client_id,
-                name: name.clone(),
+            .filter_map(|(&client_id, member)| {
+                Some(UserInfo {
+                    client_id,
+                    name: member.name.clone()?,
+                })
             })
             .collect();
         users.sort_unstable_by_key(|u| u.client_id);
@@ -210,7 +227,9 @@ impl Hub {
     /// Tells `to`, if online, that mail from `from` is waiting.
     pub fn notify_mail(&self, to: &str, from: &str, message_id: u64) {
         let state = self.lock();
-        if let Some(member) = state.by_name.get(to).and_then(|id| state.clients.get(id)) {
+        if let Some(member) =
+            (state.by_name.get(name_key(to).as_ref())).and_then(|id| state.clients.get(id))
+        {
             let event = SharedEvent::new(Event::Message {
                 from: from.to_owned(),
                 message_id,
@@ -233,11 +252,23 @@ impl Hub {
         let mut state = self.lock();
         let member = state.clients.remove(&id)?;
         let name = member.name?;
-        state.by_name.remove(&name);
+        state.by_name.remove(name_key(&name).as_ref());
         for room in member.rooms {
             state.depart(id, &name, &room);
         }
         Some(name)
+    }
+}
+
+/// The form of a name that uniqueness is judged by: names are ASCII, and unique
+/// without regard to case.
+/// Borrowed when the name is in lower case already, as most are, so that finding the
+/// recipient of a send allocates nothing.
+pub fn name_key(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
     }
 }
 

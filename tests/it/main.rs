@@ -16,5 +16,6 @@ mod oneshot;
 mod python_example;
 mod rooms;
 mod roundtrip;
+mod security;
 mod services;
 mod wire;
