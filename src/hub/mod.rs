@@ -7,6 +7,7 @@ mod rooms;
 // foldhash, not std's SipHash: a third of the hashing cost per lookup, still seeded per
 // process, so names chosen by clients cannot be made to collide.
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -83,6 +84,20 @@ pub struct Hub {
     state: Mutex<State>,
     /// The start of the hub's clock (tokio's, so that tests can pause it).
     epoch: Instant,
+    clock: ServedClock,
+}
+
+/// The clock that client deadlines are judged by: time during which the server ran.
+/// Each sweep advances it by the real time since the last one, but never by more than
+/// one sweep period: a server that was stopped (SIGSTOP, a paused VM, a disk stall on
+/// the one-thread server) does not hold the stall against its clients, who could not
+/// be served meanwhile.
+#[derive(Debug, Default)]
+struct ServedClock {
+    /// Milliseconds of served time.
+    served_ms: AtomicU64,
+    /// The real time of the last sweep, in milliseconds since the hub's epoch.
+    last_real_ms: AtomicU64,
 }
 
 impl Default for Hub {
@@ -91,11 +106,22 @@ impl Default for Hub {
     }
 }
 
-/// How long connections may be silent; see [`Hub::sweep`].
+/// What the sweep holds connections to; see [`Hub::sweep`].
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// From connecting to the end of the handshake.
     pub handshake: Duration,
-    pub idle: Duration,
+    /// How long an outbound queue may stay over its bounds.
+    pub write_deadline: Duration,
+}
+
+impl Timeouts {
+    /// How often the sweep runs: a deadline is kept to within a tenth of it (at least
+    /// 50 ms, at most a second).
+    pub fn period(&self) -> Duration {
+        (self.handshake.min(self.write_deadline) / 10)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
 }
 
 impl Hub {
@@ -103,28 +129,39 @@ impl Hub {
         Hub {
             state: Mutex::default(),
             epoch: Instant::now(),
+            clock: ServedClock::default(),
         }
     }
 
-    /// Milliseconds since the hub started, the clock of connection deadlines.
+    /// Milliseconds of served time (see [`ServedClock`]), the clock of connection
+    /// deadlines.
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.served_ms.load(Ordering::Relaxed)
     }
 
-    /// Expires every connection past a deadline: no `hello` within the handshake
-    /// timeout, or no whole frame within the idle timeout. One sweep of the table
-    /// replaces a timer in every session (a timer was a tenth of an idle session).
+    /// Expires every connection past a deadline: no handshake within its timeout, or an
+    /// outbound queue over its bounds for longer than the write deadline. One sweep of
+    /// the table replaces a timer in every session (a timer was a tenth of an idle
+    /// session). Silence is no deadline: a quiet client is kept, and a dead one is
+    /// found by TCP keepalive.
     pub fn sweep(&self, timeouts: Timeouts) {
-        let now = self.now_ms();
+        let real = self.epoch.elapsed().as_millis() as u64;
+        let last = self.clock.last_real_ms.swap(real, Ordering::Relaxed);
+        let step = real
+            .saturating_sub(last)
+            .min(timeouts.period().as_millis() as u64);
+        let now = self.clock.served_ms.fetch_add(step, Ordering::Relaxed) + step;
         let handshake = timeouts.handshake.as_millis() as u64;
-        let idle = timeouts.idle.as_millis() as u64;
+        let deadline = timeouts.write_deadline.as_millis() as u64;
         for member in self.lock().clients.values() {
             let signal = member.outbox.signal();
-            if member.name.is_none() && now.saturating_sub(member.connected_ms) >= handshake {
+            if member.name.is_none()
+                && !signal.is_greeted()
+                && now.saturating_sub(member.connected_ms) >= handshake
+            {
                 signal.expire("handshake timeout: no hello in time");
-            } else if now.saturating_sub(signal.last_frame_ms(now)) >= idle {
-                signal.expire("idle timeout: no frame received in time");
             }
+            member.outbox.check(now, deadline);
         }
     }
 
@@ -139,7 +176,6 @@ impl Hub {
     /// A new connection: reachable for events from now on, but unnamed until `hello`.
     pub fn connect(&self, id: ClientId, outbox: Outbox) {
         let now = self.now_ms();
-        outbox.signal().reset_idle(now);
         self.lock().clients.insert(
             id,
             Member {

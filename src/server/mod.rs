@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::hub::Timeouts;
+use crate::outbound::Bounds;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::Services;
 use crate::store::{DEFAULT_COMMIT_BATCH, Store, StoreCloser, StoreError};
@@ -42,13 +43,19 @@ pub struct Config {
     pub db: PathBuf,
     /// Largest frame accepted from or sent to a client, in bytes.
     pub max_frame: usize,
-    /// Outbound frames queued per client before it counts as a slow consumer.
+    /// Outbound frames queued per client; see [`Config::write_deadline`].
     pub queue_depth: usize,
+    /// Outbound bytes queued per client; see [`Config::write_deadline`].
+    pub max_pending: usize,
+    /// How long a client's outbound queue may stay over `queue_depth` or
+    /// `max_pending` before it is cut as a slow consumer.
+    pub write_deadline: Duration,
     /// Clients connected at once; more are told `server_full` and closed.
     pub max_connections: usize,
     /// How long a connection may take to complete `hello`.
     pub handshake_timeout: Duration,
-    /// How long a connection may go without sending a whole frame.
+    /// Within how long a dead peer is found (TCP keepalive); silence alone never ends
+    /// a connection.
     pub idle_timeout: Duration,
     /// How long shutdown waits for sessions to flush before cutting them off.
     pub drain_timeout: Duration,
@@ -70,6 +77,8 @@ impl Default for Config {
             db: PathBuf::from("switchboard.db"),
             max_frame: DEFAULT_MAX_FRAME,
             queue_depth: 1024,
+            max_pending: DEFAULT_MAX_PENDING,
+            write_deadline: Duration::from_secs(10),
             max_connections: connection_budget(),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -91,6 +100,10 @@ pub enum ServerError {
     #[error("cannot open the store {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
 }
+
+/// Outbound bytes a client may have waiting before its write deadline runs: as NATS's
+/// max pending, enough for a busy room's burst, small beside the machine.
+pub const DEFAULT_MAX_PENDING: usize = 8 * 1024 * 1024;
 
 /// File descriptors kept for everything that is not a client: listeners, the store
 /// and its WAL, logs, and the short-lived sockets of refused connections.
@@ -193,11 +206,14 @@ impl Server {
             }
         }
         tracing::info!(
-            "at most {} clients at once; handshake timeout {:?}, idle timeout {:?}, queue depth {}",
+            "at most {} clients at once; handshake timeout {:?}; dead peers found within {:?}; \
+             outbound bounds {} frames, {} bytes, write deadline {:?}",
             config.max_connections,
             config.handshake_timeout,
             config.idle_timeout,
-            config.queue_depth
+            config.queue_depth,
+            config.max_pending,
+            config.write_deadline,
         );
         tracing::info!(
             "store: up to {} commands per commit, {}",
@@ -212,7 +228,7 @@ impl Server {
             Arc::clone(&services),
             Timeouts {
                 handshake: config.handshake_timeout,
-                idle: config.idle_timeout,
+                write_deadline: config.write_deadline,
             },
         ));
         let stopping = CancellationToken::new();
@@ -236,10 +252,16 @@ impl Server {
                             };
                             continue;
                         };
+                        if let Err(e) = keepalive(&stream, config.idle_timeout) {
+                            tracing::warn!(%peer, "cannot set TCP keepalive: {e}");
+                        }
                         let session = Session {
                             client_id: next_id,
                             services: Arc::clone(&services),
-                            queue_depth: config.queue_depth,
+                            bounds: Bounds {
+                                frames: config.queue_depth,
+                                bytes: config.max_pending,
+                            },
                             shutdown: stopping.clone(),
                         };
                         next_id += 1;
@@ -306,18 +328,39 @@ async fn accept_any(
     }
 }
 
-/// Expires the connections past their handshake or idle deadline, a few times per
-/// shortest timeout: a deadline is kept to within a tenth of it, or a second (an idle
-/// one within two, as a frame's arrival is dated by the sweep that notices it).
+/// Expires the connections past their handshake or write deadline, a few times per
+/// shortest of them (see [`Timeouts::period`]).
 async fn sweep(services: Arc<Services>, timeouts: Timeouts) {
-    let period = (timeouts.handshake.min(timeouts.idle) / 10)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(timeouts.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         services.hub.sweep(timeouts);
     }
+}
+
+/// Keepalive probes a dead peer gets before it is given up.
+const KEEPALIVE_PROBES: u32 = 4;
+
+/// Makes the kernel find a dead peer within about `within`, however quiet the
+/// connection: after half of it without traffic, [`KEEPALIVE_PROBES`] probes spread
+/// over the other half (a live peer's kernel answers them, whether or not its program
+/// ever sends a byte, so a `nc` user or a lab program is never cut); and data that
+/// stays unacknowledged for `within` (a peer gone while we were writing, when
+/// keepalive does not probe) ends it too.
+fn keepalive(stream: &TcpStream, within: Duration) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let half = (within / 2).max(Duration::from_secs(1));
+    let interval = (half / KEEPALIVE_PROBES).max(Duration::from_secs(1));
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(half)
+            .with_interval(interval)
+            .with_retries(KEEPALIVE_PROBES),
+    )?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(within))?;
+    Ok(())
 }
 
 /// How long a refused connection is given to take its `server_full` error.

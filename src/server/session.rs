@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, Incoming};
 use crate::frame::FrameError;
-use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
+use crate::outbound::{Bounds, OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
@@ -73,7 +73,7 @@ enum Step {
 pub(super) struct Session {
     pub client_id: ClientId,
     pub services: Arc<Services>,
-    pub queue_depth: usize,
+    pub bounds: Bounds,
     pub shutdown: CancellationToken,
 }
 
@@ -82,7 +82,7 @@ impl Session {
     /// why it ended.
     pub async fn run<D: Dialect>(self, stream: TcpStream, dialect: D) {
         let (read_half, write_half) = stream.into_split();
-        let queue = Arc::new(OutQueue::new(self.queue_depth.max(2)));
+        let queue = Arc::new(OutQueue::new(self.bounds));
         let stop = &queue.signal;
         let welcome = SharedEvent::new(Event::welcome(self.client_id));
         // The queue is new and holds at least two items, so this cannot fail.
@@ -146,17 +146,13 @@ impl Session {
                     ready.and_then(|()| self.read_now(&socket, &mut buf, &mut dialect, state, &queue))
                 }
                 signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
-                    Signal::Stop => return stop.reason().unwrap_or_else(|| "stopped".into()),
+                    Signal::Stop | Signal::Cut => return stop.reason().unwrap_or_else(|| "stopped".into()),
                     Signal::Drain => {
-                        let event = SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() });
-                        let _ = tx.try_send(Outbound::Event(event));
-                        let _ = tx.try_send(Outbound::Close);
+                        tx.finish_with(SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() }));
                         return "server shutting down".into();
                     }
                     Signal::Expired(why) => {
-                        let event = SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why)));
-                        let _ = tx.try_send(Outbound::Event(event));
-                        let _ = tx.try_send(Outbound::Close);
+                        tx.finish_with(SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why))));
                         return why.into();
                     }
                 },
@@ -282,15 +278,11 @@ impl Session {
     ) -> Step {
         loop {
             match dialect.decode(src) {
-                Ok(Some(incoming)) => {
-                    // The server's sweep reads this for the idle timeout.
-                    queue.stop.touch();
-                    match self.serve_now(incoming, state, queue) {
-                        Ok(None) => {}
-                        Ok(Some(reason)) => return Step::End(reason),
-                        Err(slow) => return Step::Wait(slow),
-                    }
-                }
+                Ok(Some(incoming)) => match self.serve_now(incoming, state, queue) {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => return Step::End(reason),
+                    Err(slow) => return Step::Wait(slow),
+                },
                 Ok(None) => return Step::More,
                 Err(e) => return Step::End(framing_error(e, queue)),
             }
@@ -332,6 +324,9 @@ impl Session {
         let (id, outcome) = match incoming {
             Incoming::Invalid { id, error } => (id, Err(error)),
             Incoming::Data { summary } => {
+                // A lab program's handshake is the data it sends: it then listens until
+                // the server closes, as its handout teaches, and must not time out.
+                queue.stop.greet();
                 tracing::info!(
                     client_id = self.client_id,
                     name = %state.name.as_deref().unwrap_or("-"),

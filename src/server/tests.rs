@@ -56,7 +56,10 @@ async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
                 let session = Session {
                     client_id: next_id,
                     services: Arc::clone(&services),
-                    queue_depth: config.queue_depth,
+                    bounds: crate::outbound::Bounds {
+                        frames: config.queue_depth,
+                        bytes: config.max_pending,
+                    },
                     shutdown: CancellationToken::new(),
                 };
                 next_id += 1;

@@ -46,7 +46,7 @@ pub(super) async fn write_loop<D: Dialect>(
         };
         // Boxed: a client that keeps up never needs it, and every task would hold it.
         if let Some(left) = left
-            && !Box::pin(write_rest(&mut socket, &left, stopped.as_mut(), stop)).await
+            && !Box::pin(write_rest(&mut socket, &left, rx, stopped.as_mut(), stop)).await
         {
             return;
         }
@@ -57,24 +57,42 @@ pub(super) async fn write_loop<D: Dialect>(
     let _ = socket.shutdown().await;
 }
 
-/// Writes what the socket did not take at once; false when the session is over.
+/// Writes what the socket did not take at once; false when the session is over. The
+/// queue is told while the writer is blocked and each time bytes get through, so that
+/// the server's sweep can tell a reader that drains slowly from one that stopped.
 async fn write_rest(
     socket: &mut OwnedWriteHalf,
-    left: &[u8],
-    stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
+    mut left: &[u8],
+    queue: &OutQueue,
+    mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
     stop: &StopSignal,
 ) -> bool {
-    tokio::select! {
-        biased;
-        written = socket.write_all(left) => match written {
-            Ok(()) => true,
-            Err(e) => {
-                stop.stop(format!("write failed: {e}"));
-                false
-            }
-        },
-        () = stopped => false,
-    }
+    queue.set_blocked(true);
+    let done = loop {
+        if left.is_empty() {
+            break true;
+        }
+        tokio::select! {
+            biased;
+            written = socket.write(left) => match written {
+                Ok(0) => {
+                    stop.stop("write failed: the socket takes no more bytes");
+                    break false;
+                }
+                Ok(n) => {
+                    queue.wrote(n);
+                    left = &left[n..];
+                }
+                Err(e) => {
+                    stop.stop(format!("write failed: {e}"));
+                    break false;
+                }
+            },
+            () = stopped.as_mut() => break false,
+        }
+    };
+    queue.set_blocked(false);
+    done
 }
 
 thread_local! {

@@ -10,6 +10,7 @@ mod crash;
 mod dialects;
 mod durability;
 mod limits;
+mod liveness;
 mod menu_client;
 mod native;
 mod oneshot;

@@ -1,0 +1,171 @@
+//! What flows from the hub and the session to a connection's single writer: responses,
+//! events shared by many queues, and the order to close; the queue they wait in, and
+//! the signal that ends a session.
+
+mod queue;
+mod signal;
+
+use std::num::NonZeroU64;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
+
+pub use queue::{Bounds, HARD_FACTOR, OutQueue};
+pub use signal::{Signal, StopSignal};
+
+use crate::dialect::DialectKind;
+use crate::protocol::{Event, Reply, Response};
+
+/// One item in a connection's bounded outbound queue.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Boxed: a queue allocates its slots in blocks up front, and a slot is as large
+    /// as the largest item, so this keeps an idle connection's queue small.
+    Response(Box<Response>),
+    /// The answer to a ping, a say or a send (`message_id`), most of all answers: small
+    /// enough to queue as it is, without a box allocated and freed for each.
+    Ok {
+        id: Option<u64>,
+        message_id: Option<NonZeroU64>,
+    },
+    Event(Arc<SharedEvent>),
+    /// Write everything queued before this, then close the connection.
+    Close,
+}
+
+/// An event that may go to many connections: each dialect serializes it at most once,
+/// and every member's queue shares those bytes.
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: Event,
+    /// About what the event costs in a queue, in bytes (see [`Outbound::weight`]).
+    weight: usize,
+    encoded: [OnceLock<Bytes>; DialectKind::COUNT],
+}
+
+impl Outbound {
+    /// `response` as a queue item, unboxed if it is a plain ok.
+    pub fn response(response: Response) -> Self {
+        match response.outcome {
+            Ok(Reply::Done {}) => Outbound::Ok {
+                id: response.id,
+                message_id: None,
+            },
+            Ok(Reply::Sent { message_id }) if message_id > 0 => Outbound::Ok {
+                id: response.id,
+                message_id: NonZeroU64::new(message_id),
+            },
+            _ => Outbound::Response(Box::new(response)),
+        }
+    }
+}
+
+/// Bytes an item takes on the wire and in memory, near enough for the queue's byte
+/// bound: its variable parts plus a fixed allowance for the rest of the frame. Shared
+/// events count in full in every queue that holds them, as each would write them.
+const FRAME_ALLOWANCE: usize = 64;
+
+fn event_weight(event: &Event) -> usize {
+    FRAME_ALLOWANCE
+        + match event {
+            Event::RoomMessage {
+                room, from, text, ..
+            } => room.len() + from.len() + text.len(),
+            Event::Message { from, .. } => from.len(),
+            Event::Joined { room, name } | Event::Left { room, name } => room.len() + name.len(),
+            Event::RoomClosed { room, by } => room.len() + by.len(),
+            Event::Shutdown { reason } => reason.len(),
+            Event::Error { message, .. } => message.len(),
+            Event::Welcome { server, .. } => server.len(),
+        }
+}
+
+impl Outbound {
+    /// What this item counts for against the queue's byte bound.
+    pub fn weight(&self) -> usize {
+        match self {
+            Outbound::Ok { .. } | Outbound::Close => FRAME_ALLOWANCE,
+            Outbound::Event(event) => event.weight,
+            Outbound::Response(response) => {
+                FRAME_ALLOWANCE
+                    + match &response.outcome {
+                        Ok(Reply::Inbox(page)) => page
+                            .messages
+                            .iter()
+                            .map(|m| m.text.len() + m.from.len() + FRAME_ALLOWANCE)
+                            .sum(),
+                        Ok(Reply::Users { users }) => users.len() * FRAME_ALLOWANCE,
+                        Ok(Reply::Joined { members }) => members.iter().map(|m| m.len() + 4).sum(),
+                        Ok(_) => 0,
+                        Err(error) => error.message.len(),
+                    }
+            }
+        }
+    }
+}
+
+impl SharedEvent {
+    pub fn new(event: Event) -> Arc<Self> {
+        Arc::new(SharedEvent {
+            weight: event_weight(&event),
+            event,
+            encoded: Default::default(),
+        })
+    }
+
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// The event's bytes in `kind`'s encoding, computed by the first writer that asks.
+    pub fn encoded(&self, kind: DialectKind, encode: impl FnOnce(&Event) -> Bytes) -> &Bytes {
+        self.encoded[kind as usize].get_or_init(|| encode(&self.event))
+    }
+}
+
+/// The hub's handle on one connection: push events without ever waiting, and stop the
+/// connection when it cannot keep up.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    queue: Arc<OutQueue>,
+}
+
+/// Why an event was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("the client's outbound queue is full")]
+    Full,
+    #[error("the connection is closing")]
+    Closed,
+}
+
+impl Outbox {
+    pub fn new(queue: Arc<OutQueue>) -> Self {
+        Outbox { queue }
+    }
+
+    /// Queues an event without waiting. A queue far over its bounds means a slow
+    /// consumer: that connection alone is cut, so that nobody else waits for it.
+    pub fn push(&self, event: Arc<SharedEvent>) -> Result<(), PushError> {
+        self.queue.push(event).map_err(|e| match e {
+            TrySendError::Full(()) => PushError::Full,
+            TrySendError::Closed(()) => PushError::Closed,
+        })
+    }
+
+    /// The server's sweep: cuts the connection if its queue stayed over a bound for
+    /// `deadline` (milliseconds of the server's clock, as `now` is).
+    pub fn check(&self, now: u64, deadline: u64) {
+        self.queue.check(now, deadline);
+    }
+
+    /// Tells the session the server is shutting down.
+    pub fn drain(&self) {
+        self.queue.signal.drain();
+    }
+
+    pub fn signal(&self) -> &StopSignal {
+        &self.queue.signal
+    }
+}
