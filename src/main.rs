@@ -1,14 +1,17 @@
 //! The `switchboard` command: the server and, in later subcommands, its clients.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::bench::Target;
+use switchboard::cli::args::{Address, count, seconds};
 use switchboard::cli::{self, menu, oneshot};
+use switchboard::protocol::Recipient;
 use switchboard::server::{self, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -32,14 +35,24 @@ enum Command {
     Connect(ConnectArgs),
     /// Print who is online.
     Users(CommonArgs),
-    /// Send a direct message; it waits in the recipient's inbox until read.
+    /// Send a direct message as --name; it waits in the recipient's inbox until read.
     Send(SendArgs),
-    /// Print (and so read) your unread messages; needs --name.
-    Inbox(CommonArgs),
+    /// Print (and so read) the unread messages of --name.
+    Inbox(InboxArgs),
     /// Join a chat room and print each of its lines until Ctrl-C.
     Listen(ListenArgs),
     /// Measure a running server (or Redis, NATS, an echo floor) under a load scenario:
     /// throughput and latency percentiles.
+    ///
+    /// A bench leaves nothing in the store of the server it measures: rr, fanout, conns
+    /// and burst say hello with guest names (guest- and 8 hex digits), which the server
+    /// forgets when they disconnect. `send` writes durable mail to real names, so it runs
+    /// only with --scratch, the operator's word that the server runs on a scratch store
+    /// (bench/*.sh start their own servers on temporary stores and pass it).
+    ///
+    /// Ctrl-C stops the load early and prints what was measured until then, marked
+    /// "interrupted" (exit status 130).
+    #[command(allow_negative_numbers = true)]
     Bench(BenchArgs),
     /// The `bench --target echo` server: sends back what it gets.
     #[command(hide = true)]
@@ -61,7 +74,22 @@ enum Scenario {
     Fanout,
     /// N idle connections that completed the handshake; server memory per connection.
     Conns,
+    /// A room of N members (1300 unless -n) who all say one line at once and all read
+    /// everything: deliveries expected and received, members cut (should be none).
+    Burst,
 }
+
+/// Bytes of text a message may carry (DESIGN: at most 64 KiB).
+const MAX_TEXT: u64 = switchboard::protocol::MAX_TEXT as u64;
+/// Connections `bench` opens at most.
+const MAX_BENCH_CONNECTIONS: u64 = 100_000;
+/// Members in the `burst` room unless `-n` says otherwise: the room of the report
+/// where 796 to 826 of 1,300 readers were cut.
+const BURST_MEMBERS: usize = 1300;
+/// Seconds `bench` runs unless `--duration` says otherwise; for `burst`, how long the
+/// stalled members stay unread, beyond `serve`'s default write deadline of 10 s.
+const BENCH_SECONDS: Duration = Duration::from_secs(5);
+const BURST_HOLD: Duration = Duration::from_secs(15);
 
 #[derive(clap::Args)]
 struct BenchArgs {
@@ -71,27 +99,38 @@ struct BenchArgs {
     /// The server under load; echo is started by the bench itself.
     #[arg(long, value_enum, default_value = "switchboard")]
     target: Target,
-    /// Server address [default: the target's usual port on 127.0.0.1].
-    #[arg(long)]
-    addr: Option<String>,
-    /// Connections (senders for `send`, members for `fanout`).
-    #[arg(long, short = 'n', default_value_t = 32)]
-    connections: usize,
-    /// `rr`: pings each connection keeps outstanding.
-    #[arg(long, short = 'P', default_value_t = 1)]
+    /// Server address: HOST:PORT, HOST or PORT [default: the target's usual port on
+    /// 127.0.0.1].
+    #[arg(long, value_parser = Address::parse)]
+    addr: Option<Address>,
+    /// Connections: senders for `send`, members for `fanout` and `burst`
+    /// (1..=100000) [default: 32; burst: 1300].
+    #[arg(long, short = 'n', value_name = "N", value_parser = count::<usize>(1..=MAX_BENCH_CONNECTIONS))]
+    connections: Option<usize>,
+    /// `rr`: pings each connection keeps outstanding (1..=10000).
+    #[arg(long, short = 'P', value_name = "N", default_value = "1", value_parser = count::<usize>(1..=10_000))]
     pipeline: usize,
-    /// `fanout`: messages the publisher keeps in flight.
-    #[arg(long, short = 'W', default_value_t = 16)]
+    /// `fanout`: messages the publisher keeps in flight (1..=100000).
+    #[arg(long, short = 'W', value_name = "N", default_value = "16", value_parser = count::<usize>(1..=100_000))]
     in_flight: usize,
-    /// How long to run, in seconds (`conns` runs until all are open).
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Bytes of text per message (`send`, `fanout`).
-    #[arg(long, default_value_t = 64)]
+    /// How long to run, in seconds, 0.1..=86400 (`conns` runs until all are open)
+    /// [default: 5]; `burst`: how long the --stall members stay unread [default: 15].
+    #[arg(long, value_name = "SECS", value_parser = seconds(0.1, 86_400.0))]
+    duration: Option<Duration>,
+    /// Bytes of text per message (`send`, `fanout`, `burst`), 1..=65536.
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = count::<usize>(1..=MAX_TEXT))]
     size: usize,
     /// `conns`: the server's process id, to read its memory from /proc.
-    #[arg(long)]
+    #[arg(long, value_parser = count::<u32>(1..=4_194_304))]
     pid: Option<u32>,
+    /// `burst`: members that join too and never read; the server should cut them as
+    /// slow consumers (0..=100000).
+    #[arg(long, value_name = "K", default_value = "0", value_parser = count::<usize>(0..=MAX_BENCH_CONNECTIONS))]
+    stall: usize,
+    /// `send` leaves durable mail in the server's store: say that the server runs on
+    /// a scratch store, or `send` refuses to run.
+    #[arg(long)]
+    scratch: bool,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -170,14 +209,15 @@ struct ConnectArgs {
     fields: Vec<(String, String)>,
 }
 
+/// The port of `--addr` when it gives only a host.
+const DEFAULT_PORT: u16 = 12000;
+
+/// What every one-shot command takes besides a name.
 #[derive(clap::Args)]
-struct CommonArgs {
-    /// Server address.
-    #[arg(long, default_value = menu::DEFAULT_ADDR)]
-    addr: String,
-    /// Name to say hello with (a guest name is made up where one is not needed).
-    #[arg(long)]
-    name: Option<String>,
+struct ServerArgs {
+    /// Server address: HOST:PORT, HOST (port 12000) or PORT (on 127.0.0.1).
+    #[arg(long, default_value = menu::DEFAULT_ADDR, value_parser = Address::parse)]
+    addr: Address,
     /// Password of a protected name.
     #[arg(long)]
     password: Option<String>,
@@ -186,11 +226,11 @@ struct CommonArgs {
     json: bool,
 }
 
-impl CommonArgs {
-    fn common(self) -> oneshot::Common {
+impl ServerArgs {
+    fn common(self, name: Option<String>) -> oneshot::Common {
         oneshot::Common {
-            addr: self.addr,
-            name: self.name,
+            addr: self.addr.with_port(DEFAULT_PORT),
+            name,
             password: self.password,
             json: self.json,
         }
@@ -198,14 +238,42 @@ impl CommonArgs {
 }
 
 #[derive(clap::Args)]
-struct SendArgs {
-    /// Recipient: a name, or a client id (digits).
+struct CommonArgs {
+    /// Name to say hello with [default: a made-up guest-<8 hex digits>, forgotten by
+    /// the server when this command ends].
     #[arg(long)]
-    to: String,
+    name: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl CommonArgs {
+    fn common(self) -> oneshot::Common {
+        self.server.common(self.name)
+    }
+}
+
+#[derive(clap::Args)]
+struct InboxArgs {
+    /// Whose unread messages to print (and so read).
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Recipient: a name (always, even all digits), or `#17` for client id 17.
+    #[arg(long, value_parser = oneshot::recipient)]
+    to: Recipient,
     /// The message.
     text: String,
+    /// Name to send as: the sender the recipient sees.
+    #[arg(long)]
+    name: String,
     #[command(flatten)]
-    common: CommonArgs,
+    server: ServerArgs,
 }
 
 #[derive(clap::Args)]
@@ -224,14 +292,30 @@ fn parse_field(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The exit status of a program that wrote to a closed pipe, as a shell reports one
+/// killed by SIGPIPE (128 + 13).
+const BROKEN_PIPE: u8 = 141;
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
+        // Output closed early (`| head -1`): nothing to say, and nobody to say it to.
+        Err(e) if broken_pipe(&e) => ExitCode::from(BROKEN_PIPE),
         Err(e) => {
-            eprintln!("switchboard: {e:#}");
+            let _ = writeln!(std::io::stderr(), "switchboard: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = match cause.downcast_ref::<cli::CliError>() {
+            Some(cli::CliError::Output(io)) => Some(io),
+            _ => cause.downcast_ref::<std::io::Error>(),
+        };
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Up to this many cores, `serve` runs on one thread unless told otherwise. Measured on
@@ -291,14 +375,18 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Connect(args) => runtime.block_on(connect(args)),
         Command::Users(args) => done(runtime.block_on(oneshot::users(&args.common()))),
         Command::Send(args) => {
-            done(runtime.block_on(oneshot::send(&args.common.common(), &args.to, &args.text)))
+            let common = args.server.common(Some(args.name));
+            done(runtime.block_on(oneshot::send(&common, &args.to, &args.text)))
         }
         Command::Bench(args) => runtime.block_on(bench(args)),
         Command::EchoServer { listen, .. } => {
             runtime.block_on(switchboard::bench::echo::serve(listen))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inbox(args) => done(runtime.block_on(oneshot::inbox(&args.common()))),
+        Command::Inbox(args) => {
+            let common = args.server.common(Some(args.name));
+            done(runtime.block_on(oneshot::inbox(&common)))
+        }
         Command::Listen(args) => {
             done(runtime.block_on(oneshot::listen(&args.common.common(), &args.room)))
         }
@@ -329,14 +417,37 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    use switchboard::bench::{conns, echo, fanout, rr, send};
+    use switchboard::bench::{STOP, burst, conns, echo, fanout, rr, send};
+    let target = args.target;
+    anyhow::ensure!(
+        !matches!(args.scenario, Scenario::Send) || args.scratch,
+        "`bench send` leaves durable mail in the store of the server it measures: run it \
+         against a server on a scratch store, and say so with --scratch"
+    );
+    // Ctrl-C ends the load and the report covers what ran; a second one ends at once.
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            STOP.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
     // Each connection is a file descriptor: allow as many as the hard limit permits.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let duration = std::time::Duration::from_secs_f64(args.duration.max(0.0));
-    let target = args.target;
+    let burst = matches!(args.scenario, Scenario::Burst);
+    let duration = args
+        .duration
+        .unwrap_or(if burst { BURST_HOLD } else { BENCH_SECONDS });
+    let n = args
+        .connections
+        .unwrap_or(if burst { BURST_MEMBERS } else { 32 });
     let mut echo_child = None;
     let addr = match (&args.addr, target) {
-        (Some(addr), _) => addr.clone(),
+        (Some(addr), _) => {
+            let port = target.default_addr().rsplit(':').next();
+            addr.with_port(port.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT))
+        }
         (None, Target::Echo) => {
             let child = echo::EchoChild::start().await?;
             let addr = child.addr.clone();
@@ -348,7 +459,6 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let pid = args
         .pid
         .or_else(|| echo_child.as_ref().and_then(echo::EchoChild::pid));
-    let n = args.connections.max(1);
     let report = match args.scenario {
         Scenario::Rr => {
             rr::run(&rr::RrOptions {
@@ -390,15 +500,32 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .await?
         }
+        Scenario::Burst => {
+            burst::run(&burst::BurstOptions {
+                target,
+                addr,
+                members: n,
+                stall: args.stall,
+                hold: duration,
+                size: args.size,
+            })
+            .await?
+        }
     };
     drop(echo_child);
+    let mut report = report;
+    report.interrupted = STOP.is_cancelled();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        oneshot::print(&serde_json::to_string(&report)?)?;
     } else {
-        println!("{}", switchboard::bench::Report::header());
-        println!("{}", report.row());
+        oneshot::print(&switchboard::bench::Report::header())?;
+        oneshot::print(&report.row())?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if report.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use super::target::{Conn, ECHO_PING, Target, resp_command};
-use super::{BenchError, Report, histogram, progress, rss_kib};
+use super::{BenchError, Report, STOP, histogram, progress, rss_kib};
+use crate::cli::oneshot::guest_names;
 
 pub struct ConnsOptions {
     pub target: Target,
@@ -42,7 +43,7 @@ async fn open(target: Target, addr: &str, name: String) -> Result<(Conn, Duratio
 }
 
 pub async fn run(options: &ConnsOptions) -> Result<Report, BenchError> {
-    let run_id = std::process::id();
+    let names = guest_names();
     let before = options.pid.map(rss_kib).transpose()?;
     let bar = progress(Duration::from_secs(2), "conns");
     bar.set_length(options.connections as u64);
@@ -50,26 +51,28 @@ pub async fn run(options: &ConnsOptions) -> Result<Report, BenchError> {
     let mut held = Vec::with_capacity(options.connections);
     let mut latencies = histogram();
     let mut opening = futures_util::stream::iter(0..options.connections)
-        .map(|i| {
-            open(
-                options.target,
-                &options.addr,
-                format!("bench-c{i}-{run_id}"),
-            )
-        })
+        .map(|i| open(options.target, &options.addr, names(i)))
         .buffer_unordered(OPENING);
-    while let Some(opened) = opening.next().await {
+    loop {
+        let opened = tokio::select! {
+            () = STOP.cancelled() => break,
+            opened = opening.next() => match opened {
+                Some(opened) => opened,
+                None => break,
+            },
+        };
         let (conn, took) = opened?;
         let _ = latencies.record(took.as_micros() as u64);
         held.push(conn);
         bar.inc(1);
     }
+    drop(opening);
     let elapsed = start.elapsed();
     bar.finish_and_clear();
     let mut report = Report::new(
         "conns",
         options.target,
-        options.connections,
+        held.len(),
         &latencies,
         elapsed,
     );
@@ -77,7 +80,7 @@ pub async fn run(options: &ConnsOptions) -> Result<Report, BenchError> {
         tokio::time::sleep(SETTLE).await;
         let after = rss_kib(pid)?;
         report.kib_per_conn =
-            Some(after.saturating_sub(before) as f64 / options.connections.max(1) as f64);
+            Some(after.saturating_sub(before) as f64 / held.len().max(1) as f64);
     }
     drop(held);
     Ok(report)

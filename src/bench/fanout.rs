@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::target::{Conn, Reply, Target, native_request, resp_command};
-use super::{BenchError, Report, fill, histogram, progress};
+use super::{BenchError, Report, fill, histogram, progress, running};
+use crate::cli::oneshot::{guest_names, random_u32};
 
 pub struct FanoutOptions {
     pub target: Target,
@@ -69,9 +70,9 @@ pub async fn run(options: &FanoutOptions) -> Result<Report, BenchError> {
             "`fanout` needs rooms or subjects: switchboard, redis or nats".into(),
         ));
     }
-    let run_id = std::process::id();
-    let room = format!("bench-room-{run_id}");
-    let mut publisher = Conn::open(target, &options.addr, &format!("bench-pub-{run_id}")).await?;
+    let room = format!("bench-{:08x}", random_u32());
+    let names = guest_names();
+    let mut publisher = Conn::open(target, &options.addr, &names(options.members)).await?;
     if target == Target::Switchboard {
         publisher
             .request(&native_request(
@@ -81,7 +82,7 @@ pub async fn run(options: &FanoutOptions) -> Result<Report, BenchError> {
     }
     let mut members = Vec::with_capacity(options.members);
     for i in 0..options.members {
-        let mut member = Conn::open(target, &options.addr, &format!("bench-m{i}-{run_id}")).await?;
+        let mut member = Conn::open(target, &options.addr, &names(i)).await?;
         subscribe(&mut member, &room).await?;
         members.push(member);
     }
@@ -135,7 +136,7 @@ pub async fn run(options: &FanoutOptions) -> Result<Report, BenchError> {
     let mut published = 0u64;
     let mut waiting = 0;
     let mut batch = Vec::new();
-    while Instant::now() < deadline {
+    while running(deadline) {
         while waiting < in_flight {
             batch.extend(message(target, &room, start, options.size));
             waiting += 1;

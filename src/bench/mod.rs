@@ -3,7 +3,12 @@
 //!
 //! Benchmarks live here and not in the tests: speed is measured and compared, never
 //! asserted with a stopwatch.
+//!
+//! A bench leaves nothing behind in the server it measures: its connections say hello
+//! with guest names, which the server forgets when they disconnect. Only `send` writes
+//! durable mail, and the caller lets it run only against a scratch store.
 
+pub mod burst;
 pub mod conns;
 pub mod echo;
 pub mod fanout;
@@ -11,11 +16,13 @@ pub mod rr;
 pub mod send;
 pub mod target;
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientError;
 pub use target::Target;
@@ -28,6 +35,10 @@ pub enum BenchError {
     Client(#[from] ClientError),
     #[error("a load task failed: {0}")]
     Task(String),
+    #[error("the server refused a request: {0}")]
+    Refused(String),
+    #[error("interrupted before the load began")]
+    Interrupted,
     #[error("{0}")]
     Unsupported(String),
 }
@@ -51,6 +62,21 @@ pub struct Report {
     /// `conns`: the server's resident memory per connection, in KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kib_per_conn: Option<f64>,
+    /// `burst`: what was said, what should have arrived, and who was cut.
+    #[serde(flatten)]
+    pub burst: Option<burst::Counts>,
+    /// Stopped early by Ctrl-C: the numbers cover the time it ran.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// Cancelled by Ctrl-C: every scenario then stops its load, and its report covers
+/// what was measured until then.
+pub static STOP: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
+
+/// Whether the load should go on: before `deadline` and not interrupted.
+pub fn running(deadline: Instant) -> bool {
+    Instant::now() < deadline && !STOP.is_cancelled()
 }
 
 /// Latencies in microseconds, from 1 µs to 100 s at 3 significant figures.
@@ -86,6 +112,8 @@ impl Report {
             max_us: latencies.max(),
             lost: None,
             kib_per_conn: None,
+            burst: None,
+            interrupted: false,
         }
     }
 
@@ -103,6 +131,12 @@ impl Report {
         }
         if let Some(kib) = self.kib_per_conn {
             notes.push(format!("{kib:.2} KiB/conn"));
+        }
+        if let Some(burst) = &self.burst {
+            notes.push(burst.notes());
+        }
+        if self.interrupted {
+            notes.push("interrupted".into());
         }
         format!(
             "{:<9} {:<12} {:>6} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9}  {}",

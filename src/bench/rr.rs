@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::target::{Conn, ECHO_PING, Target, resp_command};
-use super::{BenchError, Report, histogram, join_latencies, progress};
+use super::{BenchError, Report, histogram, join_latencies, progress, running};
+use crate::cli::oneshot::guest_names;
 use crate::frame;
 
 pub struct RrOptions {
@@ -32,12 +33,11 @@ fn ping(target: Target) -> Vec<u8> {
 }
 
 pub async fn run(options: &RrOptions) -> Result<Report, BenchError> {
-    let run_id = std::process::id();
+    let names = guest_names();
     let pipeline = options.pipeline.max(1);
     let mut conns = Vec::with_capacity(options.connections);
     for i in 0..options.connections {
-        let name = format!("bench-rr{i}-{run_id}");
-        conns.push(Conn::open(options.target, &options.addr, &name).await?);
+        conns.push(Conn::open(options.target, &options.addr, &names(i)).await?);
     }
     let request = ping(options.target);
     let bar = progress(options.duration, "rr");
@@ -56,7 +56,7 @@ pub async fn run(options: &RrOptions) -> Result<Report, BenchError> {
                     conn.answer().await?;
                     let now = Instant::now();
                     let _ = latencies.record((now - sent).as_micros() as u64);
-                    if now < deadline {
+                    if running(deadline) {
                         conn.write(&request).await?;
                         sent_at.push_back(Instant::now());
                     }

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use super::target::{Conn, Target, native_request, resp_command};
-use super::{BenchError, Report, histogram, join_latencies, progress};
+use super::{BenchError, Report, histogram, join_latencies, progress, running};
+use crate::cli::oneshot::{guest_names, random_u32};
 
 pub struct SendOptions {
     pub target: Target,
@@ -28,9 +29,10 @@ pub async fn run(options: &SendOptions) -> Result<Report, BenchError> {
             target.name()
         )));
     }
-    let run_id = std::process::id();
+    // The recipients are real names, kept with their mail: hence a scratch store.
+    let run_id = random_u32();
     let recipients: Vec<String> = (0..RECIPIENTS)
-        .map(|k| format!("bench-r{k}-{run_id}"))
+        .map(|k| format!("bench-r{k}-{run_id:08x}"))
         .collect();
     if target == Target::Switchboard {
         // The recipients must have been seen, and be offline.
@@ -38,9 +40,10 @@ pub async fn run(options: &SendOptions) -> Result<Report, BenchError> {
             Conn::open(target, &options.addr, name).await?;
         }
     }
+    let names = guest_names();
     let mut senders = Vec::with_capacity(options.senders);
     for i in 0..options.senders {
-        senders.push(Conn::open(target, &options.addr, &format!("bench-s{i}-{run_id}")).await?);
+        senders.push(Conn::open(target, &options.addr, &names(i)).await?);
     }
     let text = "x".repeat(options.size);
     let bar = progress(options.duration, "send");
@@ -59,7 +62,7 @@ pub async fn run(options: &SendOptions) -> Result<Report, BenchError> {
             };
             tokio::spawn(async move {
                 let mut latencies = histogram();
-                while Instant::now() < deadline {
+                while running(deadline) {
                     let sent = Instant::now();
                     sender.write(&request).await?;
                     sender.answer().await?;

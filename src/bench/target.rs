@@ -68,11 +68,27 @@ pub enum Reply {
     Delivery(Vec<u8>),
     /// Something the scenario does not count (a server PING answered, +OK, INFO).
     Other,
+    /// switchboard's `error` event, with its code: the server is about to close the
+    /// connection (`slow_consumer`, `shutdown`, ...).
+    Cut(String),
+    /// A request answered with an error: `code: message`.
+    Refused(String),
 }
 
 impl Conn {
     /// Connects from the next loopback source address (for a loopback target).
     pub async fn connect(target: Target, addr: &str) -> Result<Conn, BenchError> {
+        Conn::connect_with(target, addr, None).await
+    }
+
+    /// [`Conn::connect`] with the socket's receive buffer set to `receive_buffer`
+    /// bytes: a member that never reads then stops the server's writes after a few KiB
+    /// instead of the megabytes the kernel would otherwise take in for it.
+    pub async fn connect_with(
+        target: Target,
+        addr: &str,
+        receive_buffer: Option<u32>,
+    ) -> Result<Conn, BenchError> {
         let fail =
             |e: std::io::Error| BenchError::Connect(format!("could not connect to {addr}: {e}"));
         let peer: SocketAddr = tokio::net::lookup_host(addr)
@@ -86,6 +102,9 @@ impl Conn {
             TcpSocket::new_v6()
         }
         .map_err(fail)?;
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size).map_err(fail)?;
+        }
         if peer.ip().is_loopback() && peer.is_ipv4() {
             let k = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCES;
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + k as u8));
@@ -104,8 +123,13 @@ impl Conn {
     /// Connects and completes the target's handshake: switchboard's welcome and
     /// `hello`, NATS's INFO and CONNECT; Redis and echo have none.
     pub async fn open(target: Target, addr: &str, name: &str) -> Result<Conn, BenchError> {
-        let mut conn = Conn::connect(target, addr).await?;
-        match target {
+        Conn::connect(target, addr).await?.handshake(name).await
+    }
+
+    /// The target's handshake on a connection just made, as [`Conn::open`] does it.
+    pub async fn handshake(mut self, name: &str) -> Result<Conn, BenchError> {
+        let conn = &mut self;
+        match conn.target {
             Target::Switchboard => {
                 conn.next().await?;
                 conn.request(&native_request(
@@ -121,7 +145,7 @@ impl Conn {
             }
             Target::Redis | Target::Echo => {}
         }
-        Ok(conn)
+        Ok(self)
     }
 
     /// Frees the read buffer of a connection that will only be held open.
@@ -147,8 +171,10 @@ impl Conn {
     /// Waits for the next answer, skipping deliveries and the like.
     pub async fn answer(&mut self) -> Result<(), BenchError> {
         loop {
-            if self.next().await? == Reply::Answer {
-                return Ok(());
+            match self.next().await? {
+                Reply::Answer => return Ok(()),
+                Reply::Refused(why) => return Err(BenchError::Refused(why)),
+                _ => {}
             }
         }
     }
@@ -188,13 +214,20 @@ impl Conn {
                     let text = find_text(&payload).unwrap_or_default();
                     return Ok(Some(Reply::Delivery(text.to_vec())));
                 }
+                if payload.starts_with(b"{\"event\":\"error\"") {
+                    let code = error_of(&payload, None).unwrap_or_default();
+                    return Ok(Some(Reply::Cut(code)));
+                }
                 if payload.starts_with(b"{\"event\"") {
                     return Ok(Some(Reply::Other));
                 }
                 if payload.windows(9).any(|w| w == b"\"ok\":true") {
                     return Ok(Some(Reply::Answer));
                 }
-                Err(bad(&String::from_utf8_lossy(&payload)))
+                match error_of(&payload, Some("error")) {
+                    Some(why) => Ok(Some(Reply::Refused(why))),
+                    None => Err(bad(&String::from_utf8_lossy(&payload))),
+                }
             }
             Target::Redis => match resp::parse(&self.buf).map_err(&bad)? {
                 None => Ok(None),
@@ -245,6 +278,23 @@ impl Conn {
             }
         }
     }
+}
+
+/// `code: message` of a native error, found in the object under `key` (a response's
+/// `error`) or at the top (an `error` event); `None` for anything else.
+fn error_of(payload: &[u8], key: Option<&str>) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let error = match key {
+        Some(key) => value.get(key)?,
+        None => &value,
+    };
+    let code = error.get("code")?.as_str()?;
+    let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    Some(if key.is_some() {
+        format!("{code}: {message}")
+    } else {
+        code.to_owned()
+    })
 }
 
 /// The `text` of a native `room_message` event, without parsing the JSON.

@@ -1,8 +1,14 @@
 //! One-shot commands for scripts: `users`, `send`, `inbox`, `listen`. Each connects
 //! first (so a server that is not running is the error reported), says hello, does one
 //! thing, and prints it for people or, with `--json`, as one JSON object per line with
-//! the protocol's own field names.
+//! the protocol's own field names. Without `--name`, `users` and `listen` say hello as
+//! a made-up guest (`guest-` and 8 random hex digits), whom the server forgets on
+//! disconnect; `send` and `inbox` need a name, and the argument parser asks for it.
+//!
+//! Output that cannot be written (stdout closed, as by `| head -1`) is returned as
+//! [`CliError::Output`]; `main` ends quietly on a broken pipe.
 
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 
 use serde::Serialize;
@@ -22,32 +28,66 @@ pub struct Common {
     pub json: bool,
 }
 
-/// Connects and says hello: as `--name`, or else as a made-up guest unless `need` says
-/// why this command needs a real name. The events are taken before hello, so that none
-/// after it is missed.
-async fn open(
-    common: &Common,
-    need: Option<&str>,
-) -> Result<(Client, mpsc::Receiver<Event>, String, bool), CliError> {
+/// Connects and says hello: as `--name`, or else as a made-up guest. The events are
+/// taken before hello, so that none after it is missed.
+async fn open(common: &Common) -> Result<(Client, mpsc::Receiver<Event>, String, bool), CliError> {
     let mut client = Client::connect(common.addr.as_str())
         .await
         .map_err(|e| connect_error(&common.addr, e))?;
-    let (name, guest) = match (&common.name, need) {
-        (Some(name), _) => (name.clone(), false),
-        (None, Some(why)) => return Err(CliError::Usage(why.to_owned())),
-        (None, None) => (guest_name(), true),
+    let (name, guest) = match &common.name {
+        Some(name) => (name.clone(), false),
+        None => (guest_name(), true),
     };
     let events = client.take_events().ok_or(CliError::Lost)?;
     client.hello_with(&name, common.password.as_deref()).await?;
     Ok((client, events, name, guest))
 }
 
-fn guest_name() -> String {
+/// 32 random bits, from the standard library's randomly keyed hasher: enough to keep
+/// made-up names apart, and no dependency for it.
+pub fn random_u32() -> u32 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("guest-{}-{}", std::process::id(), nanos % 1_000_000)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish() as u32
+}
+
+/// A made-up guest name: `guest-` and 8 random hex digits.
+pub fn guest_name() -> String {
+    guest_names()(0)
+}
+
+/// Guest names for one run of many connections, all different: 8 hex digits counting
+/// up from a random start.
+pub fn guest_names() -> impl Fn(usize) -> String + Clone + Send + Sync + 'static {
+    let base = random_u32();
+    move |i| format!("guest-{:08x}", base.wrapping_add(i as u32))
+}
+
+/// A recipient as a person types it (`--to`): a bare word is always a name, `#17` is
+/// client id 17. The value parser of `send --to`.
+pub fn recipient(to: &str) -> Result<Recipient, String> {
+    match to.strip_prefix('#') {
+        None if to.is_empty() => Err("empty; expected a name, or # and a client id".into()),
+        None => Ok(Recipient::Name(to.to_owned())),
+        Some(id) => id
+            .parse()
+            .ok()
+            .filter(|_| id.bytes().all(|b| b.is_ascii_digit()))
+            .map(Recipient::Id)
+            .ok_or_else(|| format!("{id:?} after # is not a client id (digits)")),
+    }
+}
+
+/// Writes one line to stdout.
+pub fn print(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
+    Ok(())
 }
 
 fn line(
@@ -55,19 +95,16 @@ fn line(
     value: &impl Serialize,
     human: impl FnOnce() -> String,
 ) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
     if json {
-        let text = serde_json::to_string(value).map_err(|e| CliError::Usage(e.to_string()))?;
-        writeln!(out, "{text}")?;
+        print(&serde_json::to_string(value).map_err(|e| CliError::Usage(e.to_string()))?)
     } else {
-        writeln!(out, "{}", human())?;
+        print(&human())
     }
-    Ok(())
 }
 
 /// Who is online (a made-up guest name leaves itself out).
 pub async fn users(common: &Common) -> Result<(), CliError> {
-    let (client, _, _, guest) = open(common, None).await?;
+    let (client, _, _, guest) = open(common).await?;
     let me = client.client_id();
     for user in client.users().await? {
         if guest && user.client_id == me {
@@ -88,10 +125,14 @@ struct Sent<'a> {
 }
 
 /// Sends one direct message; answered once it is stored.
-pub async fn send(common: &Common, to: &str, text: &str) -> Result<(), CliError> {
-    let (client, _, _, _) = open(common, None).await?;
-    let message_id = client.send(Recipient::typed(to), text).await?;
-    line(common.json, &Sent { message_id, to }, || {
+pub async fn send(common: &Common, to: &Recipient, text: &str) -> Result<(), CliError> {
+    let (client, _, _, _) = open(common).await?;
+    let message_id = client.send(to.clone(), text).await?;
+    let to = match to {
+        Recipient::Name(name) => name.clone(),
+        Recipient::Id(id) => format!("#{id}"),
+    };
+    line(common.json, &Sent { message_id, to: &to }, || {
         format!("Message {message_id} sent to {to}.")
     })?;
     let _ = client.bye().await;
@@ -100,8 +141,7 @@ pub async fn send(common: &Common, to: &str, text: &str) -> Result<(), CliError>
 
 /// Prints and thereby reads every unread message.
 pub async fn inbox(common: &Common) -> Result<(), CliError> {
-    let (client, _, _, _) =
-        open(common, Some("`inbox` needs --name: whose messages to read")).await?;
+    let (client, _, _, _) = open(common).await?;
     let mut any = false;
     loop {
         let page = client.inbox(None).await?;
@@ -116,7 +156,7 @@ pub async fn inbox(common: &Common) -> Result<(), CliError> {
         }
     }
     if !any && !common.json {
-        println!("No new messages.");
+        print("No new messages.")?;
     }
     let _ = client.bye().await;
     Ok(())
@@ -124,12 +164,13 @@ pub async fn inbox(common: &Common) -> Result<(), CliError> {
 
 /// Joins `room` and prints each of its lines until Ctrl-C or until the room closes.
 pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
-    let (client, mut events, name, _) = open(common, None).await?;
+    let (client, mut events, name, _) = open(common).await?;
     // Listening for Ctrl-C starts before anything is printed, so that an interrupt
     // arriving between two room lines is never missed.
     let mut interrupt = Interrupt::new()?;
     let members = client.join_room(room).await?;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "Listening to chat room {room} as {name} with {}; Ctrl-C to stop.",
         members.join(", ")
     );
@@ -148,7 +189,7 @@ pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
             | Event::Left { room: r, .. }
             | Event::RoomClosed { room: r, .. } => r == room,
             Event::Shutdown { reason } => {
-                eprintln!("The server is shutting down: {reason}.");
+                let _ = writeln!(std::io::stderr(), "The server is shutting down: {reason}.");
                 false
             }
             _ => false,
