@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,9 +9,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::bench::Target;
 use switchboard::cli::args::{Address, count, seconds};
+use switchboard::cli::serve::ServeArgs;
 use switchboard::cli::{self, menu, oneshot};
 use switchboard::protocol::Recipient;
-use switchboard::server::{self, Config};
+use switchboard::server;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -23,12 +23,50 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What the console shows: error, warn, info, debug or trace [default: info, or
+    /// RUST_LOG's filter when it is set].
+    #[arg(long, global = true, value_name = "LEVEL", value_enum)]
+    log_level: Option<LogLevel>,
+    /// Only warnings and errors on the console (as --log-level warn).
+    #[arg(long, short = 'q', global = true, conflicts_with = "log_level")]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Cli {
+    /// The console's filter: a flag wins over RUST_LOG, which wins over `info`.
+    fn log_filter(&self) -> EnvFilter {
+        let level = match (self.quiet, self.log_level) {
+            (true, _) => Some("warn"),
+            (false, Some(level)) => Some(match level {
+                LogLevel::Error => "error",
+                LogLevel::Warn => "warn",
+                LogLevel::Info => "info",
+                LogLevel::Debug => "debug",
+                LogLevel::Trace => "trace",
+            }),
+            (false, None) => None,
+        };
+        match level {
+            Some(level) => EnvFilter::new(level),
+            None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server with its SQLite store: the native protocol, and optionally the
     /// text dialect (nc, telnet) and the lab dialect (the course's pickle programs).
+    #[command(allow_negative_numbers = true)]
     Serve(ServeArgs),
     /// The interactive menu client of the course project (or, with `--dialect lab`,
     /// the lab #2 pickle client).
@@ -134,54 +172,6 @@ struct BenchArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Threads serving connections [default: one per core, and 1 on a machine of two
-    /// cores or fewer]. 1 runs every session on one thread and commits sends there
-    /// too, as Redis does: on a small machine shared with its clients that is the
-    /// fastest for durable sends and room messages, but a disk that stalls then stalls
-    /// every client. 2 or more keep the store on a thread of its own.
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
-    /// Address for the native protocol.
-    #[arg(long, default_value = "127.0.0.1:12000")]
-    listen: SocketAddr,
-    /// Address for the text dialect, one command per line (off unless given).
-    #[arg(long, value_name = "ADDR")]
-    text_listen: Option<SocketAddr>,
-    /// Address for the lab dialect, pickled dicts as the course's programs send them
-    /// (off unless given).
-    #[arg(long, value_name = "ADDR")]
-    lab_listen: Option<SocketAddr>,
-    /// SQLite file for names and inboxes; created if missing.
-    #[arg(long, default_value = "switchboard.db")]
-    db: PathBuf,
-    /// Refuse a hello without a password (auth_failed).
-    #[arg(long)]
-    require_password: bool,
-    /// Most sends (and other store commands) committed together in one transaction
-    /// and one fsync; 1 turns group commit off, for measuring what it saves.
-    #[arg(long, value_name = "N", default_value_t = switchboard::store::DEFAULT_COMMIT_BATCH)]
-    commit_batch: usize,
-    /// Largest frame (native) or pickle (lab) a client may send, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = switchboard::frame::DEFAULT_MAX_FRAME)]
-    max_frame: usize,
-    /// Most clients connected at once; more are told `server_full` and closed
-    /// [default: what the open-file limit allows, logged at start].
-    #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
-    /// Seconds a new connection has to complete `hello` before it is closed.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    handshake_timeout: f64,
-    /// Seconds without a single frame from a client (ping counts) before it is closed.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
-    idle_timeout: f64,
-    /// Outbound frames queued per client; a client that lets it fill is disconnected
-    /// as a slow consumer.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    queue_depth: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -344,9 +334,7 @@ fn run() -> anyhow::Result<ExitCode> {
         one_thread_for_cores = threads.map(|_| cores);
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(cli.log_filter())
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
@@ -533,42 +521,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!("cannot raise the open-file limit: {e}");
     }
-    let seconds = |what: &str, secs: f64| {
-        if secs.is_finite() && secs > 0.0 {
-            Ok(std::time::Duration::from_secs_f64(secs))
-        } else {
-            Err(anyhow::anyhow!(
-                "--{what} must be a positive number of seconds"
-            ))
-        }
-    };
-    anyhow::ensure!(
-        args.max_frame >= 4096,
-        "--max-frame must be at least 4096 bytes"
-    );
-    anyhow::ensure!(args.queue_depth >= 2, "--queue-depth must be at least 2");
-    anyhow::ensure!(
-        args.max_connections != Some(0),
-        "--max-connections must be at least 1"
-    );
-    let config = Config {
-        max_frame: args.max_frame,
-        max_connections: args
-            .max_connections
-            .unwrap_or_else(server::connection_budget),
-        handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
-        idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
-        queue_depth: args.queue_depth,
-        listen: args.listen,
-        text_listen: args.text_listen,
-        lab_listen: args.lab_listen,
-        db: args.db,
-        require_password: args.require_password,
-        commit_batch: args.commit_batch,
-        inline_store: args.threads == Some(1),
-        ..Config::default()
-    };
-    let server = server::Server::bind(config).await?;
+    let server = server::Server::bind(args.config(server::connection_budget)).await?;
     server.run(shutdown_signal()).await?;
     Ok(())
 }

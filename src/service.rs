@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::Hasher;
-use crate::hub::Hub;
+use crate::hub::{Hub, RoomLimits};
 use crate::protocol::{
     ClientId, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password,
     Recipient, Reply, Request, check_name, check_room,
@@ -79,9 +79,9 @@ fn valid_room(room: &str) -> Result<(), ErrorBody> {
 }
 
 impl Services {
-    pub fn new(store: Store, max_frame: usize, require_password: bool) -> Self {
+    pub fn new(store: Store, max_frame: usize, require_password: bool, rooms: RoomLimits) -> Self {
         Services {
-            hub: Hub::new(),
+            hub: Hub::new(rooms),
             store,
             max_frame,
             require_password,

@@ -278,9 +278,7 @@ pub async fn run(options: &BurstOptions) -> Result<Report, BenchError> {
     };
     let mut last = start;
     for handle in members {
-        let heard = handle
-            .await
-            .map_err(|e| BenchError::Task(e.to_string()))?;
+        let heard = handle.await.map_err(|e| BenchError::Task(e.to_string()))?;
         let _ = all.add(&heard.latencies);
         counts.said += u64::from(heard.said);
         counts.received += heard.got;

@@ -7,6 +7,7 @@ pub mod console;
 pub mod lab;
 pub mod menu;
 pub mod oneshot;
+pub mod serve;
 
 use std::io;
 use std::net::SocketAddr;

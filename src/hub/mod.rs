@@ -17,6 +17,7 @@ use crate::outbound::{Outbox, SharedEvent};
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
 
 use rooms::Room;
+pub use rooms::RoomLimits;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
@@ -36,6 +37,12 @@ pub enum HubError {
     NotMember(String),
     #[error("only the owner of room {0} can close it")]
     NotOwner(String),
+    #[error("the server has {0} rooms open, as many as it allows (--max-rooms)")]
+    TooManyRooms(usize),
+    #[error("room {0} has {1} members, as many as a room may have (--max-room-members)")]
+    RoomFull(String, usize),
+    #[error("you are in {0} rooms, as many as one client may be in (--max-rooms-per-client)")]
+    InTooManyRooms(usize),
 }
 
 impl HubError {
@@ -49,6 +56,8 @@ impl HubError {
             HubError::RoomExists(_) => ErrorCode::RoomExists,
             HubError::NotMember(_) => ErrorCode::NotMember,
             HubError::NotOwner(_) => ErrorCode::NotOwner,
+            HubError::TooManyRooms(_) | HubError::RoomFull(..) => ErrorCode::ServerFull,
+            HubError::InTooManyRooms(_) => ErrorCode::TooLarge,
         }
     }
 }
@@ -85,6 +94,7 @@ pub struct Hub {
     /// The start of the hub's clock (tokio's, so that tests can pause it).
     epoch: Instant,
     clock: ServedClock,
+    limits: RoomLimits,
 }
 
 /// The clock that client deadlines are judged by: time during which the server ran.
@@ -102,7 +112,7 @@ struct ServedClock {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::new()
+        Hub::new(RoomLimits::default())
     }
 }
 
@@ -125,11 +135,12 @@ impl Timeouts {
 }
 
 impl Hub {
-    pub fn new() -> Self {
+    pub fn new(limits: RoomLimits) -> Self {
         Hub {
             state: Mutex::default(),
             epoch: Instant::now(),
             clock: ServedClock::default(),
+            limits,
         }
     }
 

@@ -4,6 +4,28 @@
 use super::{Hub, HubError, State};
 use crate::protocol::{ClientId, Event, now_rfc3339};
 
+/// How many rooms there may be, and how large: every room costs the server memory and
+/// every member a delivery per message, so none of it is left to clients alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Rooms open at once.
+    pub rooms: usize,
+    /// Rooms one client is in (created or joined) at once.
+    pub per_client: usize,
+    /// Members of one room.
+    pub members: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            rooms: 10_000,
+            per_client: 64,
+            members: 10_000,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Room {
     owner: ClientId,
@@ -18,6 +40,10 @@ impl Hub {
         if state.rooms.contains_key(room) {
             return Err(HubError::RoomExists(room.to_owned()));
         }
+        if state.rooms.len() >= self.limits.rooms {
+            return Err(HubError::TooManyRooms(state.rooms.len()));
+        }
+        self.check_room_count(&state, id)?;
         state.rooms.insert(
             room.to_owned(),
             Room {
@@ -36,9 +62,16 @@ impl Hub {
         let name = state.named(id)?.to_owned();
         let entry = state
             .rooms
-            .get_mut(room)
+            .get(room)
             .ok_or_else(|| HubError::NoSuchRoom(room.to_owned()))?;
         if !entry.members.contains(&id) {
+            if entry.members.len() >= self.limits.members {
+                return Err(HubError::RoomFull(room.to_owned(), entry.members.len()));
+            }
+            self.check_room_count(&state, id)?;
+            let Some(entry) = state.rooms.get_mut(room) else {
+                return Err(HubError::NoSuchRoom(room.to_owned()));
+            };
             entry.members.push(id);
             let members = entry.members.clone();
             state.member_mut(id)?.rooms.push(room.to_owned());
@@ -79,6 +112,14 @@ impl Hub {
         state.member_room(id, room)?;
         state.member_mut(id)?.rooms.retain(|r| r != room);
         state.depart(id, &name, room);
+        Ok(())
+    }
+
+    fn check_room_count(&self, state: &State, id: ClientId) -> Result<(), HubError> {
+        let in_rooms = state.clients.get(&id).map_or(0, |m| m.rooms.len());
+        if in_rooms >= self.limits.per_client {
+            return Err(HubError::InTooManyRooms(in_rooms));
+        }
         Ok(())
     }
 

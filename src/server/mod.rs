@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
+pub use crate::hub::RoomLimits;
 use crate::hub::Timeouts;
 use crate::outbound::Bounds;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
@@ -63,6 +64,8 @@ pub struct Config {
     pub require_password: bool,
     /// Most store commands committed in one transaction (group commit).
     pub commit_batch: usize,
+    /// How many rooms, and how large.
+    pub rooms: RoomLimits,
     /// Run the store as a task that commits on the runtime's own thread rather than on
     /// a thread of its own (see [`Store::open_inline`]); for a single-threaded runtime.
     pub inline_store: bool,
@@ -86,6 +89,7 @@ impl Default for Config {
             require_password: false,
             commit_batch: DEFAULT_COMMIT_BATCH,
             inline_store: false,
+            rooms: RoomLimits::default(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl Server {
                 store,
                 config.max_frame,
                 config.require_password,
+                config.rooms,
             )),
             store_closer,
             config,
@@ -204,6 +209,22 @@ impl Server {
             if let Some(Ok(addr)) = listener.map(TcpListener::local_addr) {
                 tracing::info!(db = %config.db.display(), "listening on {addr} ({})", kind.name());
             }
+        }
+        let beyond_loopback = [
+            Some(listener.local_addr()),
+            text_listener.as_ref().map(TcpListener::local_addr),
+            lab_listener.as_ref().map(TcpListener::local_addr),
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|addr| !addr.ip().is_loopback());
+        if beyond_loopback && !config.require_password {
+            tracing::warn!(
+                "serving other machines without --require-password: anyone who can reach \
+                 this server can take any name not protected by a password and read its \
+                 mail, and nothing is encrypted"
+            );
         }
         tracing::info!(
             "at most {} clients at once; handshake timeout {:?}; dead peers found within {:?}; \

@@ -420,14 +420,18 @@ impl Session {
         }
     }
 
+    /// A client's mistake (a bad name, a room it does not own) is its own business and
+    /// logged for debugging only; a refused password is the operator's business, and
+    /// the server's own failures are warned of.
     fn log_error(&self, outcome: &Result<Reply, ErrorBody>, state: &SessionState) {
-        if let Err(error) = outcome {
-            tracing::info!(
-                client_id = self.client_id,
-                name = %state.name.as_deref().unwrap_or("-"),
-                code = %error.code,
-                "error: {}", error.message
-            );
+        let Err(error) = outcome else { return };
+        let name = state.name.as_deref().unwrap_or("-");
+        if error.code == ErrorCode::Internal {
+            tracing::warn!(client_id = self.client_id, name = %name, code = %error.code, "error: {}", error.message);
+        } else if error.code == ErrorCode::AuthFailed {
+            tracing::info!(client_id = self.client_id, name = %name, code = %error.code, "error: {}", error.message);
+        } else {
+            tracing::debug!(client_id = self.client_id, name = %name, code = %error.code, "error: {}", error.message);
         }
     }
 }

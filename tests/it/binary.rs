@@ -14,7 +14,9 @@ use crate::wire::Serve;
 #[tokio::test]
 async fn serve_logs_each_client_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(&dir.path().join("sb.db"), &["--listen", "127.0.0.1:0"], 1).await;
+    // A client's mistakes are logged for debugging only.
+    let args = ["--listen", "127.0.0.1:0", "--log-level", "debug"];
+    let mut serve = Serve::start(&dir.path().join("sb.db"), &args, 1).await;
     let addr = serve.addrs[0].clone();
 
     let client = Client::connect(addr.as_str()).await.unwrap();

@@ -3,6 +3,7 @@
 mod adversarial;
 mod auth;
 mod binary;
+mod bounds;
 mod common;
 mod course;
 mod course_programs;

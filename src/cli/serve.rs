@@ -1,0 +1,152 @@
+//! `switchboard serve`'s flags: every bound of DESIGN's "Rules of behaviour" has one,
+//! each with its default and a range that clap enforces before anything starts.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::args::{count, seconds};
+use crate::server::{Config, DEFAULT_MAX_PENDING, RoomLimits};
+
+/// Most threads `--threads` takes: more would only cost memory and switching.
+const MAX_THREADS: u64 = 1024;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Threads serving connections [default: one per core, and 1 on a machine of two
+    /// cores or fewer]. 1 runs every session on one thread and commits sends there
+    /// too, as Redis does: on a small machine shared with its clients that is the
+    /// fastest for durable sends and room messages, but a disk that stalls then stalls
+    /// every client. 2 or more keep the store on a thread of its own.
+    #[arg(long, value_name = "N", value_parser = count::<usize>(1..=MAX_THREADS))]
+    pub threads: Option<usize>,
+    /// Address for the native protocol (HOST:PORT, or a bare port on 127.0.0.1). Use
+    /// 0.0.0.0:12000 or the LAN address to serve other machines.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:12000", value_parser = listen_addr)]
+    pub listen: SocketAddr,
+    /// Address for the text dialect, one command per line, for nc and telnet (off
+    /// unless given).
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+    pub text_listen: Option<SocketAddr>,
+    /// Address for the lab dialect, pickled dicts as the course's programs send them
+    /// (off unless given).
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+    pub lab_listen: Option<SocketAddr>,
+    /// SQLite file for names and inboxes; created if missing.
+    #[arg(long, value_name = "FILE", default_value = "switchboard.db")]
+    pub db: PathBuf,
+    /// Refuse a hello without a password (auth_failed). Without it, anyone who can
+    /// reach the server can take any unprotected name and read its mail.
+    #[arg(long)]
+    pub require_password: bool,
+    /// Most sends (and other store commands) committed together in one transaction
+    /// and one fsync; 1 turns group commit off, for measuring what it saves.
+    #[arg(long, value_name = "N", default_value_t = crate::store::DEFAULT_COMMIT_BATCH,
+          value_parser = count::<usize>(1..=65_536))]
+    pub commit_batch: usize,
+    /// Largest frame (native), line (text) or pickle (lab) a client may send, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::frame::DEFAULT_MAX_FRAME,
+          value_parser = count::<usize>(4096..=64 << 20))]
+    pub max_frame: usize,
+    /// Most clients connected at once; more are told `server_full` and closed
+    /// [default: what the open-file limit allows, logged at start].
+    #[arg(long, value_name = "N", value_parser = count::<usize>(1..=1_000_000))]
+    pub max_connections: Option<usize>,
+    /// Seconds a new connection has to complete its handshake (`hello`, or a lab
+    /// program's data) before it is closed.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(0.1, 3600.0))]
+    pub handshake_timeout: Duration,
+    /// Seconds within which a dead peer (a machine switched off, a cable pulled) is
+    /// found, by TCP keepalive. A quiet client is never cut for being quiet.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(2.0, 86_400.0))]
+    pub idle_timeout: Duration,
+    /// Outbound frames that may wait for one client; see --write-deadline.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = count::<usize>(2..=1_000_000))]
+    pub queue_depth: usize,
+    /// Outbound bytes that may wait for one client; see --write-deadline.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PENDING,
+          value_parser = count::<usize>(65_536..=1 << 32))]
+    pub max_pending: usize,
+    /// Seconds a client's outbound queue may stay over --queue-depth or --max-pending
+    /// (or it may read nothing while messages wait) before it is cut as a slow
+    /// consumer. Four times over a bound cuts at once.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(0.1, 3600.0))]
+    pub write_deadline: Duration,
+    /// Rooms open at once on the server.
+    #[arg(long, value_name = "N", default_value_t = RoomLimits::default().rooms,
+          value_parser = count::<usize>(1..=1_000_000))]
+    pub max_rooms: usize,
+    /// Rooms one client may be in (created or joined) at once.
+    #[arg(long, value_name = "N", default_value_t = RoomLimits::default().per_client,
+          value_parser = count::<usize>(1..=100_000))]
+    pub max_rooms_per_client: usize,
+    /// Members one room may have.
+    #[arg(long, value_name = "N", default_value_t = RoomLimits::default().members,
+          value_parser = count::<usize>(2..=1_000_000))]
+    pub max_room_members: usize,
+}
+
+impl ServeArgs {
+    /// The server's configuration; `connection_budget` gives the default connection
+    /// limit (it depends on the open-file limit, raised at start).
+    pub fn config(&self, connection_budget: impl FnOnce() -> usize) -> Config {
+        Config {
+            listen: self.listen,
+            text_listen: self.text_listen,
+            lab_listen: self.lab_listen,
+            db: self.db.clone(),
+            max_frame: self.max_frame,
+            queue_depth: self.queue_depth,
+            max_pending: self.max_pending,
+            write_deadline: self.write_deadline,
+            max_connections: self.max_connections.unwrap_or_else(connection_budget),
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            require_password: self.require_password,
+            commit_batch: self.commit_batch,
+            inline_store: self.threads == Some(1),
+            rooms: RoomLimits {
+                rooms: self.max_rooms,
+                per_client: self.max_rooms_per_client,
+                members: self.max_room_members,
+            },
+            ..Config::default()
+        }
+    }
+}
+
+/// A listening address: `HOST:PORT` (a name such as `localhost` is looked up), or a
+/// bare port, on 127.0.0.1.
+pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s} names no address")),
+        Err(_) => Err(format!(
+            "{s:?} is not an address to listen on; expected HOST:PORT (0.0.0.0:12000, \
+             localhost:12000) or a bare port"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_as_people_type_them() {
+        assert_eq!(listen_addr("12000").unwrap().to_string(), "127.0.0.1:12000");
+        assert_eq!(
+            listen_addr("0.0.0.0:12001").unwrap().to_string(),
+            "0.0.0.0:12001"
+        );
+        assert!(listen_addr("localhost:12000").unwrap().ip().is_loopback());
+        assert!(listen_addr("nowhere at all").is_err());
+        assert!(listen_addr("70000").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Every numeric flag of `serve` has a range, refused in one line naming the flag; and
+//! the room bounds a client meets.
+
+use assert_cmd::Command;
+use serde_json::json;
+
+use crate::common::{TestServer, code};
+
+#[test]
+fn out_of_range_serve_flags_are_refused_naming_the_flag_and_the_range() {
+    let cases: &[(&str, &str)] = &[
+        ("--threads", "0"),
+        ("--threads", "100000"),
+        ("--commit-batch", "0"),
+        ("--handshake-timeout", "1e300"),
+        ("--idle-timeout", "1e20"),
+        ("--idle-timeout", "NaN"),
+        ("--queue-depth", "-1"),
+        ("--max-pending", "12"),
+        ("--write-deadline", "inf"),
+        ("--max-frame", "1"),
+        ("--max-connections", "0"),
+        ("--max-rooms", "-5"),
+        ("--max-rooms-per-client", "0"),
+        ("--max-room-members", "1"),
+    ];
+    for (flag, value) in cases {
+        let out = Command::cargo_bin("switchboard")
+            .unwrap()
+            .args(["serve", "--db", "/nonexistent/never-opened.db", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag) && err.contains(&format!("'{value}'")) && err.contains("not in"),
+            "{flag} {value}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn rooms_are_bounded_in_number_per_client_and_in_members() {
+    let server = TestServer::start_tweaked(|c| {
+        c.rooms.rooms = 3;
+        c.rooms.per_client = 2;
+        c.rooms.members = 2;
+    })
+    .await;
+    let mut a = server.raw().await;
+    a.hello("a").await;
+    for room in ["r1", "r2"] {
+        assert_eq!(
+            a.call(json!({"op": "create_room", "room": room})).await["ok"],
+            true
+        );
+    }
+    let third = a.call(json!({"op": "create_room", "room": "r3"})).await;
+    assert_eq!(code(&third), "too_large", "{third}");
+    assert!(
+        third["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-rooms-per-client")
+    );
+
+    let mut b = server.raw().await;
+    b.hello("b").await;
+    assert_eq!(
+        b.call(json!({"op": "create_room", "room": "r3"})).await["ok"],
+        true
+    );
+    let fourth = b.call(json!({"op": "create_room", "room": "r4"})).await;
+    assert_eq!(code(&fourth), "server_full", "{fourth}");
+    assert!(
+        fourth["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-rooms")
+    );
+
+    assert_eq!(
+        b.call(json!({"op": "join_room", "room": "r1"})).await["ok"],
+        true
+    );
+    let mut c = server.raw().await;
+    c.hello("c").await;
+    let full = c.call(json!({"op": "join_room", "room": "r1"})).await;
+    assert_eq!(code(&full), "server_full", "{full}");
+    assert!(
+        full["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-room-members")
+    );
+    // Closing a room makes room for another.
+    assert_eq!(
+        a.call(json!({"op": "close_room", "room": "r2"})).await["ok"],
+        true
+    );
+    assert_eq!(
+        c.call(json!({"op": "create_room", "room": "r5"})).await["ok"],
+        true
+    );
+    server.stop().await;
+}
