@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::args::{count, seconds};
-use crate::server::{Config, DEFAULT_MAX_PENDING, RoomLimits};
+use crate::server::{Config, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, RoomLimits};
 
 /// Most threads `--threads` takes: more would only cost memory and switching.
 const MAX_THREADS: u64 = 1024;
@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// consumer. Four times over a bound cuts at once.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(0.1, 3600.0))]
     pub write_deadline: Duration,
+    /// Bytes of unfinished messages (a frame, line or pickle not yet complete) all
+    /// clients together may make the server hold; the client that would go over is
+    /// told `too_large` and closed. One client's is bounded by --max-frame.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PARTIAL_TOTAL,
+          value_parser = count::<usize>(1 << 20..=1 << 40))]
+    pub max_partial_total: usize,
     /// Rooms open at once on the server.
     #[arg(long, value_name = "N", default_value_t = RoomLimits::default().rooms,
           value_parser = count::<usize>(1..=1_000_000))]
@@ -105,6 +111,7 @@ impl ServeArgs {
             require_password: self.require_password,
             commit_batch: self.commit_batch,
             inline_store: self.threads == Some(1),
+            max_partial_total: self.max_partial_total,
             rooms: RoomLimits {
                 rooms: self.max_rooms,
                 per_client: self.max_rooms_per_client,

@@ -1,6 +1,7 @@
 //! The listener: binds, accepts, starts one session task per connection, and drains on
 //! shutdown. The only layer, with the sessions, that touches sockets.
 
+mod partial;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -64,6 +65,9 @@ pub struct Config {
     pub require_password: bool,
     /// Most store commands committed in one transaction (group commit).
     pub commit_batch: usize,
+    /// Bytes of unfinished messages (units not yet complete) all connections together
+    /// may make the server hold.
+    pub max_partial_total: usize,
     /// How many rooms, and how large.
     pub rooms: RoomLimits,
     /// Run the store as a task that commits on the runtime's own thread rather than on
@@ -90,6 +94,7 @@ impl Default for Config {
             commit_batch: DEFAULT_COMMIT_BATCH,
             inline_store: false,
             rooms: RoomLimits::default(),
+            max_partial_total: DEFAULT_MAX_PARTIAL_TOTAL,
         }
     }
 }
@@ -108,6 +113,10 @@ pub enum ServerError {
 /// Outbound bytes a client may have waiting before its write deadline runs: as NATS's
 /// max pending, enough for a busy room's burst, small beside the machine.
 pub const DEFAULT_MAX_PENDING: usize = 8 * 1024 * 1024;
+
+/// What unfinished messages may cost in all: 256 clients each most of the way through
+/// a frame of the default size.
+pub const DEFAULT_MAX_PARTIAL_TOTAL: usize = 256 * 1024 * 1024;
 
 /// File descriptors kept for everything that is not a client: listeners, the store
 /// and its WAL, logs, and the short-lived sockets of refused connections.
@@ -254,6 +263,7 @@ impl Server {
         ));
         let stopping = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(config.max_connections));
+        let partial = Arc::new(partial::PartialBudget::new(config.max_partial_total));
         let mut sessions = JoinSet::new();
         let mut next_id: ClientId = 1;
         tokio::pin!(shutdown);
@@ -283,6 +293,7 @@ impl Server {
                                 frames: config.queue_depth,
                                 bytes: config.max_pending,
                             },
+                            partial: Arc::clone(&partial),
                             shutdown: stopping.clone(),
                         };
                         next_id += 1;

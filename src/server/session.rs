@@ -20,6 +20,7 @@ use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Re
 use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
 
+use super::partial::{Held, PartialBudget};
 use super::writer::write_loop;
 
 /// After the reader is done, the writer gets this long to flush what is queued.
@@ -74,6 +75,7 @@ pub(super) struct Session {
     pub client_id: ClientId,
     pub services: Arc<Services>,
     pub bounds: Bounds,
+    pub partial: Arc<PartialBudget>,
     pub shutdown: CancellationToken,
 }
 
@@ -137,6 +139,7 @@ impl Session {
         // in the thread's scratch buffer, so a waiting connection holds no read buffer
         // (an idle connection's 8 KiB buffer was most of its memory).
         let mut buf = BytesMut::new();
+        let mut held = Held::new(&self.partial);
         loop {
             let read = tokio::select! {
                 biased;
@@ -213,6 +216,16 @@ impl Session {
             // should not.
             if buf.is_empty() {
                 buf = BytesMut::new();
+            }
+            if !held.set(buf.len()) {
+                let why = format!(
+                    "the server holds as much of unfinished messages as it allows ({} bytes, \
+                     --max-partial-total); yours was dropped",
+                    self.partial.limit()
+                );
+                let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
+                tx.finish_with(SharedEvent::new(event));
+                return "too_large: over the server's budget for unfinished messages".into();
             }
         }
     }

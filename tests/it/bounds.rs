@@ -105,3 +105,39 @@ async fn rooms_are_bounded_in_number_per_client_and_in_members() {
     );
     server.stop().await;
 }
+
+/// Unfinished frames count against one budget for the whole server: the connection
+/// that would take it over is told `too_large` and closed; the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_messages_are_bounded_in_all() {
+    let server = TestServer::start_tweaked(|c| c.max_partial_total = 1 << 20).await;
+    let pad = "p".repeat(800_000);
+    let frame = |id: u64| {
+        let body = json!({"id": id, "op": "ping", "pad": pad}).to_string();
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    };
+    let mut first = server.raw().await;
+    first.hello("first").await;
+    let mut second = server.raw().await;
+    second.hello("second").await;
+    let (a, b) = (frame(1), frame(2));
+    first.send_bytes(&a[..600_000]).await;
+    // Until the server has read the first's part, the second's might be read first.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    second.send_bytes(&b[..600_000]).await;
+    let last = second.until_closed().await;
+    let told = last.last().expect("told why");
+    assert_eq!(code(told), "too_large", "{told}");
+    assert!(
+        told["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-partial-total")
+    );
+    first.send_bytes(&a[600_000..]).await;
+    let answer = first.response(Some(1)).await;
+    assert_eq!(answer["ok"], true, "the first's frame was whole: {answer}");
+    server.stop().await;
+}
