@@ -139,6 +139,11 @@ struct ServeArgs {
     /// Seconds without a single frame from a client (ping counts) before it is closed.
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
     idle_timeout: f64,
+    /// Days read direct messages are kept before they are deleted; 0 deletes a message
+    /// as it is read.
+    #[arg(long, value_name = "DAYS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=36500))]
+    keep_read: u32,
     /// Outbound frames queued per client; a client that lets it fill is disconnected
     /// as a slow consumer.
     #[arg(long, value_name = "N", default_value_t = 1024)]
@@ -439,6 +444,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         require_password: args.require_password,
         commit_batch: args.commit_batch,
         inline_store: args.threads == Some(1),
+        keep_read: switchboard::store::KeepRead::days(args.keep_read),
         ..Config::default()
     };
     let server = server::Server::bind(config).await?;

@@ -220,7 +220,7 @@ impl Services {
             tracing::error!("{e}");
             error(ErrorCode::Internal, "could not check the password")
         };
-        let mut stored = self.store.credentials(name).await?;
+        let mut stored = self.store.credentials(name).await?.and_then(|a| a.hash);
         loop {
             match (stored.as_deref(), password) {
                 (Some(hash), Some(password)) => {
@@ -237,7 +237,7 @@ impl Services {
                         "this server requires a password with hello",
                     ));
                 }
-                (None, None) => return Ok(self.store.seen(name).await?),
+                (None, None) => return self.store.seen(name).await.map(drop).map_err(Into::into),
                 (None, Some(password)) => {
                     let hash = self.hasher.hash(password).await.map_err(internal)?;
                     if self.store.register(name, hash).await? {
@@ -245,7 +245,7 @@ impl Services {
                         return Ok(());
                     }
                     // Protected by someone else a moment ago: check against theirs.
-                    stored = self.store.credentials(name).await?;
+                    stored = self.store.credentials(name).await?.and_then(|a| a.hash);
                 }
             }
         }

@@ -25,7 +25,7 @@ use crate::frame::DEFAULT_MAX_FRAME;
 use crate::hub::Timeouts;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::Services;
-use crate::store::{DEFAULT_COMMIT_BATCH, Store, StoreCloser, StoreError};
+use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, StoreError};
 
 use session::Session;
 
@@ -59,6 +59,8 @@ pub struct Config {
     /// Run the store as a task that commits on the runtime's own thread rather than on
     /// a thread of its own (see [`Store::open_inline`]); for a single-threaded runtime.
     pub inline_store: bool,
+    /// How long read mail is kept (`--keep-read`).
+    pub keep_read: KeepRead,
 }
 
 impl Default for Config {
@@ -77,19 +79,22 @@ impl Default for Config {
             require_password: false,
             commit_batch: DEFAULT_COMMIT_BATCH,
             inline_store: false,
+            keep_read: KeepRead::No,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot open the store {path}: {source}")]
-    Store { path: PathBuf, source: StoreError },
+    /// The cause is said in the message and not kept as `source()`, which `anyhow`
+    /// would print a second time.
+    #[error("cannot open the store {}: {cause}", .path.display())]
+    Store { path: PathBuf, cause: StoreError },
 }
 
 /// File descriptors kept for everything that is not a client: listeners, the store
@@ -128,18 +133,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Opens the store and binds the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let open = if config.inline_store {
-            Store::open_inline
-        } else {
-            Store::open_with
+        let options = Options {
+            commit_batch: config.commit_batch,
+            keep_read: config.keep_read,
+            inline: config.inline_store,
         };
         let (store, store_closer) =
-            open(&config.db, config.commit_batch).map_err(|source| ServerError::Store {
+            Store::start(&config.db, options).map_err(|cause| ServerError::Store {
                 path: config.db.clone(),
-                source,
+                cause,
             })?;
         let bind =
-            |addr: SocketAddr| listen(addr).map_err(|source| ServerError::Bind { addr, source });
+            |addr: SocketAddr| listen(addr).map_err(|cause| ServerError::Bind { addr, cause });
         let listener = bind(config.listen)?;
         let text_listener = config.text_listen.map(bind).transpose()?;
         let lab_listener = config.lab_listen.map(bind).transpose()?;
