@@ -1,6 +1,7 @@
 //! The listener: binds, accepts, starts one session task per connection, and drains on
 //! shutdown. The only layer, with the sessions, that touches sockets.
 
+pub mod admin;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -188,6 +189,7 @@ impl Server {
             store_closer,
             config,
         } = self;
+        let admin = admin::AdminSocket::start(&config.db, Arc::clone(&services));
         for (listener, kind) in [
             (Some(&listener), DialectKind::Native),
             (text_listener.as_ref(), DialectKind::Text),
@@ -263,7 +265,7 @@ impl Server {
                 },
             }
         }
-        drop((listener, text_listener, lab_listener));
+        drop((listener, text_listener, lab_listener, admin));
         sweeper.abort();
         let _ = sweeper.await;
         tracing::info!(
