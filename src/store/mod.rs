@@ -1,5 +1,7 @@
-//! The durable part of switchboard: the names ever seen and every direct message until it
-//! is read, in one SQLite file.
+//! The durable part of switchboard: the names seen (unique without regard to case) with
+//! their passwords, and every direct message until it is read (or, with `--keep-read`,
+//! some days longer), in one SQLite file. Guests are forgotten when they go (see
+//! `lifecycle.rs`); the file is checked before anything is written to it (`open.rs`).
 //!
 //! One thread owns the connection. Sessions hand it commands over a channel and await
 //! the answer; the thread takes every command waiting at that moment and runs them in a
