@@ -13,7 +13,7 @@ use super::console::{Console, Input};
 use crate::auth::Hasher;
 use crate::protocol::Password;
 use crate::server::admin::{Request, Response, execute, socket_path};
-use crate::store::{KeepRead, Options, Store, StoreError};
+use crate::store::{KeepRead, Options, Store, StoreError, is_guest};
 
 /// What `switchboard admin` does.
 #[derive(Debug, Clone)]
@@ -51,6 +51,11 @@ pub async fn admin(db: &Path, command: Command, out: &mut impl Write) -> Result<
             }
         }
         Command::ResetPassword(name) => {
+            if is_guest(&name) {
+                return Err(CliError::Usage(format!(
+                    "{name} is a guest name; guests have no password"
+                )));
+            }
             let password = new_password(&name).await?;
             let hash = Hasher::default()
                 .hash(&password)

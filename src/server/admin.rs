@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::hub::Hub;
 use crate::service::Services;
-use crate::store::{Store, UserSummary};
+use crate::store::{Store, UserSummary, is_guest};
 
 /// The most bytes read from one connection; a request is a name or a path.
 const MAX_LINE: u64 = 64 * 1024;
@@ -83,6 +83,12 @@ pub async fn execute(store: &Store, hub: Option<&Hub>, request: Request) -> Resp
             ..Response::done()
         }),
         Request::Backup { to } => store.backup(to).await.map(|()| Response::done()),
+        Request::SetPassword {
+            name,
+            hash: Some(_),
+        } if is_guest(&name) => {
+            return Response::refused(format!("{name} is a guest name; guests have no password"));
+        }
         Request::SetPassword { name, hash } => store.set_password(&name, hash).await.map(|found| {
             if found {
                 Response::done()

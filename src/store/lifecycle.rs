@@ -39,7 +39,8 @@ pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Names that start with this (in any case) are guests, forgotten when they go.
 const GUEST_PREFIX: &str = "guest-";
 
-pub(super) fn is_guest(name: &str) -> bool {
+/// Whether `name` is a guest's: not kept once it goes, and never protected.
+pub fn is_guest(name: &str) -> bool {
     name.len() >= GUEST_PREFIX.len()
         && name.as_bytes()[..GUEST_PREFIX.len()].eq_ignore_ascii_case(GUEST_PREFIX.as_bytes())
 }

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::protocol::InboxPage;
 pub use error::StoreError;
-pub use lifecycle::KeepRead;
+pub use lifecycle::{KeepRead, is_guest};
 use worker::{Db, Worker};
 
 /// Commands waiting beyond this many are taken by the next transaction, which keeps
