@@ -247,7 +247,7 @@ impl Client {
                 password: password.map(Into::into),
             })
             .await?;
-        debug_assert_eq!(reply.name, name);
+        debug_assert!(reply.name.eq_ignore_ascii_case(name));
         Ok(reply.client_id)
     }
 

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -79,6 +80,13 @@ enum Command {
     Inbox(InboxArgs),
     /// Join a chat room and print each of its lines until Ctrl-C.
     Listen(ListenArgs),
+    /// Copy the store, whole and consistent, to FILE: a running server's through its
+    /// admin socket (every send acknowledged so far is in it), or the file of a
+    /// stopped one.
+    Backup(BackupArgs),
+    /// What an operator needs: list users, reset or remove a password, forget a user
+    /// (through a running server's admin socket, or on a stopped one's file).
+    Admin(AdminArgs),
     /// Measure a running server (or Redis, NATS, an echo floor) under a load scenario:
     /// throughput and latency percentiles.
     ///
@@ -100,6 +108,38 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+#[derive(clap::Args)]
+struct BackupArgs {
+    /// Where the backup goes; replaced if it exists (written beside it, then renamed).
+    file: PathBuf,
+    /// The store to back up (its server's `serve --db`).
+    #[arg(long, default_value = "switchboard.db")]
+    db: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The store (its server's `serve --db`).
+    #[arg(long, default_value = "switchboard.db")]
+    db: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List every user: whether its name is protected, and its unread messages.
+    Users,
+    /// Set a new password for NAME, asked twice (or two lines on stdin).
+    ResetPassword { name: String },
+    /// Remove NAME's password: anyone may then use the name, and its next hello with
+    /// a password protects it again.
+    RemovePassword { name: String },
+    /// Delete NAME's mail and password, and the name itself (its row is kept, without
+    /// password, only while mail it sent is still there). Refused while NAME is online.
+    Forget { name: String },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -374,6 +414,20 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Inbox(args) => {
             let common = args.server.common(Some(args.name));
             done(runtime.block_on(oneshot::inbox(&common)))
+        }
+        Command::Backup(args) => done(runtime.block_on(cli::admin::backup(
+            &args.db,
+            &args.file,
+            &mut std::io::stdout(),
+        ))),
+        Command::Admin(args) => {
+            let command = match args.command {
+                AdminCommand::Users => cli::admin::Command::Users,
+                AdminCommand::ResetPassword { name } => cli::admin::Command::ResetPassword(name),
+                AdminCommand::RemovePassword { name } => cli::admin::Command::RemovePassword(name),
+                AdminCommand::Forget { name } => cli::admin::Command::Forget(name),
+            };
+            done(runtime.block_on(cli::admin::admin(&args.db, command, &mut std::io::stdout())))
         }
         Command::Listen(args) => {
             done(runtime.block_on(oneshot::listen(&args.common.common(), &args.room)))

@@ -9,7 +9,7 @@ use crate::protocol::{
     ClientId, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password,
     Recipient, Reply, Request, check_name, check_room,
 };
-use crate::store::{Appended, Pending, Store, StoreError};
+use crate::store::{Appended, Pending, Store, StoreError, is_guest};
 
 /// Headroom left in a frame for the inbox reply's own fields around its messages.
 const INBOX_FRAME_HEADROOM: usize = 1024;
@@ -191,12 +191,19 @@ impl Services {
         if let Some(why) = check_name(&name) {
             return Err(error(ErrorCode::BadName, why));
         }
+        if password.is_some() && is_guest(&name) {
+            return Err(error(
+                ErrorCode::BadName,
+                "a guest- name is forgotten when its guest leaves, so it cannot be protected \
+                 with a password; choose another name",
+            ));
+        }
         let id = session.client_id;
         // Prove, then claim: a name that someone online holds is refused before any
         // password is hashed, and the name is claimed only once its password checked
         // out, so a guesser never holds, is listed as, or is notified for it.
         self.hub.may_claim(id, &name)?;
-        self.authenticate(&name, password.as_ref()).await?;
+        let name = self.authenticate(&name, password.as_ref()).await?;
         self.hub.claim_name(id, &name)?;
         tracing::info!(client_id = id, name = %name, "hello");
         session.name = Some(Arc::from(name.as_str()));
@@ -207,8 +214,13 @@ impl Services {
     }
 
     /// Lets `name` in: with its password if it is protected; registering `password` if
-    /// it is not yet; openly if neither (unless the server requires passwords).
-    async fn authenticate(&self, name: &str, password: Option<&Password>) -> Result<(), ErrorBody> {
+    /// it is not yet; openly if neither (unless the server requires passwords). Returns
+    /// the name as it is displayed: in the case it was first given.
+    async fn authenticate(
+        &self,
+        name: &str,
+        password: Option<&Password>,
+    ) -> Result<String, ErrorBody> {
         // The same answer for a wrong and a missing password: no hint which it was.
         let refused = || {
             error(
@@ -220,12 +232,19 @@ impl Services {
             tracing::error!("{e}");
             error(ErrorCode::Internal, "could not check the password")
         };
-        let mut stored = self.store.credentials(name).await?;
+        let mut account = self.store.credentials(name).await?;
         loop {
-            match (stored.as_deref(), password) {
+            let hash = account.as_ref().and_then(|a| a.hash.as_deref());
+            let display = || {
+                account
+                    .as_ref()
+                    .map_or(name, |a| a.name.as_str())
+                    .to_owned()
+            };
+            match (hash, password) {
                 (Some(hash), Some(password)) => {
                     return match self.hasher.verify(password, hash).await {
-                        Ok(true) => Ok(()),
+                        Ok(true) => Ok(display()),
                         Ok(false) => Err(refused()),
                         Err(e) => Err(internal(e)),
                     };
@@ -242,13 +261,24 @@ impl Services {
                     let hash = self.hasher.hash(password).await.map_err(internal)?;
                     if self.store.register(name, hash).await? {
                         tracing::info!(name, "name protected with a password");
-                        return Ok(());
+                        return Ok(display());
                     }
                     // Protected by someone else a moment ago: check against theirs.
-                    stored = self.store.credentials(name).await?;
+                    account = self.store.credentials(name).await?;
                 }
             }
         }
+    }
+
+    /// Forgets connection `id` in the hub (its name free, its rooms left or closed),
+    /// and a guest's name and mail in the store.
+    pub fn disconnect(&self, id: ClientId) -> Option<String> {
+        let name = self.hub.disconnect(id)?;
+        if is_guest(&name) {
+            // Queued now; nothing waits for it.
+            let _ = self.store.forget_guest(&name);
+        }
+        Some(name)
     }
 
     /// Checks a send and queues its message with the store; what the store answers

@@ -2,6 +2,7 @@
 //! commands for scripts, and the lab programs' pickle client. `main` only parses
 //! arguments and reports, in one line, the errors these return.
 
+pub mod admin;
 pub mod args;
 pub mod console;
 pub mod lab;

@@ -78,6 +78,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PARTIAL_TOTAL,
           value_parser = count::<usize>(1 << 20..=1 << 40))]
     pub max_partial_total: usize,
+    /// Days read direct messages are kept before they are deleted; 0 deletes a message
+    /// as it is read.
+    #[arg(long, value_name = "DAYS", default_value_t = 0, value_parser = count::<u32>(0..=36_500))]
+    pub keep_read: u32,
     /// Rooms open at once on the server.
     #[arg(long, value_name = "N", default_value_t = RoomLimits::default().rooms,
           value_parser = count::<usize>(1..=1_000_000))]
@@ -112,6 +116,7 @@ impl ServeArgs {
             commit_batch: self.commit_batch,
             inline_store: self.threads == Some(1),
             max_partial_total: self.max_partial_total,
+            keep_read: crate::store::KeepRead::days(self.keep_read),
             rooms: RoomLimits {
                 rooms: self.max_rooms,
                 per_client: self.max_rooms_per_client,

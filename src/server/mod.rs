@@ -1,6 +1,7 @@
 //! The listener: binds, accepts, starts one session task per connection, and drains on
 //! shutdown. The only layer, with the sessions, that touches sockets.
 
+pub mod admin;
 mod partial;
 mod session;
 #[cfg(test)]
@@ -28,7 +29,7 @@ use crate::hub::Timeouts;
 use crate::outbound::Bounds;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::Services;
-use crate::store::{DEFAULT_COMMIT_BATCH, Store, StoreCloser, StoreError};
+use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, StoreError};
 
 use session::Session;
 
@@ -73,6 +74,8 @@ pub struct Config {
     /// Run the store as a task that commits on the runtime's own thread rather than on
     /// a thread of its own (see [`Store::open_inline`]); for a single-threaded runtime.
     pub inline_store: bool,
+    /// How long read mail is kept (`--keep-read`).
+    pub keep_read: KeepRead,
 }
 
 impl Default for Config {
@@ -95,19 +98,22 @@ impl Default for Config {
             inline_store: false,
             rooms: RoomLimits::default(),
             max_partial_total: DEFAULT_MAX_PARTIAL_TOTAL,
+            keep_read: KeepRead::No,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot open the store {path}: {source}")]
-    Store { path: PathBuf, source: StoreError },
+    /// The cause is said in the message and not kept as `source()`, which `anyhow`
+    /// would print a second time.
+    #[error("cannot open the store {}: {cause}", .path.display())]
+    Store { path: PathBuf, cause: StoreError },
 }
 
 /// Outbound bytes a client may have waiting before its write deadline runs: as NATS's
@@ -154,18 +160,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Opens the store and binds the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let open = if config.inline_store {
-            Store::open_inline
-        } else {
-            Store::open_with
+        let options = Options {
+            commit_batch: config.commit_batch,
+            keep_read: config.keep_read,
+            inline: config.inline_store,
         };
         let (store, store_closer) =
-            open(&config.db, config.commit_batch).map_err(|source| ServerError::Store {
+            Store::start(&config.db, options).map_err(|cause| ServerError::Store {
                 path: config.db.clone(),
-                source,
+                cause,
             })?;
         let bind =
-            |addr: SocketAddr| listen(addr).map_err(|source| ServerError::Bind { addr, source });
+            |addr: SocketAddr| listen(addr).map_err(|cause| ServerError::Bind { addr, cause });
         let listener = bind(config.listen)?;
         let text_listener = config.text_listen.map(bind).transpose()?;
         let lab_listener = config.lab_listen.map(bind).transpose()?;
@@ -210,6 +216,7 @@ impl Server {
             store_closer,
             config,
         } = self;
+        let admin = admin::AdminSocket::start(&config.db, Arc::clone(&services));
         for (listener, kind) in [
             (Some(&listener), DialectKind::Native),
             (text_listener.as_ref(), DialectKind::Text),
@@ -312,7 +319,7 @@ impl Server {
                 },
             }
         }
-        drop((listener, text_listener, lab_listener));
+        drop((listener, text_listener, lab_listener, admin));
         sweeper.abort();
         let _ = sweeper.await;
         tracing::info!(
@@ -435,7 +442,7 @@ fn contained<D: Dialect>(
         .catch_unwind()
         .map(move |outcome| {
             if outcome.is_err() {
-                let name = services.hub.disconnect(client_id);
+                let name = services.disconnect(client_id);
                 tracing::error!(
                     client_id,
                     name = %name.as_deref().unwrap_or("-"),

@@ -108,7 +108,7 @@ impl Session {
             reason = self.read_loop(read_half, dialect, &queue, stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
-        self.services.hub.disconnect(self.client_id);
+        self.services.disconnect(self.client_id);
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
         if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {

@@ -1,5 +1,7 @@
-//! The durable part of switchboard: the names ever seen and every direct message until it
-//! is read, in one SQLite file.
+//! The durable part of switchboard: the names seen (unique without regard to case) with
+//! their passwords, and every direct message until it is read (or, with `--keep-read`,
+//! some days longer), in one SQLite file. Guests are forgotten when they go (see
+//! `lifecycle.rs`); the file is checked before anything is written to it (`open.rs`).
 //!
 //! One thread owns the connection. Sessions hand it commands over a channel and await
 //! the answer; the thread takes every command waiting at that moment and runs them in a
@@ -8,55 +10,70 @@
 //! single-threaded server (`serve --threads 1`) the store is instead a task on that
 //! one thread and commits there, as Redis does (see [`Store::open_inline`]).
 
+mod batch;
+mod error;
+mod lifecycle;
+mod open;
 mod queue;
 mod schema;
 mod unread;
 mod worker;
 
-use foldhash::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 
-use rusqlite::Connection;
-
 use tokio::sync::oneshot;
 
-use crate::protocol::{ErrorBody, ErrorCode, InboxPage};
-use unread::Unread;
+use crate::protocol::InboxPage;
+pub use error::StoreError;
+pub use lifecycle::{KeepRead, is_guest};
 use worker::{Db, Worker};
 
 /// Commands waiting beyond this many are taken by the next transaction, which keeps
 /// one transaction's latency bounded under load.
 pub const DEFAULT_COMMIT_BATCH: usize = 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("no user {0} has ever been seen")]
-    NoSuchUser(String),
-    #[error("the store is closed")]
-    Closed,
-    #[error("the store could not commit: {0}")]
-    Failed(String),
-    #[error("an inline store must be opened within a tokio runtime")]
-    NoRuntime,
+/// How a store runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Most commands committed in one transaction (1: a transaction and an fsync per
+    /// command, the baseline group commit beats).
+    pub commit_batch: usize,
+    /// How long read mail is kept.
+    pub keep_read: KeepRead,
+    /// Runs as a task of the current runtime instead of a thread (see
+    /// [`Store::open_inline`]).
+    pub inline: bool,
 }
 
-impl From<StoreError> for ErrorBody {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NoSuchUser(_) => ErrorBody::new(ErrorCode::NoSuchUser, e.to_string()),
-            StoreError::Closed => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
-            StoreError::Sqlite(_) | StoreError::Failed(_) | StoreError::NoRuntime => {
-                ErrorBody::new(ErrorCode::Internal, "storage failed; nothing was stored")
-            }
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            commit_batch: DEFAULT_COMMIT_BATCH,
+            keep_read: KeepRead::No,
+            inline: false,
         }
     }
+}
+
+/// A name the store has seen: as first stored (its display case), and its password
+/// hash if it is protected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub hash: Option<String>,
+}
+
+/// One user, as `switchboard admin users` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserSummary {
+    pub name: String,
+    pub protected: bool,
+    pub unread: usize,
 }
 
 /// A direct message committed, with the names it was sent with handed back (the text
@@ -64,6 +81,7 @@ impl From<StoreError> for ErrorBody {
 #[derive(Debug)]
 pub struct Appended {
     pub id: u64,
+    /// The recipient's name as first stored, whatever the case it was sent to.
     pub to: String,
     pub from: Arc<str>,
 }
@@ -110,10 +128,13 @@ enum Outcome {
     Done,
     Stored(Appended),
     Page(InboxPage),
-    /// A name's password hash, if it is protected.
-    Hash(Option<String>),
-    /// Whether a password was registered (false: the name was protected meanwhile).
-    Registered(bool),
+    /// A name as first stored.
+    Name(String),
+    /// A name's account; None when it was never seen.
+    Account(Option<Account>),
+    /// Whether the command took effect (a password registered, a user found).
+    Changed(bool),
+    Users(Vec<UserSummary>),
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
@@ -143,6 +164,19 @@ enum Op {
         name: String,
         limit: u32,
         byte_budget: usize,
+    },
+    /// Forgets a user: its mail and password, and its row unless mail it sent is there.
+    Forget {
+        name: String,
+        only_guest: bool,
+    },
+    SetPassword {
+        name: String,
+        hash: Option<String>,
+    },
+    Users,
+    Backup {
+        to: PathBuf,
     },
 }
 
@@ -197,13 +231,52 @@ impl StoreCloser {
 impl Store {
     /// Opens (creating if need be) the database at `path` and starts its thread.
     pub fn open(path: &Path) -> Result<(Store, StoreCloser), StoreError> {
-        Store::open_with(path, DEFAULT_COMMIT_BATCH)
+        Store::start(path, Options::default())
     }
 
-    /// As [`Store::open`], committing at most `commit_batch` commands per transaction
-    /// (1: a transaction and an fsync per command, the baseline group commit beats).
+    /// As [`Store::open`], committing at most `commit_batch` commands per transaction.
     pub fn open_with(path: &Path, commit_batch: usize) -> Result<(Store, StoreCloser), StoreError> {
-        let (conn, worker) = Store::open_db(path, commit_batch)?;
+        let options = Options {
+            commit_batch,
+            ..Options::default()
+        };
+        Store::start(path, options)
+    }
+
+    /// As [`Store::open_with`], but the store runs as a task of the current runtime
+    /// instead of a thread of its own, and commits on the runtime's thread (see
+    /// `Worker::run_inline`). Meant for a single-threaded runtime, where it is the
+    /// fastest way to durable sends; on a multi-threaded one it would block a worker
+    /// for every commit. Must be called within a runtime.
+    pub fn open_inline(
+        path: &Path,
+        commit_batch: usize,
+    ) -> Result<(Store, StoreCloser), StoreError> {
+        let options = Options {
+            commit_batch,
+            inline: true,
+            ..Options::default()
+        };
+        Store::start(path, options)
+    }
+
+    /// Opens the store at `path` as `options` say and starts it.
+    pub fn start(path: &Path, options: Options) -> Result<(Store, StoreCloser), StoreError> {
+        if options.inline {
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
+            if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+                tracing::warn!(
+                    "an inline store on a multi-threaded runtime blocks a worker per commit"
+                );
+            }
+            let (conn, worker) = Worker::open(path, &options)?;
+            let (tx, rx) = queue::queue(queue::Kind::Task);
+            let commits = Arc::clone(&worker.commits);
+            let task = runtime.spawn(worker.run_inline(conn, rx));
+            return Ok((Store { tx, commits }, StoreCloser(Closer::Task(task))));
+        }
+        let (conn, worker) = Worker::open(path, &options)?;
         // Unbounded, yet bounded by the connections: a session serves its requests in
         // order, so it has at most one command here at a time.
         let (tx, rx) = queue::queue(queue::Kind::Thread);
@@ -217,76 +290,6 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         let closer = StoreCloser(Closer::Thread(thread));
         Ok((Store { tx, commits }, closer))
-    }
-
-    /// As [`Store::open_with`], but the store runs as a task of the current runtime
-    /// instead of a thread of its own, and commits on the runtime's thread (see
-    /// `Worker::run_inline`). Meant for a single-threaded runtime, where it is the
-    /// fastest way to durable sends; on a multi-threaded one it would block a worker
-    /// for every commit. Must be called within a runtime.
-    pub fn open_inline(
-        path: &Path,
-        commit_batch: usize,
-    ) -> Result<(Store, StoreCloser), StoreError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
-        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
-            tracing::warn!(
-                "an inline store on a multi-threaded runtime blocks a worker per commit"
-            );
-        }
-        let (conn, worker) = Store::open_db(path, commit_batch)?;
-        let (tx, rx) = queue::queue(queue::Kind::Task);
-        let commits = Arc::clone(&worker.commits);
-        let task = runtime.spawn(worker.run_inline(conn, rx));
-        Ok((Store { tx, commits }, StoreCloser(Closer::Task(task))))
-    }
-
-    /// Opens the database with the settings durability needs, brings its tables up to
-    /// date and loads what the store keeps in memory.
-    fn open_db(path: &Path, commit_batch: usize) -> Result<(Connection, Worker), StoreError> {
-        let conn = Connection::open(path)?;
-        // journal_mode=WAL: a commit appends the transaction's pages to the WAL and
-        // syncs that one file, instead of the rollback journal's two or more syncs
-        // (journal, then database); readers never block the writer.
-        // synchronous=FULL: every commit fsyncs the WAL before it returns, so a send
-        // answered ok survives a process crash (kill -9) *and* a power loss or kernel
-        // panic. NORMAL would sync only at checkpoints: safe against a process crash
-        // (the WAL is in the OS page cache) but a power loss could drop the last
-        // commits, breaking "acknowledged means kept". OFF would lose both.
-        // FULL costs one fsync per transaction; group commit (below) shares it among
-        // every command waiting, so its cost is per batch, not per message.
-        // locking_mode=EXCLUSIVE: the server is the file's only user, so it takes the
-        // lock once instead of with fcntl calls around every transaction (six per
-        // commit otherwise, a third of a lone sender's time outside fsync); a second
-        // server started on the same file is refused instead of interleaving.
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        // A checkpoint copies the newest version of every page in the WAL back into the
-        // database and syncs it. Sends rewrite the same few pages (the last table page,
-        // the index leaves) in commit after commit, so checkpointing every 8,000 pages
-        // (32 MiB of WAL) instead of SQLite's 1,000 copies each page once where it
-        // would have copied it many times, and syncs the database file far less often.
-        conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
-        schema::prepare(&conn)?;
-        let known = {
-            let mut stmt = conn.prepare("SELECT name, id FROM users")?;
-            stmt.query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })?
-            .collect::<Result<HashMap<_, _>, _>>()?
-        };
-        let unread = Unread::load(&conn)?;
-        // Prepared here, so that a statement SQLite refuses fails the open.
-        drop(Db::prepare(&conn)?);
-        let worker = Worker {
-            known,
-            unread,
-            unread_stale: false,
-            commit_batch: commit_batch.max(1),
-            commits: Arc::new(AtomicU64::new(0)),
-        };
-        Ok((conn, worker))
     }
 
     /// Transactions committed so far: with group commit, fewer than commands.
@@ -306,20 +309,22 @@ impl Store {
         }
     }
 
-    /// Records that `name` exists, so that mail to it is kept while it is offline.
-    pub fn seen(&self, name: &str) -> Pending<()> {
+    /// Records that `name` exists, so that mail to it is kept while it is offline;
+    /// answers its name as first stored.
+    pub fn seen(&self, name: &str) -> Pending<String> {
         let name = name.to_owned();
         self.call(Op::Seen { name }, |outcome| match outcome {
-            Outcome::Done => Some(()),
+            Outcome::Name(name) => Some(name),
             _ => None,
         })
     }
 
-    /// The password hash protecting `name`, if any.
-    pub fn credentials(&self, name: &str) -> Pending<Option<String>> {
+    /// The account of `name` (in any case): its name as first stored and its password
+    /// hash, if it is protected; None if it was never seen.
+    pub fn credentials(&self, name: &str) -> Pending<Option<Account>> {
         let name = name.to_owned();
         self.call(Op::Credentials { name }, |outcome| match outcome {
-            Outcome::Hash(hash) => Some(hash),
+            Outcome::Account(account) => Some(account),
             _ => None,
         })
     }
@@ -328,8 +333,54 @@ impl Store {
     /// protected already; records the name as seen. True when this hash took effect.
     pub fn register(&self, name: &str, hash: String) -> Pending<bool> {
         let name = name.to_owned();
-        self.call(Op::Register { name, hash }, |outcome| match outcome {
-            Outcome::Registered(done) => Some(done),
+        self.call(Op::Register { name, hash }, changed)
+    }
+
+    /// Forgets guest `name` when it goes: its user row and its mail, read or not. Mail
+    /// it sent stays for its recipients, and with it the row that names its sender,
+    /// until that mail is gone (then the next start prunes it). Does nothing to a name
+    /// that is not a guest's.
+    pub fn forget_guest(&self, name: &str) -> Pending<bool> {
+        let name = name.to_owned();
+        let op = Op::Forget {
+            name,
+            only_guest: true,
+        };
+        self.call(op, changed)
+    }
+
+    /// Forgets user `name` (an operator's `admin forget`): as for a guest, and its
+    /// password too. False when no such user was ever seen.
+    pub fn forget(&self, name: &str) -> Pending<bool> {
+        let name = name.to_owned();
+        let op = Op::Forget {
+            name,
+            only_guest: false,
+        };
+        self.call(op, changed)
+    }
+
+    /// Sets (a PHC string) or removes the password of `name`; false if it was never
+    /// seen.
+    pub fn set_password(&self, name: &str, hash: Option<String>) -> Pending<bool> {
+        let name = name.to_owned();
+        self.call(Op::SetPassword { name, hash }, changed)
+    }
+
+    /// Every user, with whether it is protected and its unread count.
+    pub fn users(&self) -> Pending<Vec<UserSummary>> {
+        self.call(Op::Users, |outcome| match outcome {
+            Outcome::Users(users) => Some(users),
+            _ => None,
+        })
+    }
+
+    /// Copies the whole database, as committed so far, to `to` by SQLite's online
+    /// backup, on the store's own thread: a temporary file beside `to`, renamed over
+    /// it once complete.
+    pub fn backup(&self, to: PathBuf) -> Pending<()> {
+        self.call(Op::Backup { to }, |outcome| match outcome {
+            Outcome::Done => Some(()),
             _ => None,
         })
     }
@@ -355,5 +406,12 @@ impl Store {
             Outcome::Page(page) => Some(page),
             _ => None,
         })
+    }
+}
+
+fn changed(outcome: Outcome) -> Option<bool> {
+    match outcome {
+        Outcome::Changed(done) => Some(done),
+        _ => None,
     }
 }

@@ -79,6 +79,16 @@ impl Unread {
         }
     }
 
+    /// How many unread messages `recipient` has.
+    pub fn count(&self, recipient: i64) -> usize {
+        self.by_recipient.get(&recipient).map_or(0, VecDeque::len)
+    }
+
+    /// Forgets every unread id of `recipient`: its mail was deleted.
+    pub fn forget(&mut self, recipient: i64) {
+        self.by_recipient.remove(&recipient);
+    }
+
     /// Whether enough has been read since the mark was saved to save it again.
     pub fn mark_due(&self) -> bool {
         self.reads >= MARK_EVERY
@@ -86,18 +96,13 @@ impl Unread {
 
     /// Saves the mark inside the caller's transaction: the oldest unread id, or the next
     /// id to be given when nothing is unread.
-    pub fn save_mark(&mut self, conn: &Connection) -> Result<(), rusqlite::Error> {
+    pub fn save_mark(&mut self, conn: &Connection, next_id: u64) -> Result<(), rusqlite::Error> {
         let oldest = self
             .by_recipient
             .values()
             .filter_map(|ids| ids.front())
             .min();
-        let from = match oldest {
-            Some(&id) => id as i64,
-            None => conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM messages", [], |row| {
-                row.get::<_, i64>(0)
-            })?,
-        };
+        let from = oldest.copied().unwrap_or(next_id) as i64;
         conn.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('unread_from', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -3,17 +3,21 @@
 //! is committed.
 
 use foldhash::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::{CachedStatement, Connection, OptionalExtension, Statement, params};
+use rusqlite::{CachedStatement, Connection};
 
+use super::batch::{Batch, User, fold};
+use super::lifecycle::{self, KeepRead};
+use super::open::FileIdentity;
 use super::queue::{Receiver, Taken};
 use super::unread::Unread;
-use super::{Appended, Command, Op, Outcome, Reply, StoreError};
-use crate::protocol::{InboxPage, StoredMessage, now_rfc3339};
+use super::{Command, Op, Options, Outcome, Reply, StoreError};
+use crate::protocol::now_rfc3339;
 
 /// How long the store thread stays awake for the next command after a commit.
 const STAY_AWAKE: Duration = Duration::from_micros(60);
@@ -35,7 +39,7 @@ pub(super) struct Db<'c> {
     conn: &'c Connection,
     begin: CachedStatement<'c>,
     commit: CachedStatement<'c>,
-    insert: CachedStatement<'c>,
+    pub insert: CachedStatement<'c>,
 }
 
 impl<'c> Db<'c> {
@@ -45,7 +49,8 @@ impl<'c> Db<'c> {
             begin: conn.prepare_cached("BEGIN")?,
             commit: conn.prepare_cached("COMMIT")?,
             insert: conn.prepare_cached(
-                "INSERT INTO messages (recipient, sender, body, sent_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO messages (recipient, sender, body, sent_at, id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
         })
     }
@@ -53,17 +58,76 @@ impl<'c> Db<'c> {
 
 /// What the store keeps between batches, wherever they run.
 pub(super) struct Worker {
-    /// Every name in `users` with its id, so a send to an unknown name costs no query,
-    /// and a known one's id none either.
-    pub known: HashMap<String, i64>,
+    /// Every user in `users` by its name in lower case, so a send to an unknown name
+    /// costs no query, and a known one's id none either.
+    pub known: HashMap<String, User>,
     pub unread: Unread,
     /// The transaction that last changed `unread` was rolled back: reload it.
     pub unread_stale: bool,
     pub commit_batch: usize,
     pub commits: Arc<AtomicU64>,
+    keep_read: KeepRead,
+    /// The id the next message gets (see `lifecycle.rs`).
+    next_id: u64,
+    last_prune: Instant,
+    /// The database file as opened; checked before every batch.
+    identity: FileIdentity,
+    path: PathBuf,
+    /// The file was found gone or replaced (logged once): every write is refused.
+    lost: bool,
 }
 
 impl Worker {
+    /// Opens the database, prunes what its lifecycle says is gone, and loads what the
+    /// store keeps in memory.
+    pub fn open(path: &Path, options: &Options) -> Result<(Connection, Worker), StoreError> {
+        let conn = super::open::open(path)?;
+        let next_id = lifecycle::load_next_id(&conn)?;
+        conn.execute_batch("BEGIN")?;
+        let pruned = (|| {
+            let read = lifecycle::prune_read(&conn, options.keep_read)?;
+            let guests = lifecycle::prune_guests(&conn)?;
+            lifecycle::save_next_id(&conn, next_id)?;
+            conn.execute_batch("COMMIT")?;
+            Ok::<_, rusqlite::Error>((read, guests))
+        })();
+        let (read, guests) = pruned.inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+        if read + guests > 0 {
+            tracing::info!("store: pruned {read} read messages and {guests} guests left over");
+        }
+        let known = {
+            let mut stmt = conn.prepare("SELECT name, id FROM users")?;
+            stmt.query_map([], |row| {
+                let name: String = row.get(0)?;
+                let user = User {
+                    id: row.get(1)?,
+                    name: name.as_str().into(),
+                };
+                Ok((fold(&name).into_owned(), user))
+            })?
+            .collect::<Result<HashMap<_, _>, _>>()?
+        };
+        let unread = Unread::load(&conn)?;
+        // Prepared here, so that a statement SQLite refuses fails the open.
+        drop(Db::prepare(&conn)?);
+        let worker = Worker {
+            known,
+            unread,
+            unread_stale: false,
+            commit_batch: options.commit_batch.max(1),
+            commits: Arc::new(AtomicU64::new(0)),
+            keep_read: options.keep_read,
+            next_id,
+            last_prune: Instant::now(),
+            identity: FileIdentity::of(path),
+            path: path.to_path_buf(),
+            lost: false,
+        };
+        Ok((conn, worker))
+    }
+
     /// The store thread's loop: sleeps until commands come, gathers, commits, answers.
     pub fn run(mut self, db: &mut Db<'_>, rx: Receiver) {
         let mut batch = Vec::with_capacity(self.commit_batch);
@@ -108,7 +172,8 @@ impl Worker {
     /// A clean stop leaves the newest mark, so the next start reads the least.
     fn finish(&mut self, conn: &Connection) {
         if !self.unread_stale
-            && let Err(e) = self.unread.save_mark(conn)
+            && !self.lost
+            && let Err(e) = self.unread.save_mark(conn, self.next_id)
         {
             tracing::warn!("could not save where unread mail starts: {e}");
         }
@@ -157,17 +222,67 @@ impl Worker {
     }
 
     /// Runs every command of `batch` in one transaction; answers them all after the
-    /// commit, or all with an error if the transaction failed.
+    /// commit, or all with an error if the transaction failed. Backups run after the
+    /// commit, outside any transaction, so that they copy only what is committed.
     fn run_batch(&mut self, db: &mut Db<'_>, batch: &mut Vec<Command>) {
+        let mut backups = Vec::new();
+        if batch.iter().any(|cmd| matches!(cmd.op, Op::Backup { .. })) {
+            let (copies, rest) = batch
+                .drain(..)
+                .partition(|c| matches!(c.op, Op::Backup { .. }));
+            (backups, *batch) = (copies, rest);
+        }
+        if self.file_lost() {
+            for cmd in batch.drain(..) {
+                let _ = cmd.reply.send(Err(StoreError::Lost));
+            }
+        } else if !batch.is_empty() {
+            self.run_transaction(db, batch);
+        }
+        for cmd in backups {
+            if let Op::Backup { to } = cmd.op {
+                let _ = cmd.reply.send(backup(db.conn, &to).map(|()| Outcome::Done));
+            }
+        }
+    }
+
+    /// Whether the database file the store writes is no longer the one its path names:
+    /// deleted, or replaced. What it would commit now is lost at the next start, so
+    /// nothing more is acknowledged. One `stat` or two per batch, not per message.
+    fn file_lost(&mut self) -> bool {
+        if self.lost {
+            return true;
+        }
+        let Some(changed) = self.identity.changed() else {
+            return false;
+        };
+        self.lost = true;
+        tracing::error!(
+            "the store's file {} was deleted or replaced while the server ran: nothing is \
+             stored from now on and every send is refused. What the server held until now \
+             can still be saved: `switchboard backup FILE --db {}` while it runs; then stop \
+             it and restore that backup (or the last one) in place of {}",
+            changed.display(),
+            self.path.display(),
+            self.path.display()
+        );
+        true
+    }
+
+    fn run_transaction(&mut self, db: &mut Db<'_>, batch: &mut Vec<Command>) {
         let mut newly_known = Vec::new();
+        let mut forgotten = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
-        let result = self.transact(db, batch, &mut replies, &mut newly_known);
+        let result = self.transact(db, batch, &mut replies, &mut newly_known, &mut forgotten);
         // Whatever an aborted transaction did not reach is refused with the rest.
         replies.extend(batch.drain(..).map(|cmd| cmd.reply));
         // A session that disconnected meanwhile no longer waits: ignore failed sends.
         match result {
             Ok(outcomes) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+                for name in forgotten {
+                    self.known.remove(&name);
+                }
                 self.known.extend(newly_known);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
@@ -189,7 +304,8 @@ impl Worker {
         db: &mut Db<'_>,
         batch: &mut Vec<Command>,
         replies: &mut Vec<Reply>,
-        newly_known: &mut Vec<(String, i64)>,
+        newly_known: &mut Vec<(String, User)>,
+        forgotten: &mut Vec<String>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, rusqlite::Error> {
         if self.unread_stale {
             self.unread = Unread::load(db.conn)?;
@@ -200,7 +316,7 @@ impl Worker {
         // From here until the commit, `unread` runs ahead of the database.
         self.unread_stale = true;
         let applied = self
-            .apply(db, batch, replies, newly_known)
+            .apply(db, batch, replies, newly_known, forgotten)
             .and_then(|outcomes| {
                 db.commit.execute([])?;
                 Ok(outcomes)
@@ -222,7 +338,8 @@ impl Worker {
         db: &mut Db<'_>,
         batch: &mut Vec<Command>,
         replies: &mut Vec<Reply>,
-        newly_known: &mut Vec<(String, i64)>,
+        newly_known: &mut Vec<(String, User)>,
+        forgotten: &mut Vec<String>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, rusqlite::Error> {
         // One time for the whole batch: its messages are kept at the same moment.
         let now = now_rfc3339();
@@ -230,21 +347,72 @@ impl Worker {
             tx: db.conn,
             known: &self.known,
             newly_known,
+            forgotten,
             unread: &mut self.unread,
             now: &now,
             insert: &mut db.insert,
             now_bound: false,
+            keep_read: self.keep_read,
+            next_id: &mut self.next_id,
+            deleted: false,
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for cmd in batch.drain(..) {
             replies.push(cmd.reply);
             outcomes.push(batch_tx.apply(cmd.op)?);
         }
+        let mut deleted = batch_tx.deleted;
+        if let KeepRead::Days(_) = self.keep_read
+            && self.last_prune.elapsed() >= lifecycle::PRUNE_EVERY
+        {
+            self.last_prune = Instant::now();
+            let pruned = lifecycle::prune_read(db.conn, self.keep_read)?;
+            if pruned > 0 {
+                tracing::info!("store: pruned {pruned} read messages past --keep-read");
+                deleted = true;
+            }
+        }
+        if deleted {
+            lifecycle::save_next_id(db.conn, self.next_id)?;
+        }
         if self.unread.mark_due() {
-            self.unread.save_mark(db.conn)?;
+            self.unread.save_mark(db.conn, self.next_id)?;
         }
         Ok(outcomes)
     }
+}
+
+/// Copies the database to a temporary file beside `to` by SQLite's online backup, then
+/// renames it over `to`: a backup is whole or absent, never half written.
+fn backup(conn: &Connection, to: &Path) -> Result<(), StoreError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Backup(format!("cannot {what} {}: {e}", to.display()))
+    };
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let _ = std::fs::remove_file(&partial);
+    let copied = conn
+        .backup(
+            rusqlite::MAIN_DB,
+            &partial,
+            None::<fn(rusqlite::backup::Progress)>,
+        )
+        .map_err(|e| failed("write the backup", &e))
+        .and_then(|()| {
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| failed("write the backup", &e))
+        })
+        .and_then(|()| {
+            std::fs::rename(&partial, to).map_err(|e| failed("rename the backup to", &e))
+        });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    } else {
+        tracing::info!("store: backed up to {}", to.display());
+    }
+    copied
 }
 
 fn refuse_all(replies: Vec<Reply>, e: &rusqlite::Error) {
@@ -254,153 +422,5 @@ fn refuse_all(replies: Vec<Reply>, e: &rusqlite::Error) {
     );
     for reply in replies {
         let _ = reply.send(Err(StoreError::Failed(e.to_string())));
-    }
-}
-
-/// What one transaction's commands work on.
-struct Batch<'a, 'b> {
-    /// In a transaction, until the batch is done.
-    tx: &'a Connection,
-    known: &'a HashMap<String, i64>,
-    /// Users added by this transaction, known to the others once it is committed.
-    newly_known: &'a mut Vec<(String, i64)>,
-    unread: &'a mut Unread,
-    now: &'a str,
-    insert: &'a mut Statement<'b>,
-    /// `now` is bound to the insert. A binding stays until it is replaced: the batch's
-    /// time is bound once, not copied into SQLite for every message.
-    now_bound: bool,
-}
-
-impl Batch<'_, '_> {
-    fn user_id(&self, name: &str) -> Option<i64> {
-        self.known.get(name).copied().or_else(|| {
-            (self.newly_known.iter())
-                .find(|(known, _)| known == name)
-                .map(|&(_, id)| id)
-        })
-    }
-
-    /// The id of user `name`, who is added if never seen.
-    fn see(&mut self, name: &str) -> Result<i64, rusqlite::Error> {
-        if let Some(id) = self.user_id(name) {
-            return Ok(id);
-        }
-        self.tx
-            .prepare_cached("INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)")?
-            .execute(params![name, self.now])?;
-        let id = self
-            .tx
-            .prepare_cached("SELECT id FROM users WHERE name = ?1")?
-            .query_row(params![name], |row| row.get(0))?;
-        self.newly_known.push((name.to_owned(), id));
-        Ok(id)
-    }
-
-    /// Runs one operation inside the batch's transaction. An `Err` aborts the whole
-    /// batch; an answer that is an error (an unknown recipient) does not.
-    fn apply(&mut self, op: Op) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
-        let tx = self.tx;
-        Ok(match op {
-            Op::Seen { name } => {
-                self.see(&name)?;
-                Ok(Outcome::Done)
-            }
-            Op::Credentials { name } => {
-                let hash = tx
-                    .prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?
-                    .query_row(params![name], |row| row.get::<_, Option<String>>(0))
-                    .optional()?
-                    .flatten();
-                Ok(Outcome::Hash(hash))
-            }
-            Op::Register { name, hash } => {
-                self.see(&name)?;
-                let changed = tx
-                    .prepare_cached(
-                        "UPDATE users SET password_hash = ?2
-                         WHERE name = ?1 AND password_hash IS NULL",
-                    )?
-                    .execute(params![name, hash])?;
-                Ok(Outcome::Registered(changed == 1))
-            }
-            Op::Append { to, from, text } => {
-                let Some(recipient) = self.user_id(&to) else {
-                    return Ok(Err(StoreError::NoSuchUser(to)));
-                };
-                // A session's name was seen at its hello: this finds it.
-                let sender = self.see(&from)?;
-                let insert = &mut *self.insert;
-                if !self.now_bound {
-                    insert.raw_bind_parameter(4, self.now)?;
-                    self.now_bound = true;
-                }
-                insert.raw_bind_parameter(1, recipient)?;
-                insert.raw_bind_parameter(2, sender)?;
-                insert.raw_bind_parameter(3, &text)?;
-                insert.raw_execute()?;
-                let id = tx.last_insert_rowid() as u64;
-                self.unread.push(recipient, id);
-                Ok(Outcome::Stored(Appended { id, to, from }))
-            }
-            Op::TakeInbox {
-                name,
-                limit,
-                byte_budget,
-            } => Ok(Outcome::Page(self.take_inbox(&name, limit, byte_budget)?)),
-        })
-    }
-
-    fn take_inbox(
-        &mut self,
-        name: &str,
-        limit: u32,
-        byte_budget: usize,
-    ) -> Result<InboxPage, rusqlite::Error> {
-        let Some(recipient) = self.user_id(name) else {
-            return Ok(InboxPage {
-                messages: Vec::new(),
-                more: false,
-            });
-        };
-        let mut read = self.tx.prepare_cached(
-            "SELECT users.name, body, sent_at FROM messages JOIN users ON users.id = sender
-             WHERE messages.id = ?1 AND read = 0",
-        )?;
-        let mut messages = Vec::new();
-        let mut used = 0;
-        let mut more = false;
-        for id in self.unread.oldest(recipient, limit as usize + 1) {
-            let Some(message) = read
-                .query_row(params![id as i64], |row| {
-                    Ok(StoredMessage {
-                        message_id: id,
-                        from: row.get(0)?,
-                        text: row.get(1)?,
-                        sent_at: row.get(2)?,
-                    })
-                })
-                .optional()?
-            else {
-                // The map and the table disagree: trust the table, reload the map.
-                return Err(rusqlite::Error::QueryReturnedNoRows);
-            };
-            let size = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len() + 1);
-            let fits = messages.is_empty() || used + size <= byte_budget;
-            if messages.len() == limit as usize || !fits {
-                more = true;
-                break;
-            }
-            used += size;
-            messages.push(message);
-        }
-        let mut mark = self
-            .tx
-            .prepare_cached("UPDATE messages SET read = 1 WHERE id = ?1")?;
-        for message in &messages {
-            mark.execute(params![message.message_id as i64])?;
-        }
-        self.unread.mark_read(recipient, messages.len());
-        Ok(InboxPage { messages, more })
     }
 }

@@ -136,3 +136,28 @@ async fn acknowledged_sends_survive_kill_9_with(extra: &[&str]) {
     let (_serve, addr) = start(&db, extra).await;
     assert_eq!(read_all(&addr, "owner").await, Vec::<String>::new());
 }
+
+/// Read mail is deleted, the newest included; a kill -9 right after must not let the
+/// restarted server give a deleted message's id to a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_of_deleted_mail_are_not_given_again_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ids.db");
+    let (serve, addr) = start(&db, &[]).await;
+    let client = Client::connect(addr.as_str()).await.unwrap();
+    client.hello("sender").await.unwrap();
+    let owner = Client::connect(addr.as_str()).await.unwrap();
+    owner.hello("owner").await.unwrap();
+    owner.bye().await.unwrap();
+    let mut last = 0;
+    for i in 0..3 {
+        last = client.send("owner", &format!("m{i}")).await.unwrap();
+    }
+    assert_eq!(read_all(&addr, "owner").await.len(), 3);
+    kill9(&serve);
+    drop(serve);
+    let (_serve, addr) = start(&db, &[]).await;
+    let client = Client::connect(addr.as_str()).await.unwrap();
+    client.hello("sender").await.unwrap();
+    assert_eq!(client.send("owner", "new").await.unwrap(), last + 1);
+}

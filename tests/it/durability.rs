@@ -219,8 +219,8 @@ async fn bench_send_reports_acknowledged_sends() {
 
 /// A store written before unread mail was indexed in memory, and before messages
 /// referred to users by id: its (recipient, id) index is dropped, its tables are
-/// rebuilt with user ids (keeping message ids and password hashes), and the mail in it
-/// is delivered in order, once.
+/// rebuilt with user ids (keeping message ids and password hashes), the mail in it
+/// is delivered in order, once, and mail read before is kept as read (`--keep-read`).
 #[tokio::test]
 async fn a_store_from_before_the_unread_map_keeps_its_mail() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,7 +245,10 @@ async fn a_store_from_before_the_unread_map_keeps_its_mail() {
         )
         .unwrap();
     }
-    let server = TestServer::start_on(&db).await;
+    let server = TestServer::start_on_tweaked(&db, |c| {
+        c.keep_read = switchboard::store::KeepRead::Days(30);
+    })
+    .await;
     let ann = server.client("ann").await;
     let page = ann.inbox(None).await.unwrap();
     let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();

@@ -1,5 +1,6 @@
 //! Integration tests: a real server over loopback TCP, a real SQLite file in a temp dir.
 
+mod admin;
 mod adversarial;
 mod auth;
 mod binary;
@@ -10,6 +11,7 @@ mod course_programs;
 mod crash;
 mod dialects;
 mod durability;
+mod lifecycle;
 mod limits;
 mod liveness;
 mod menu_client;
@@ -20,4 +22,5 @@ mod rooms;
 mod roundtrip;
 mod security;
 mod services;
+mod store_open;
 mod wire;

@@ -87,7 +87,19 @@ async fn names_are_unique_without_regard_to_case() {
         let reply = other.call(json!({"op": "hello", "name": variant})).await;
         assert_eq!(code(&reply), "name_taken", "{variant}: {reply}");
     }
+    let sent = nina
+        .call(json!({"op": "send", "to": "NINA", "text": "to myself"}))
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    let event = nina.event().await;
+    assert_eq!(event["event"], "message", "{event}");
     let users = nina.call(json!({"op": "users"})).await;
     assert_eq!(users["users"][0]["name"], "Nina");
+    nina.call(json!({"op": "bye"})).await;
+    // Offline, the name keeps the case it was first given in.
+    let mut again = server.raw().await;
+    again.event().await;
+    let reply = again.call(json!({"op": "hello", "name": "NINA"})).await;
+    assert_eq!(reply["name"], "Nina", "{reply}");
     server.stop().await;
 }

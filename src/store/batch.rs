@@ -1,0 +1,288 @@
+//! The store's operations, as one transaction's batch runs them.
+
+use std::borrow::Cow;
+
+use foldhash::HashMap;
+use rusqlite::{Connection, OptionalExtension, Statement, params};
+
+use super::lifecycle::{self, KeepRead};
+use super::unread::Unread;
+use super::{Account, Appended, Op, Outcome, StoreError, UserSummary};
+use crate::protocol::{InboxPage, StoredMessage};
+
+/// A user the store knows: its id, and its name as first stored.
+#[derive(Debug, Clone)]
+pub(super) struct User {
+    pub id: i64,
+    pub name: Box<str>,
+}
+
+/// `name` as the store compares names: in ASCII lower case. Borrowed when it is
+/// already, as most names are, so that a send's two lookups allocate nothing.
+pub(super) fn fold(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// What one transaction's commands work on.
+pub(super) struct Batch<'a, 'b> {
+    /// In a transaction, until the batch is done.
+    pub tx: &'a Connection,
+    pub known: &'a HashMap<String, User>,
+    /// Users added by this transaction, known to the others once it is committed.
+    pub newly_known: &'a mut Vec<(String, User)>,
+    /// Users forgotten by this transaction (folded names), unknown once it is committed.
+    pub forgotten: &'a mut Vec<String>,
+    pub unread: &'a mut Unread,
+    pub now: &'a str,
+    pub insert: &'a mut Statement<'b>,
+    /// `now` is bound to the insert. A binding stays until it is replaced: the batch's
+    /// time is bound once, not copied into SQLite for every message.
+    pub now_bound: bool,
+    pub keep_read: KeepRead,
+    pub next_id: &'a mut u64,
+    /// Mail was deleted: the next id must be saved with this transaction.
+    pub deleted: bool,
+}
+
+impl Batch<'_, '_> {
+    fn user(&self, name: &str) -> Option<&User> {
+        let folded = fold(name);
+        let folded = folded.as_ref();
+        if let Some((_, user)) = self.newly_known.iter().find(|(n, _)| n == folded) {
+            return Some(user);
+        }
+        if self.forgotten.iter().any(|n| n == folded) {
+            return None;
+        }
+        self.known.get(folded)
+    }
+
+    /// User `name`, who is added if never seen (or forgotten).
+    fn see(&mut self, name: &str) -> Result<User, rusqlite::Error> {
+        if let Some(user) = self.user(name) {
+            return Ok(user.clone());
+        }
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO users (name, first_seen) VALUES (?1, ?2)")?
+            .execute(params![name, self.now])?;
+        // The row may be older than this batch: a guest that left while mail it sent
+        // was still there keeps it, and gets it back with its name.
+        let (id, stored) = self
+            .tx
+            .prepare_cached("SELECT id, name FROM users WHERE name = ?1")?
+            .query_row(params![name], |row| {
+                Ok((row.get(0)?, row.get::<_, String>(1)?))
+            })?;
+        let user = User {
+            id,
+            name: stored.into(),
+        };
+        self.newly_known
+            .push((fold(name).into_owned(), user.clone()));
+        Ok(user)
+    }
+
+    /// Runs one operation inside the batch's transaction. An `Err` aborts the whole
+    /// batch; an answer that is an error (an unknown recipient) does not.
+    pub fn apply(&mut self, op: Op) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
+        let tx = self.tx;
+        Ok(match op {
+            Op::Seen { name } => Ok(Outcome::Name(self.see(&name)?.name.into())),
+            Op::Credentials { name } => {
+                let Some(user) = self.user(&name) else {
+                    return Ok(Ok(Outcome::Account(None)));
+                };
+                let hash = tx
+                    .prepare_cached("SELECT password_hash FROM users WHERE id = ?1")?
+                    .query_row(params![user.id], |row| row.get::<_, Option<String>>(0))
+                    .optional()?
+                    .flatten();
+                Ok(Outcome::Account(Some(Account {
+                    name: user.name.to_string(),
+                    hash,
+                })))
+            }
+            Op::Register { name, hash } => {
+                let user = self.see(&name)?;
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE users SET password_hash = ?2
+                         WHERE id = ?1 AND password_hash IS NULL",
+                    )?
+                    .execute(params![user.id, hash])?;
+                Ok(Outcome::Changed(changed == 1))
+            }
+            Op::Append { to, from, text } => {
+                let Some(recipient) = self.user(&to) else {
+                    return Ok(Err(StoreError::NoSuchUser(to)));
+                };
+                let (recipient, shown) = (recipient.id, recipient.name.clone());
+                // A session's name was seen at its hello: this finds it.
+                let sender = self.see(&from)?.id;
+                let id = *self.next_id;
+                let insert = &mut *self.insert;
+                if !self.now_bound {
+                    insert.raw_bind_parameter(4, self.now)?;
+                    self.now_bound = true;
+                }
+                insert.raw_bind_parameter(1, recipient)?;
+                insert.raw_bind_parameter(2, sender)?;
+                insert.raw_bind_parameter(3, &text)?;
+                insert.raw_bind_parameter(5, id as i64)?;
+                insert.raw_execute()?;
+                *self.next_id += 1;
+                self.unread.push(recipient, id);
+                let to = if *to == *shown { to } else { shown.into() };
+                Ok(Outcome::Stored(Appended { id, to, from }))
+            }
+            Op::TakeInbox {
+                name,
+                limit,
+                byte_budget,
+            } => Ok(Outcome::Page(self.take_inbox(&name, limit, byte_budget)?)),
+            Op::Forget { name, only_guest } => {
+                if only_guest && !lifecycle::is_guest(&name) {
+                    return Ok(Ok(Outcome::Changed(false)));
+                }
+                Ok(Outcome::Changed(self.forget(&name)?))
+            }
+            Op::SetPassword { name, hash } => {
+                let Some(id) = self.user(&name).map(|u| u.id) else {
+                    return Ok(Ok(Outcome::Changed(false)));
+                };
+                tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+                    .execute(params![id, hash])?;
+                Ok(Outcome::Changed(true))
+            }
+            Op::Users => Ok(Outcome::Users(self.users()?)),
+            // Taken out of the batch before it runs (see `Worker::run_batch`).
+            Op::Backup { .. } => Err(StoreError::Failed("a backup inside a batch".into())),
+        })
+    }
+
+    /// Deletes `name`'s mail and password, and its row unless mail it sent still names
+    /// it; whether there was such a user.
+    fn forget(&mut self, name: &str) -> Result<bool, rusqlite::Error> {
+        let Some(id) = self
+            .tx
+            .prepare_cached("SELECT id FROM users WHERE name = ?1")?
+            .query_row(params![name], |row| row.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        let deleted = self
+            .tx
+            .prepare_cached("DELETE FROM messages WHERE recipient = ?1")?
+            .execute(params![id])?;
+        self.deleted |= deleted > 0;
+        self.unread.forget(id);
+        self.tx
+            .prepare_cached(
+                "UPDATE users SET password_hash = NULL WHERE id = ?1
+                     AND EXISTS (SELECT 1 FROM messages WHERE sender = ?1)",
+            )?
+            .execute(params![id])?;
+        self.tx
+            .prepare_cached(
+                "DELETE FROM users WHERE id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM messages WHERE sender = ?1)",
+            )?
+            .execute(params![id])?;
+        let folded = fold(name).into_owned();
+        self.newly_known.retain(|(n, _)| *n != folded);
+        self.forgotten.push(folded);
+        Ok(true)
+    }
+
+    fn users(&self) -> Result<Vec<UserSummary>, rusqlite::Error> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, name, password_hash IS NOT NULL FROM users ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+        })?;
+        let mut users = Vec::new();
+        for row in rows {
+            let (id, name, protected) = row?;
+            // A forgotten user kept only to name the sender of mail is no one's account.
+            if self.user(&name).is_none() {
+                continue;
+            }
+            users.push(UserSummary {
+                name,
+                protected,
+                unread: self.unread.count(id),
+            });
+        }
+        Ok(users)
+    }
+
+    fn take_inbox(
+        &mut self,
+        name: &str,
+        limit: u32,
+        byte_budget: usize,
+    ) -> Result<InboxPage, rusqlite::Error> {
+        let Some(recipient) = self.user(name).map(|u| u.id) else {
+            return Ok(InboxPage {
+                messages: Vec::new(),
+                more: false,
+            });
+        };
+        let mut read = self.tx.prepare_cached(
+            "SELECT users.name, body, sent_at FROM messages JOIN users ON users.id = sender
+             WHERE messages.id = ?1 AND read = 0",
+        )?;
+        let mut messages = Vec::new();
+        let mut used = 0;
+        let mut more = false;
+        for id in self.unread.oldest(recipient, limit as usize + 1) {
+            let Some(message) = read
+                .query_row(params![id as i64], |row| {
+                    Ok(StoredMessage {
+                        message_id: id,
+                        from: row.get(0)?,
+                        text: row.get(1)?,
+                        sent_at: row.get(2)?,
+                    })
+                })
+                .optional()?
+            else {
+                // The map and the table disagree: trust the table, reload the map.
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            };
+            let size = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len() + 1);
+            let fits = messages.is_empty() || used + size <= byte_budget;
+            if messages.len() == limit as usize || !fits {
+                more = true;
+                break;
+            }
+            used += size;
+            messages.push(message);
+        }
+        if self.keep_read == KeepRead::No {
+            let mut delete = self
+                .tx
+                .prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+            for message in &messages {
+                delete.execute(params![message.message_id as i64])?;
+            }
+            self.deleted |= !messages.is_empty();
+        } else {
+            let mut mark = self
+                .tx
+                .prepare_cached("UPDATE messages SET read = ?2 WHERE id = ?1")?;
+            let now = chrono::Utc::now().timestamp().max(1);
+            for message in &messages {
+                mark.execute(params![message.message_id as i64, now])?;
+            }
+        }
+        self.unread.mark_read(recipient, messages.len());
+        Ok(InboxPage { messages, more })
+    }
+}
