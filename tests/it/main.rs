@@ -3,6 +3,7 @@
 mod adversarial;
 mod auth;
 mod binary;
+mod client_lib;
 mod common;
 mod course;
 mod course_programs;
