@@ -76,6 +76,8 @@ pub struct Console {
     printer: Option<Printer>,
     /// A prompt is out and its line has not come back yet.
     waiting: bool,
+    /// Writing to stdout failed (its reader went away, as `connect | head` does).
+    output_gone: bool,
 }
 
 impl Console {
@@ -120,8 +122,10 @@ impl Console {
                 let _ = printer_tx.send(None);
                 let mut stdin = std::io::stdin().lock();
                 for Ask { prompt, .. } in prompt_rx {
-                    print!("{prompt}");
-                    let _ = std::io::stdout().flush();
+                    // A closed stdout is noticed by `say`; the input may still be read.
+                    let mut out = std::io::stdout().lock();
+                    let _ = write!(out, "{prompt}").and_then(|()| out.flush());
+                    drop(out);
                     let mut line = String::new();
                     let input = match stdin.read_line(&mut line) {
                         Ok(0) | Err(_) => Input::Eof,
@@ -139,6 +143,7 @@ impl Console {
             lines,
             printer,
             waiting: false,
+            output_gone: false,
         }
     }
 
@@ -151,8 +156,16 @@ impl Console {
         {
             return;
         }
-        print!("{text}");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        if write!(out, "{text}").and_then(|()| out.flush()).is_err() {
+            self.output_gone = true;
+        }
+    }
+
+    /// Whether stdout has gone away: nobody sees what the client says any more, so it
+    /// should leave quietly.
+    pub fn output_gone(&self) -> bool {
+        self.output_gone
     }
 
     /// Shows `prompt`. If an earlier prompt still waits for its line (the user was

@@ -5,6 +5,7 @@ mod auth;
 mod binary;
 mod client_lib;
 mod common;
+mod connect_cli;
 mod course;
 mod course_programs;
 mod crash;
