@@ -212,7 +212,7 @@ async fn ask_plain(console: &mut Console, prompt: &str) -> Option<String> {
 async fn typed(console: &mut Console) -> Option<String> {
     match console.line().await {
         Input::Line(line) => Some(line),
-        Input::Interrupted | Input::Eof => None,
+        Input::Interrupted | Input::Eof | Input::Cancelled => None,
     }
 }
 
@@ -279,11 +279,24 @@ impl Session {
                     Input::Line(line) => Asked::Line(line),
                     Input::Interrupted => Asked::Interrupted,
                     Input::Eof => Asked::Eof,
+                    // A prompt taken back late: this question is still open.
+                    Input::Cancelled => {
+                        self.console.prompt(prompt);
+                        continue;
+                    }
                 }),
                 event = self.events.recv() => match event {
-                    Some(event) => if self.show(event) {
-                        return Ok(Asked::RoomClosed);
-                    },
+                    Some(event) => {
+                        let closes_here = matches!(&self.place, Place::Room { room }
+                            if matches!(&event, Event::RoomClosed { room: closed, .. } if closed == room));
+                        if closes_here {
+                            // Its prompt goes first, so that what follows is drawn in order.
+                            self.console.cancel().await;
+                        }
+                        if self.show(event) {
+                            return Ok(Asked::RoomClosed);
+                        }
+                    }
                     None => return Err(self.ended()),
                 },
             }
