@@ -6,10 +6,13 @@
 
 use tokio::sync::mpsc;
 
+mod login;
+
 use super::console::{Console, Input};
 use super::{CliError, local_time, resolve};
 use crate::client::{Client, ClientError, in_words};
-use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, MAX_TEXT, Menu, Recipient};
+use crate::protocol::{ClientId, ErrorBody, Event, MAX_TEXT, Menu, Recipient};
+use login::{LoggedIn, log_in};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:12000";
 
@@ -110,96 +113,6 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
 fn bye(console: &mut Console) -> Result<(), CliError> {
     console.say("Bye!");
     Ok(())
-}
-
-/// Wrong passwords allowed for one name before the client gives up.
-const PASSWORD_TRIES: u32 = 3;
-
-struct LoggedIn {
-    client_id: ClientId,
-    name: String,
-}
-
-/// Says hello until the server lets the user in, asking for what it needs: the
-/// password of a protected name (three tries), a new password where the server
-/// requires one, another name where this one is taken or not allowed. `None` when
-/// the user quits.
-async fn log_in(
-    console: &mut Console,
-    client: &Client,
-    mut name: String,
-    mut password: Option<String>,
-) -> Result<Option<LoggedIn>, CliError> {
-    let mut wrong = 0;
-    loop {
-        let e = match client.hello_with(&name, password.as_deref()).await {
-            Ok(client_id) => return Ok(Some(LoggedIn { client_id, name })),
-            Err(ClientError::Server(e)) => e,
-            Err(e) => return Err(e.into()),
-        };
-        match e.code {
-            // The server's words are the only sign of a name that is merely new.
-            ErrorCode::AuthFailed if e.message.contains("requires a password") => {
-                console.say(format!(
-                    "This server requires a password: choose one for the name {name}."
-                ));
-                match choose_password(console).await {
-                    Some(chosen) => password = Some(chosen),
-                    None => return Ok(None),
-                }
-            }
-            ErrorCode::AuthFailed => {
-                if password.is_some() {
-                    wrong += 1;
-                    if wrong >= PASSWORD_TRIES {
-                        return Err(CliError::Usage(format!(
-                            "wrong password for {name}, {PASSWORD_TRIES} times"
-                        )));
-                    }
-                    console.say("Wrong password; please try again.");
-                } else {
-                    console.say(format!("The name {name} is protected by a password."));
-                }
-                match ask_secret(console, "Password: ").await {
-                    Some(typed) => password = Some(typed),
-                    None => return Ok(None),
-                }
-            }
-            ErrorCode::NameTaken | ErrorCode::BadName => {
-                console.say(format!("{}.", e.message));
-                (password, wrong) = (None, 0);
-                match ask_name(console).await {
-                    Some(next) => name = next,
-                    None => return Ok(None),
-                }
-            }
-            _ => return Err(ClientError::Server(e).into()),
-        }
-    }
-}
-
-/// A password typed at a masked prompt, asked again while blank; `None` on quit.
-async fn ask_secret(console: &mut Console, prompt: &str) -> Option<String> {
-    loop {
-        console.prompt_secret(prompt);
-        let typed = typed(console).await?;
-        if !typed.is_empty() {
-            return Some(typed);
-        }
-    }
-}
-
-/// A new password, typed twice so that a slip of the finger does not lock the user
-/// out of their own name.
-async fn choose_password(console: &mut Console) -> Option<String> {
-    loop {
-        let first = ask_secret(console, "Choose a password: ").await?;
-        let again = ask_secret(console, "Type it again: ").await?;
-        if first == again {
-            return Some(first);
-        }
-        console.say("The two passwords differ; please choose again.");
-    }
 }
 
 /// A line from a prompt before the session exists; `None` when the user quits.
