@@ -5,30 +5,44 @@
 //! several tasks: they are pipelined on the one connection and matched to their
 //! responses by id. Server pushes arrive on the [`Client::take_events`] stream.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::frame::{self, FrameError};
 use crate::protocol::{
     ClientId, ErrorBody, ErrorCode, Event, InboxPage, Menu, Recipient, Request, UserInfo,
 };
 
+mod addr;
+mod conn;
+mod greeting;
+mod options;
+
+pub use addr::{DEFAULT_PORT, normalize_addr, resolve_addr};
+pub use greeting::{Greeting, in_words};
+pub use options::ClientOptions;
+
+use conn::{Shared, within};
+
 /// The client accepts frames up to this size, generously above the server's default, so
 /// that a server configured for larger frames still works.
 const CLIENT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Events buffered for the application before the reader waits for it to catch up.
 const EVENT_BUFFER: usize = 4096;
+/// The id of the library's own keepalive pings. Requests count from 1, so its answer
+/// is never taken for another's.
+const KEEPALIVE_ID: u64 = 0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -37,6 +51,21 @@ pub enum ClientError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot use the address {addr:?}: {why}")]
+    Address { addr: String, why: String },
+    #[error("could not connect to {addr}: no answer within {} s", .after.as_secs_f64())]
+    ConnectTimeout { addr: String, after: Duration },
+    #[error(
+        "{addr} took the connection but sent no welcome within {} s; is it a switchboard server?",
+        .after.as_secs_f64()
+    )]
+    NoWelcome { addr: String, after: Duration },
+    #[error("{0}")]
+    OtherDialect(Greeting),
+    #[error("the server turned the connection away: {}", in_words(.0))]
+    Refused(ErrorBody),
+    #[error("the server closed the connection before its welcome")]
+    ClosedEarly,
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
     #[error("bad frame from the server: {0}")]
@@ -45,17 +74,16 @@ pub enum ClientError {
     Protocol(String),
     #[error("{}: {}", .0.code, .0.message)]
     Server(ErrorBody),
+    /// The server sent an `error` event, then closed the connection.
+    #[error("the server closed the connection: {}", in_words(.0))]
+    Dropped(ErrorBody),
+    #[error(
+        "the server did not answer for {} s; the connection is taken as lost",
+        .0.as_secs_f64()
+    )]
+    Unresponsive(Duration),
     #[error("the connection is closed")]
     Closed,
-}
-
-type Answer = Result<Value, ErrorBody>;
-
-/// Requests sent and not yet answered, by id.
-#[derive(Default)]
-struct Pending {
-    waiting: HashMap<u64, oneshot::Sender<Answer>>,
-    closed: bool,
 }
 
 /// A connection to a switchboard server.
@@ -63,7 +91,7 @@ pub struct Client {
     client_id: ClientId,
     server: String,
     next_id: AtomicU64,
-    pending: Arc<Mutex<Pending>>,
+    shared: Arc<Shared>,
     writer: mpsc::Sender<Bytes>,
     events: Option<mpsc::Receiver<Event>>,
     listening: Arc<AtomicBool>,
@@ -96,13 +124,6 @@ impl From<ClientId> for Recipient {
     }
 }
 
-#[derive(Serialize)]
-struct Outgoing<'a> {
-    id: u64,
-    #[serde(flatten)]
-    request: &'a Request,
-}
-
 #[derive(serde::Deserialize)]
 struct HelloReply {
     client_id: ClientId,
@@ -124,58 +145,86 @@ struct JoinedReply {
     members: Vec<String>,
 }
 
+/// Reads the server's first frame: its welcome, or why there is none.
+async fn read_welcome(
+    socket: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> Result<(ClientId, String), ClientError> {
+    loop {
+        if let Some(other) = Greeting::sniff(buf) {
+            return Err(ClientError::OtherDialect(other));
+        }
+        if let Some(payload) = frame::decode(buf, CLIENT_MAX_FRAME)? {
+            let event = serde_json::from_slice::<Event>(&payload)
+                .map_err(|e| ClientError::Protocol(format!("expected welcome: {e}")))?;
+            return match event {
+                Event::Welcome {
+                    client_id, server, ..
+                } => Ok((client_id, server)),
+                Event::Error { code, message } => {
+                    Err(ClientError::Refused(ErrorBody::new(code, message)))
+                }
+                Event::Shutdown { .. } => Err(ClientError::Refused(ErrorBody::new(
+                    ErrorCode::ShuttingDown,
+                    "shutting down",
+                ))),
+                other => Err(ClientError::Protocol(format!(
+                    "expected welcome, got {other:?}"
+                ))),
+            };
+        }
+        if socket.read_buf(buf).await? == 0 {
+            return Err(ClientError::ClosedEarly);
+        }
+    }
+}
+
 impl Client {
-    /// Connects and waits for the server's `welcome`.
+    /// Connects and waits for the server's `welcome`, with the default
+    /// [`ClientOptions`]: 10 s to connect, a ping after 30 s of quiet.
     pub async fn connect(
         addr: impl ToSocketAddrs + std::fmt::Display,
     ) -> Result<Self, ClientError> {
+        Self::connect_with(addr, &ClientOptions::default()).await
+    }
+
+    /// Connects and waits for the server's `welcome`, as `options` say.
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs + std::fmt::Display,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         let name = addr.to_string();
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect { addr: name, source })?;
+        let after = options.connect_timeout;
+        let deadline = Instant::now().checked_add(after);
+        let stream = match within(deadline, TcpStream::connect(addr)).await {
+            None => return Err(ClientError::ConnectTimeout { addr: name, after }),
+            Some(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
+            Some(Ok(stream)) => stream,
+        };
         let _ = stream.set_nodelay(true);
         let (mut read_half, write_half) = stream.into_split();
         let mut buf = BytesMut::with_capacity(4096);
-        let welcome = loop {
-            if let Some(payload) = frame::decode(&mut buf, CLIENT_MAX_FRAME)? {
-                break serde_json::from_slice::<Event>(&payload)
-                    .map_err(|e| ClientError::Protocol(format!("expected welcome: {e}")))?;
-            }
-            if read_half.read_buf(&mut buf).await? == 0 {
-                return Err(ClientError::Closed);
-            }
+        let Some(welcome) = within(deadline, read_welcome(&mut read_half, &mut buf)).await else {
+            return Err(ClientError::NoWelcome { addr: name, after });
         };
-        let Event::Welcome {
-            client_id, server, ..
-        } = welcome
-        else {
-            return Err(ClientError::Protocol(format!(
-                "expected welcome, got {welcome:?}"
-            )));
-        };
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let (writer, outgoing) = mpsc::channel(1024);
-        let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
-        let listening = Arc::new(AtomicBool::new(false));
-        let router = Router {
-            pending: Arc::clone(&pending),
-            events: event_tx,
-            listening: Arc::clone(&listening),
-        };
-        let tasks = [
-            tokio::spawn(read_task(read_half, buf, router)),
-            tokio::spawn(write_task(write_half, outgoing)),
-        ];
+        let (client_id, server) = welcome?;
+        let conn = conn::start(read_half, write_half, buf, options.keepalive);
         Ok(Client {
             client_id,
             server,
-            next_id: AtomicU64::new(1),
-            pending,
-            writer,
-            events: Some(events),
-            listening,
-            tasks,
+            next_id: AtomicU64::new(KEEPALIVE_ID + 1),
+            shared: conn.shared,
+            writer: conn.writer,
+            events: Some(conn.events),
+            listening: conn.listening,
+            tasks: conn.tasks,
         })
+    }
+
+    /// Why the connection ended, once it has: [`ClientError::Closed`], or the server's
+    /// last words ([`ClientError::Dropped`]), or [`ClientError::Unresponsive`].
+    pub fn ended(&self) -> Option<ClientError> {
+        self.shared.ended_error()
     }
 
     /// The id the server assigned to this connection.
@@ -200,24 +249,20 @@ impl Client {
     /// Sends any request and returns the response's fields, or the server's error.
     pub async fn request(&self, request: &Request) -> Result<Value, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = BytesMut::new();
-        frame::encode_json(&Outgoing { id, request }, &mut buf);
         let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = self.pending.lock().map_err(|_| ClientError::Closed)?;
-            if pending.closed {
-                return Err(ClientError::Closed);
-            }
-            pending.waiting.insert(id, tx);
-        }
-        self.writer
-            .send(buf.freeze())
+        self.shared.wait_for(id, tx)?;
+        if self
+            .writer
+            .send(conn::request_frame(id, request))
             .await
-            .map_err(|_| ClientError::Closed)?;
+            .is_err()
+        {
+            return Err(self.ended().unwrap_or(ClientError::Closed));
+        }
         match rx.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(body)) => Err(ClientError::Server(body)),
-            Err(_) => Err(ClientError::Closed),
+            Err(_) => Err(self.ended().unwrap_or(ClientError::Closed)),
         }
     }
 
@@ -308,92 +353,4 @@ impl Client {
     pub async fn bye(&self) -> Result<(), ClientError> {
         self.request(&Request::Bye).await.map(drop)
     }
-}
-
-/// Where the read task sends what arrives.
-struct Router {
-    pending: Arc<Mutex<Pending>>,
-    events: mpsc::Sender<Event>,
-    listening: Arc<AtomicBool>,
-}
-
-/// Reads frames until the connection ends, routing responses to their waiters and
-/// events to the event stream.
-async fn read_task(mut socket: OwnedReadHalf, mut buf: BytesMut, router: Router) {
-    'read: loop {
-        loop {
-            match frame::decode(&mut buf, CLIENT_MAX_FRAME) {
-                Ok(Some(payload)) => router.route(&payload).await,
-                Ok(None) => break,
-                Err(_) => break 'read,
-            }
-        }
-        match socket.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    if let Ok(mut pending) = router.pending.lock() {
-        pending.closed = true;
-        // Dropping the waiters answers each with `Closed`.
-        pending.waiting.clear();
-    }
-}
-
-impl Router {
-    async fn route(&self, payload: &[u8]) {
-        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(payload) else {
-            return;
-        };
-        if map.contains_key("event") {
-            if !self.listening.load(Ordering::Relaxed) {
-                return;
-            }
-            if let Ok(event) = serde_json::from_value::<Event>(Value::Object(map)) {
-                // A dropped receiver means the application stopped listening: fine.
-                let _ = self.events.send(event).await;
-            }
-            return;
-        }
-        let Some(id) = map.get("id").and_then(Value::as_u64) else {
-            return;
-        };
-        let waiter = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.waiting.remove(&id));
-        let Some(waiter) = waiter else {
-            return;
-        };
-        let answer = if map.get("ok") == Some(&Value::Bool(true)) {
-            Ok(Value::Object(map))
-        } else {
-            Err(map
-                .get("error")
-                .cloned()
-                .and_then(|e| serde_json::from_value::<ErrorBody>(e).ok())
-                .unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "malformed error response")))
-        };
-        let _ = waiter.send(answer);
-    }
-}
-
-/// Writes queued request frames, gathering whatever is waiting into one write.
-async fn write_task(mut socket: OwnedWriteHalf, mut outgoing: mpsc::Receiver<Bytes>) {
-    let mut buf = BytesMut::new();
-    while let Some(first) = outgoing.recv().await {
-        buf.extend_from_slice(&first);
-        while let Ok(more) = outgoing.try_recv() {
-            buf.extend_from_slice(&more);
-            if buf.len() > 64 * 1024 {
-                break;
-            }
-        }
-        if socket.write_all(&buf).await.is_err() {
-            return;
-        }
-        buf.clear();
-    }
-    let _ = socket.shutdown().await;
 }

@@ -222,7 +222,8 @@ enum DialectArg {
 
 #[derive(clap::Args)]
 struct ConnectArgs {
-    /// Server address; asked for when not given.
+    /// Server address: host:port, a host (port 12000), or a port (on 127.0.0.1);
+    /// asked for when not given.
     #[arg(long)]
     addr: Option<String>,
     /// Your name on the server; asked for when not given.
@@ -441,10 +442,20 @@ fn done(result: Result<(), cli::CliError>) -> anyhow::Result<ExitCode> {
 }
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    if !args.fields.is_empty() && args.dialect != DialectArg::Lab {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--field is for the lab client: it needs --dialect lab",
+            )
+            .exit();
+    }
     match args.dialect {
         DialectArg::Lab => {
             let addr = args.addr.as_deref().unwrap_or(menu::DEFAULT_ADDR);
-            cli::lab::run(addr, &args.fields, &mut std::io::stdout()).await?;
+            let addr = switchboard::client::normalize_addr(addr);
+            cli::lab::run(&addr, &args.fields, &mut std::io::stdout()).await?;
         }
         DialectArg::Native => {
             menu::run(menu::ConnectOptions {

@@ -8,7 +8,10 @@
 
 use std::borrow::Cow;
 use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
 use rustyline::completion::Completer;
 use rustyline::config::Configurer;
@@ -66,6 +69,8 @@ pub enum Input {
     Interrupted,
     /// Ctrl-D, or the end of piped input.
     Eof,
+    /// The prompt was taken back by [`Console::cancel`].
+    Cancelled,
 }
 
 type Printer = Box<dyn ExternalPrinter + Send>;
@@ -76,7 +81,21 @@ pub struct Console {
     printer: Option<Printer>,
     /// A prompt is out and its line has not come back yet.
     waiting: bool,
+    /// Writing to stdout failed (its reader went away, as `connect | head` does).
+    output_gone: bool,
+    /// Set while a prompt is being taken back, so that the interrupt this causes is
+    /// not taken for the user's Ctrl-C.
+    cancelling: Arc<AtomicBool>,
+    /// The line editor runs on a terminal, where a prompt can be taken back.
+    editing: bool,
+    /// Keeps SIGINT from ending the process when it arrives while no prompt is out:
+    /// the line editor catches it only while it reads.
+    #[cfg(unix)]
+    _sigint: Option<tokio::signal::unix::Signal>,
 }
+
+/// How long taking a prompt back may take before the console gives up on it.
+const CANCEL_PATIENCE: Duration = Duration::from_millis(500);
 
 impl Console {
     /// Starts the reader thread: a line editor on a terminal, plain lines otherwise.
@@ -84,6 +103,8 @@ impl Console {
         let (prompts, prompt_rx) = std_mpsc::channel::<Ask>();
         let (line_tx, lines) = mpsc::channel(1);
         let (printer_tx, printer_rx) = std_mpsc::channel::<Option<Printer>>();
+        let cancelling = Arc::new(AtomicBool::new(false));
+        let cancelled = Arc::clone(&cancelling);
         std::thread::spawn(move || match Editor::<Masking, DefaultHistory>::default() {
             Ok(mut editor) => {
                 let printer = editor
@@ -108,6 +129,11 @@ impl Console {
                             }
                             Input::Line(line)
                         }
+                        Err(ReadlineError::Interrupted)
+                            if cancelled.swap(false, Ordering::SeqCst) =>
+                        {
+                            Input::Cancelled
+                        }
                         Err(ReadlineError::Interrupted) => Input::Interrupted,
                         Err(_) => Input::Eof,
                     };
@@ -120,8 +146,10 @@ impl Console {
                 let _ = printer_tx.send(None);
                 let mut stdin = std::io::stdin().lock();
                 for Ask { prompt, .. } in prompt_rx {
-                    print!("{prompt}");
-                    let _ = std::io::stdout().flush();
+                    // A closed stdout is noticed by `say`; the input may still be read.
+                    let mut out = std::io::stdout().lock();
+                    let _ = write!(out, "{prompt}").and_then(|()| out.flush());
+                    drop(out);
                     let mut line = String::new();
                     let input = match stdin.read_line(&mut line) {
                         Ok(0) | Err(_) => Input::Eof,
@@ -134,11 +162,19 @@ impl Console {
             }
         });
         let printer = printer_rx.recv().ok().flatten();
+        let editing = printer.is_some()
+            && std::io::IsTerminal::is_terminal(&std::io::stdin())
+            && std::io::IsTerminal::is_terminal(&std::io::stdout());
         Console {
             prompts,
             lines,
             printer,
             waiting: false,
+            output_gone: false,
+            cancelling,
+            editing,
+            #[cfg(unix)]
+            _sigint: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
         }
     }
 
@@ -151,8 +187,16 @@ impl Console {
         {
             return;
         }
-        print!("{text}");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        if write!(out, "{text}").and_then(|()| out.flush()).is_err() {
+            self.output_gone = true;
+        }
+    }
+
+    /// Whether stdout has gone away: nobody sees what the client says any more, so it
+    /// should leave quietly.
+    pub fn output_gone(&self) -> bool {
+        self.output_gone
     }
 
     /// Shows `prompt`. If an earlier prompt still waits for its line (the user was
@@ -178,6 +222,28 @@ impl Console {
             };
             self.waiting = self.prompts.send(ask).is_ok();
         }
+    }
+
+    /// Takes back the prompt that is out, so that the next one is drawn afresh instead
+    /// of below a prompt whose question is gone; the half-typed line is dropped. Where
+    /// that cannot be done (no terminal, or the editor did not answer in time), the
+    /// next prompt's question is printed above the old one, as before.
+    pub async fn cancel(&mut self) {
+        if !self.waiting || !self.editing {
+            return;
+        }
+        self.cancelling.store(true, Ordering::SeqCst);
+        #[cfg(unix)]
+        let raised = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).is_ok();
+        #[cfg(not(unix))]
+        let raised = false;
+        if raised
+            && let Ok(Some(_)) = tokio::time::timeout(CANCEL_PATIENCE, self.lines.recv()).await
+        {
+            // The user's line, were it typed at that very moment, went with the prompt.
+            self.waiting = false;
+        }
+        self.cancelling.store(false, Ordering::SeqCst);
     }
 
     /// The line typed at the prompt; cancel-safe, so it can race server events.

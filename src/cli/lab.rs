@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use serde_pickle::{HashableValue, SerOptions, Value};
@@ -15,6 +16,9 @@ use crate::dialect::lab::next_pickle;
 use crate::dialect::lab::scan::Scanner;
 use crate::frame::{DEFAULT_MAX_FRAME, FrameError};
 
+/// How long connecting may take before the client gives up on the host.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum LabClientError {
     #[error("{0}")]
@@ -23,42 +27,101 @@ pub enum LabClientError {
     Io(#[from] std::io::Error),
     #[error("the server does not speak pickle: {0}")]
     Stream(#[from] FrameError),
+    #[error("{0}")]
+    OtherDialect(&'static str),
+    /// Nobody reads the output any more (`connect ... | head`).
+    #[error("the output was closed")]
+    OutputGone,
 }
 
-/// Runs the lab client against `addr`, printing to `out`.
+/// What another of switchboard's dialects greets with, said for the person who
+/// pointed the lab client at it; `None` when the bytes may be a pickle.
+fn other_dialect(first: &[u8]) -> Option<&'static str> {
+    match first.first()? {
+        0 => Some(
+            "this is switchboard's native listener, not a lab-dialect (pickle) one; \
+             use `connect` without `--dialect lab`, or the server's lab port (`serve --lab-listen`)",
+        ),
+        b'*' => Some(
+            "this is switchboard's text dialect (for nc/telnet), not a lab-dialect (pickle) \
+             listener; the lab dialect is on the server's lab port (`serve --lab-listen`)",
+        ),
+        _ => None,
+    }
+}
+
+/// Writes one line of output.
+fn put(out: &mut impl Write, line: std::fmt::Arguments) -> Result<(), LabClientError> {
+    out.write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(|_| LabClientError::OutputGone)
+}
+
+/// Runs the lab client against `addr`, printing to `out`. An output that is closed
+/// ends it quietly.
 pub async fn run(
     addr: &str,
     fields: &[(String, String)],
     out: &mut impl Write,
 ) -> Result<(), LabClientError> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| LabClientError::Connect(super::connect_failure(addr, &e, "a lab server")))?;
-    writeln!(out, "Connected to {addr}")?;
+    match talk(addr, fields, out).await {
+        Err(LabClientError::OutputGone) => Ok(()),
+        done => done,
+    }
+}
+
+async fn talk(
+    addr: &str,
+    fields: &[(String, String)],
+    out: &mut impl Write,
+) -> Result<(), LabClientError> {
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let why = super::connect_failure(addr, &e, "a lab server");
+            return Err(LabClientError::Connect(why));
+        }
+        Err(_) => {
+            let why = format!(
+                "could not connect to {addr}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            );
+            return Err(LabClientError::Connect(why));
+        }
+    };
+    put(out, format_args!("Connected to {addr}"))?;
     let mut scanner = Scanner::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut sent = false;
     loop {
+        if !sent && let Some(why) = other_dialect(&buf) {
+            return Err(LabClientError::OtherDialect(why));
+        }
         while let Some(pickle) = next_pickle(&mut scanner, &mut buf, DEFAULT_MAX_FRAME)? {
             match pickle {
                 Ok(value) => match client_id(&value) {
-                    Some(id) if !sent => writeln!(out, "Assigned client id by server: {id}")?,
-                    _ => writeln!(out, "Server: {value}")?,
+                    Some(id) if !sent => {
+                        put(out, format_args!("Assigned client id by server: {id}"))?
+                    }
+                    _ => put(out, format_args!("Server: {value}"))?,
                 },
-                Err(why) => writeln!(out, "Server sent a pickle this client refuses: {why}")?,
+                Err(why) => put(
+                    out,
+                    format_args!("Server sent a pickle this client refuses: {why}"),
+                )?,
             }
             if !sent {
                 stream.write_all(&pickled(fields)).await?;
-                writeln!(out, "Sent: {}", Value::Dict(dict(fields)))?;
+                put(out, format_args!("Sent: {}", Value::Dict(dict(fields))))?;
                 sent = true;
             }
-            out.flush()?;
         }
         if stream.read_buf(&mut buf).await? == 0 {
             if !buf.is_empty() {
                 return Err(FrameError::Truncated.into());
             }
-            writeln!(out, "Server closed the connection")?;
+            put(out, format_args!("Server closed the connection"))?;
             return Ok(());
         }
     }

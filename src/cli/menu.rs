@@ -1,13 +1,18 @@
 //! `switchboard connect`: the course project's interactive client. It asks for what
 //! was not given, connects, shows the client info, fetches the menu from the server and
-//! loops over it; rooms are entered from the menu and left with `exit` (owner) or `bye`.
+//! loops over it; rooms are entered from the menu and left with `exit` or `bye`.
+//! Ctrl-C inside an option or a room goes back to the menu; at the menu, and at the
+//! first prompts, it leaves (saying bye).
 
 use tokio::sync::mpsc;
 
+mod login;
+
 use super::console::{Console, Input};
 use super::{CliError, local_time, resolve};
-use crate::client::{Client, ClientError};
-use crate::protocol::{ErrorCode, Event, Menu, Recipient};
+use crate::client::{Client, ClientError, in_words};
+use crate::protocol::{ClientId, ErrorBody, Event, MAX_TEXT, Menu, Recipient};
+use login::{LoggedIn, log_in};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:12000";
 
@@ -26,9 +31,18 @@ enum Place {
 /// What a prompt produced, events having been shown meanwhile.
 enum Asked {
     Line(String),
-    Quit,
+    /// Ctrl-C.
+    Interrupted,
+    /// Ctrl-D or the end of input.
+    Eof,
     /// The room the user was in was closed by its owner.
     RoomClosed,
+}
+
+/// What an option leads to.
+enum Next {
+    Menu,
+    Quit,
 }
 
 struct Session {
@@ -36,6 +50,9 @@ struct Session {
     client: Client,
     events: mpsc::Receiver<Event>,
     place: Place,
+    name: String,
+    /// An `error` event was shown: when the connection then ends, that was why.
+    told: bool,
 }
 
 /// Runs the interactive client until the user leaves (Ok) or the server goes away.
@@ -47,52 +64,31 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
             match ask_plain(&mut console, &format!("Server address [{DEFAULT_ADDR}]: ")).await {
                 Some(addr) if !addr.trim().is_empty() => addr.trim().to_owned(),
                 Some(_) => DEFAULT_ADDR.to_owned(),
-                None => return Ok(()),
+                None => return bye(&mut console),
             }
         }
     };
-    let mut name = match options.name {
+    let name = match options.name {
         Some(name) => name,
         None => match ask_name(&mut console).await {
             Some(name) => name,
-            None => return Ok(()),
+            None => return bye(&mut console),
         },
     };
     let peer = resolve(&addr).await?;
     let mut client = Client::connect(peer)
         .await
-        .map_err(|e| super::connect_error(&addr, e))?;
+        .map_err(|e| super::connect_error(&peer.to_string(), e))?;
     let events = client.take_events().unwrap_or_else(|| mpsc::channel(1).1);
-    let mut password = options.password;
-    let client_id = loop {
-        match client.hello_with(&name, password.as_deref()).await {
-            Ok(id) => break id,
-            Err(ClientError::Server(e))
-                if e.code == ErrorCode::AuthFailed && password.is_none() =>
-            {
-                console.say(format!("The name {name} is protected by a password."));
-                console.prompt_secret("Password: ");
-                match typed(&mut console).await {
-                    Some(pw) => password = Some(pw),
-                    None => return Ok(()),
-                }
+    let LoggedIn { client_id, name } =
+        match log_in(&mut console, &client, name, options.password).await? {
+            Some(done) => done,
+            None => {
+                let _ = client.bye().await;
+                console.say("Disconnected from the server. Bye!");
+                return Ok(());
             }
-            Err(ClientError::Server(e))
-                if matches!(
-                    e.code,
-                    ErrorCode::NameTaken | ErrorCode::BadName | ErrorCode::AuthFailed
-                ) =>
-            {
-                console.say(format!("{}.", e.message));
-                password = None;
-                match ask_name(&mut console).await {
-                    Some(next) => name = next,
-                    None => return Ok(()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+        };
     console.say(format!(
         "Successfully connected to server with IP: {} and port: {}",
         peer.ip(),
@@ -106,9 +102,17 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
         client,
         events,
         place: Place::Menu,
+        name,
+        told: false,
     };
     let menu = session.client.menu().await?;
     session.menu_loop(&menu).await
+}
+
+/// Leaving before connecting.
+fn bye(console: &mut Console) -> Result<(), CliError> {
+    console.say("Bye!");
+    Ok(())
 }
 
 /// A line from a prompt before the session exists; `None` when the user quits.
@@ -121,11 +125,16 @@ async fn ask_plain(console: &mut Console, prompt: &str) -> Option<String> {
 async fn typed(console: &mut Console) -> Option<String> {
     match console.line().await {
         Input::Line(line) => Some(line),
-        Input::Interrupted | Input::Eof => None,
+        Input::Interrupted | Input::Eof | Input::Cancelled => None,
     }
 }
 
+/// Asks for a name until one is valid; `None` when the user quits.
 async fn ask_name(console: &mut Console) -> Option<String> {
+    console.say(
+        "Note: a name without a password can be taken by anyone once you leave; \
+         to keep yours, connect with --password the first time you use it.",
+    );
     loop {
         let name = ask_plain(console, "Enter a username: ").await?;
         let name = name.trim();
@@ -134,6 +143,29 @@ async fn ask_name(console: &mut Console) -> Option<String> {
             Some(why) => console.say(format!("Sorry: {why}.")),
         }
     }
+}
+
+/// A recipient as a person types it: `#17` is client id 17, anything else a name
+/// (a student id `918273645` too).
+fn recipient(typed: &str) -> Recipient {
+    match typed.strip_prefix('#').map(str::parse::<ClientId>) {
+        Some(Ok(id)) => Recipient::Id(id),
+        _ => Recipient::Name(typed.to_owned()),
+    }
+}
+
+/// `text` as a sentence: capitalized, with a full stop.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
+    out.push_str(chars.as_str());
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
 }
 
 fn render(menu: &Menu) -> String {
@@ -150,20 +182,47 @@ fn render(menu: &Menu) -> String {
 impl Session {
     /// Shows `prompt` and waits for its line, showing server events meanwhile.
     async fn ask(&mut self, prompt: &str) -> Result<Asked, CliError> {
+        if self.console.output_gone() {
+            return Ok(Asked::Eof);
+        }
         self.console.prompt(prompt);
         loop {
             tokio::select! {
                 input = self.console.line() => return Ok(match input {
                     Input::Line(line) => Asked::Line(line),
-                    Input::Interrupted | Input::Eof => Asked::Quit,
+                    Input::Interrupted => Asked::Interrupted,
+                    Input::Eof => Asked::Eof,
+                    // A prompt taken back late: this question is still open.
+                    Input::Cancelled => {
+                        self.console.prompt(prompt);
+                        continue;
+                    }
                 }),
                 event = self.events.recv() => match event {
-                    Some(event) => if self.show(event) {
-                        return Ok(Asked::RoomClosed);
-                    },
-                    None => return Err(CliError::Lost),
+                    Some(event) => {
+                        let closes_here = matches!(&self.place, Place::Room { room }
+                            if matches!(&event, Event::RoomClosed { room: closed, .. } if closed == room));
+                        if closes_here {
+                            // Its prompt goes first, so that what follows is drawn in order.
+                            self.console.cancel().await;
+                        }
+                        if self.show(event) {
+                            return Ok(Asked::RoomClosed);
+                        }
+                    }
+                    None => return Err(self.ended()),
                 },
             }
+        }
+    }
+
+    /// Why the connection ended, said once: not again if the server's last words
+    /// were shown already.
+    fn ended(&self) -> CliError {
+        match self.client.ended() {
+            Some(ClientError::Dropped(_)) if self.told => CliError::Lost,
+            Some(e) => e.into(),
+            None => CliError::Lost,
         }
     }
 
@@ -198,10 +257,19 @@ impl Session {
                     return true;
                 }
             }
-            Event::Shutdown { reason } => self
-                .console
-                .say(format!("The server is shutting down: {reason}.")),
-            Event::Error { message, .. } => self.console.say(format!("Server error: {message}.")),
+            Event::Shutdown { reason } => {
+                let said = if reason.to_ascii_lowercase().contains("shutting down") {
+                    sentence(&reason)
+                } else {
+                    format!("The server is shutting down: {reason}.")
+                };
+                self.console.say(said)
+            }
+            Event::Error { code, message } => {
+                self.told = true;
+                let words = in_words(&ErrorBody::new(code, message));
+                self.console.say(sentence(&words))
+            }
             Event::Welcome { .. } => {}
         }
         false
@@ -213,7 +281,7 @@ impl Session {
             self.console.say(render(menu));
             let line = match self.ask("Your option <enter a number>: ").await? {
                 Asked::Line(line) => line,
-                Asked::Quit => return self.quit().await,
+                Asked::Interrupted | Asked::Eof => return self.quit().await,
                 Asked::RoomClosed => continue,
             };
             let choice = line.trim();
@@ -222,50 +290,49 @@ impl Session {
                 .iter()
                 .find(|o| o.key.to_string() == choice)
                 .map(|o| o.op.clone());
-            let done = match op.as_deref() {
+            let next = match op.as_deref() {
                 Some("users") => self.users().await?,
                 Some("send") => self.send().await?,
                 Some("inbox") => self.inbox().await?,
                 Some("create_room") => self.create_room().await?,
                 Some("join_room") => self.join_room().await?,
-                Some("bye") => {
-                    self.client.bye().await?;
-                    self.console.say("Disconnected from the server. Bye!");
-                    return Ok(());
-                }
+                Some("bye") => return self.quit().await,
                 _ => {
                     self.console.say(format!(
                         "Please enter the number of an option ({}).",
                         keys.join(", ")
                     ));
-                    false
+                    Next::Menu
                 }
             };
-            if done {
+            if let Next::Quit = next {
                 return self.quit().await;
             }
         }
     }
 
-    /// Ctrl-C or end of input: say bye and leave cleanly.
+    /// Says bye and leaves cleanly.
     async fn quit(&mut self) -> Result<(), CliError> {
         let _ = self.client.bye().await;
         self.console.say("Disconnected from the server. Bye!");
         Ok(())
     }
 
-    /// Asks a question inside an option; `None` means the user quit.
-    async fn question(&mut self, prompt: &str) -> Result<Option<String>, CliError> {
+    /// Asks a question inside an option until it gets a line that is not blank;
+    /// `Err(next)` when the user went back to the menu (Ctrl-C) or quit (end of input).
+    async fn question(&mut self, prompt: &str) -> Result<Result<String, Next>, CliError> {
         loop {
             match self.ask(prompt).await? {
-                Asked::Line(line) => return Ok(Some(line)),
-                Asked::Quit => return Ok(None),
+                Asked::Line(line) if line.trim().is_empty() => {}
+                Asked::Line(line) => return Ok(Ok(line)),
+                Asked::Interrupted => return Ok(Err(Next::Menu)),
+                Asked::Eof => return Ok(Err(Next::Quit)),
                 Asked::RoomClosed => {}
             }
         }
     }
 
-    async fn users(&mut self) -> Result<bool, CliError> {
+    async fn users(&mut self) -> Result<Next, CliError> {
         let users = self.client.users().await?;
         let list: Vec<String> = users
             .iter()
@@ -273,27 +340,39 @@ impl Session {
             .collect();
         self.console
             .say(format!("Users in server: {}", list.join(", ")));
-        Ok(false)
+        Ok(Next::Menu)
     }
 
-    async fn send(&mut self) -> Result<bool, CliError> {
-        let Some(text) = self.question("Enter your message: ").await? else {
-            return Ok(true);
+    async fn send(&mut self) -> Result<Next, CliError> {
+        let text = loop {
+            let text = match self.question("Enter your message: ").await? {
+                Ok(text) => text,
+                Err(next) => return Ok(next),
+            };
+            if text.len() <= MAX_TEXT {
+                break text;
+            }
+            self.console.say(format!(
+                "That message is {} bytes; the most is {MAX_TEXT}. Please write a shorter one.",
+                text.len()
+            ));
         };
-        let Some(to) = self.question("Enter recipient (name or id): ").await? else {
-            return Ok(true);
+        let prompt = "Enter recipient (a name, or #id for a client id): ";
+        let to = match self.question(prompt).await? {
+            Ok(to) => to,
+            Err(next) => return Ok(next),
         };
-        match self.client.send(Recipient::typed(to.trim()), &text).await {
+        match self.client.send(recipient(to.trim()), &text).await {
             Ok(_) => self.console.say("Message sent!"),
             Err(ClientError::Server(e)) => self
                 .console
                 .say(format!("Message not sent: {}.", e.message)),
             Err(e) => return Err(e.into()),
         }
-        Ok(false)
+        Ok(Next::Menu)
     }
 
-    async fn inbox(&mut self) -> Result<bool, CliError> {
+    async fn inbox(&mut self) -> Result<Next, CliError> {
         let mut lines = Vec::new();
         loop {
             let page = self.client.inbox(None).await?;
@@ -317,20 +396,20 @@ impl Session {
                 self.console.say(line);
             }
         }
-        Ok(false)
+        Ok(Next::Menu)
     }
 
-    async fn create_room(&mut self) -> Result<bool, CliError> {
-        let Some(room) = self.question("Enter new chat room id: ").await? else {
-            return Ok(true);
+    async fn create_room(&mut self) -> Result<Next, CliError> {
+        let room = match self.question("Enter new chat room id: ").await? {
+            Ok(room) => room.trim().to_owned(),
+            Err(next) => return Ok(next),
         };
-        let room = room.trim().to_owned();
         match self.client.create_room(&room).await {
             Ok(()) => {}
             Err(ClientError::Server(e)) => {
                 self.console
                     .say(format!("Could not create the room: {}.", e.message));
-                return Ok(false);
+                return Ok(Next::Menu);
             }
             Err(e) => return Err(e.into()),
         }
@@ -341,50 +420,56 @@ impl Session {
         self.in_room(room, true).await
     }
 
-    async fn join_room(&mut self) -> Result<bool, CliError> {
-        let Some(room) = self.question("Enter chat room id to join: ").await? else {
-            return Ok(true);
+    async fn join_room(&mut self) -> Result<Next, CliError> {
+        let room = match self.question("Enter chat room id to join: ").await? {
+            Ok(room) => room.trim().to_owned(),
+            Err(next) => return Ok(next),
         };
-        let room = room.trim().to_owned();
         let members = match self.client.join_room(&room).await {
             Ok(members) => members,
             Err(ClientError::Server(e)) => {
                 self.console
                     .say(format!("Could not join the room: {}.", e.message));
-                return Ok(false);
+                return Ok(Next::Menu);
             }
             Err(e) => return Err(e.into()),
         };
+        let others: Vec<String> = members
+            .into_iter()
+            .filter(|m| !m.eq_ignore_ascii_case(&self.name))
+            .collect();
+        let with = if others.is_empty() {
+            "nobody else yet".to_owned()
+        } else {
+            others.join(", ")
+        };
         self.console.say(format!(
-            "Joined chat room {room} with {}. Type 'bye' to exit this chat room.",
-            members.join(", ")
+            "Joined chat room {room} with {with}. Type 'bye' to exit this chat room."
         ));
         self.in_room(room, false).await
     }
 
-    /// Says each line to the room until the user leaves it; true when the user quit.
-    async fn in_room(&mut self, room: String, owner: bool) -> Result<bool, CliError> {
+    /// Says each line to the room until the user leaves it (`exit` or `bye`, or
+    /// Ctrl-C); the owner leaving closes the room.
+    async fn in_room(&mut self, room: String, owner: bool) -> Result<Next, CliError> {
         self.place = Place::Room { room: room.clone() };
-        let (leave_word, prompt) = (if owner { "exit" } else { "bye" }, "> ");
-        let quit = loop {
-            let line = match self.ask(prompt).await? {
+        let next = loop {
+            let line = match self.ask("> ").await? {
                 Asked::Line(line) => line,
-                Asked::Quit => break true,
-                Asked::RoomClosed => return Ok(false),
+                Asked::Interrupted => {
+                    self.leave(&room, owner).await?;
+                    break Next::Menu;
+                }
+                Asked::Eof => break Next::Quit,
+                Asked::RoomClosed => return Ok(Next::Menu),
             };
             let text = line.trim();
             if text.is_empty() {
                 continue;
             }
-            if text.eq_ignore_ascii_case(leave_word) {
-                if owner {
-                    self.client.close_room(&room).await?;
-                    self.console.say(format!("Chat room {room} closed."));
-                } else {
-                    self.client.leave_room(&room).await?;
-                    self.console.say(format!("You left chat room {room}."));
-                }
-                break false;
+            if text.eq_ignore_ascii_case("exit") || text.eq_ignore_ascii_case("bye") {
+                self.leave(&room, owner).await?;
+                break Next::Menu;
             }
             if let Err(e) = self.client.say(&room, &line).await {
                 match e {
@@ -394,6 +479,37 @@ impl Session {
             }
         };
         self.place = Place::Menu;
-        Ok(quit)
+        Ok(next)
+    }
+
+    async fn leave(&mut self, room: &str, owner: bool) -> Result<(), CliError> {
+        if owner {
+            self.client.close_room(room).await?;
+            self.console.say(format!("Chat room {room} closed."));
+        } else {
+            self.client.leave_room(room).await?;
+            self.console.say(format!("You left chat room {room}."));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_word_is_a_name_and_hash_digits_an_id() {
+        assert_eq!(recipient("918273645"), Recipient::Name("918273645".into()));
+        assert_eq!(recipient("nina"), Recipient::Name("nina".into()));
+        assert_eq!(recipient("#17"), Recipient::Id(17));
+        assert_eq!(recipient("#x"), Recipient::Name("#x".into()));
+    }
+
+    #[test]
+    fn sentences_start_high_and_stop() {
+        assert_eq!(sentence("the server is full"), "The server is full.");
+        assert_eq!(sentence("done."), "Done.");
+        assert_eq!(sentence(""), ".");
     }
 }

@@ -55,22 +55,23 @@ pub fn connect_failure(addr: &str, error: &io::Error, server_hint: &str) -> Stri
 }
 
 fn connect_error(addr: &str, e: ClientError) -> CliError {
-    match e {
+    CliError::Connect(match e {
         ClientError::Connect { source, .. } => {
-            CliError::Connect(connect_failure(addr, &source, "`switchboard serve`"))
+            connect_failure(addr, &source, "`switchboard serve`")
         }
-        e => CliError::Connect(format!("could not connect to {addr}: {e}")),
-    }
+        // These name the address themselves.
+        e @ (ClientError::Address { .. }
+        | ClientError::ConnectTimeout { .. }
+        | ClientError::NoWelcome { .. }) => e.to_string(),
+        e => format!("{addr}: {e}"),
+    })
 }
 
-/// The first address `addr` resolves to.
+/// The first address `addr` resolves to; a bare port is on this machine.
 async fn resolve(addr: &str) -> Result<SocketAddr, CliError> {
-    let mut found = tokio::net::lookup_host(addr)
+    crate::client::resolve_addr(addr)
         .await
-        .map_err(|e| CliError::Connect(format!("could not connect to {addr}: {e}")))?;
-    found
-        .next()
-        .ok_or_else(|| CliError::Connect(format!("could not connect to {addr}: no address found")))
+        .map_err(|e| CliError::Connect(e.to_string()))
 }
 
 /// An RFC 3339 time as the user's local "2026-11-21 17:45".

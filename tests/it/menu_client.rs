@@ -75,14 +75,20 @@ async fn two_people_go_through_all_six_options() {
         choose(&mut nina, "2");
         expect(&mut nina, "Enter your message:");
         choose(&mut nina, "Hello World!");
-        expect(&mut nina, "Enter recipient (name or id):");
+        expect(
+            &mut nina,
+            "Enter recipient (a name, or #id for a client id):",
+        );
         choose(&mut nina, "jose");
         expect(&mut nina, "Message sent!");
         menu(&mut nina);
         choose(&mut nina, "2");
         expect(&mut nina, "Enter your message:");
         choose(&mut nina, "anyone?");
-        expect(&mut nina, "Enter recipient (name or id):");
+        expect(
+            &mut nina,
+            "Enter recipient (a name, or #id for a client id):",
+        );
         choose(&mut nina, "nobody");
         expect(&mut nina, "Message not sent: ");
         menu(&mut nina);
@@ -130,6 +136,10 @@ async fn two_people_go_through_all_six_options() {
         choose(&mut jose, "lobby");
         expect(&mut jose, "Type 'bye' to exit this chat room.");
         expect(&mut nina, "jose joined.");
+        // jose is halfway through a line when the room goes: the menu's prompt is
+        // drawn afresh, without it.
+        jose.send("half a th").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
         choose(&mut nina, "exit");
         expect(
             &mut jose,
@@ -217,6 +227,198 @@ async fn a_password_is_asked_for_and_never_shown() {
         choose(&mut vera, "6");
         vera.expect(Eof).expect("exits");
         assert_eq!(exit_code(&vera), 0);
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+/// A person's typed recipient: a bare word is a name, even all digits (a student id);
+/// `#17` is client id 17. Ctrl-C inside an option goes back to the menu.
+#[tokio::test(flavor = "multi_thread")]
+async fn digits_are_a_name_and_hash_is_an_id() {
+    let server = TestServer::start().await;
+    let student = server.client("918273645").await;
+    let other = server.client("other").await;
+    let other_id = other.client_id();
+    let addr = server.addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut nina = spawn(&["--addr", &addr, "--name", "nina"]);
+        menu(&mut nina);
+        for (text, to) in [
+            ("to the student", "918273645".to_owned()),
+            ("by id", format!("#{other_id}")),
+        ] {
+            choose(&mut nina, "2");
+            expect(&mut nina, "Enter your message:");
+            choose(&mut nina, text);
+            expect(&mut nina, "Enter recipient");
+            choose(&mut nina, &to);
+            expect(&mut nina, "Message sent!");
+            menu(&mut nina);
+        }
+        // Ctrl-C at a question of an option: back to the menu, still connected.
+        choose(&mut nina, "2");
+        expect(&mut nina, "Enter your message:");
+        nina.send(ControlCode::EndOfText).unwrap();
+        menu(&mut nina);
+        choose(&mut nina, "1");
+        expect(&mut nina, "Users in server:");
+        menu(&mut nina);
+        nina.send(ControlCode::EndOfText).unwrap();
+        expect(&mut nina, "Disconnected from the server. Bye!");
+        assert_eq!(exit_code(&nina), 0);
+    })
+    .await
+    .unwrap();
+    let texts = |page: switchboard::protocol::InboxPage| -> Vec<String> {
+        page.messages.into_iter().map(|m| m.text).collect()
+    };
+    assert_eq!(
+        texts(student.inbox(None).await.unwrap()),
+        ["to the student"]
+    );
+    assert_eq!(texts(other.inbox(None).await.unwrap()), ["by id"]);
+    server.stop().await;
+}
+
+/// Ctrl-C at the first prompt leaves with a word; a wrong password is asked again,
+/// three tries in all.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passwords_are_asked_again_three_times() {
+    let server = TestServer::start().await;
+    let owner = switchboard::Client::connect(server.addr).await.unwrap();
+    owner.hello_with("vera", Some("s3cret")).await.unwrap();
+    owner.bye().await.unwrap();
+    let addr = server.addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut quitter = spawn(&["--addr", &addr]);
+        expect(&mut quitter, "can be taken by anyone");
+        expect(&mut quitter, "Enter a username:");
+        quitter.send(ControlCode::EndOfText).unwrap();
+        expect(&mut quitter, "Bye!");
+        assert_eq!(exit_code(&quitter), 0);
+
+        let mut vera = spawn(&["--addr", &addr, "--name", "vera"]);
+        expect(&mut vera, "The name vera is protected by a password.");
+        expect(&mut vera, "Password: ");
+        choose(&mut vera, "wrong1");
+        expect(&mut vera, "Wrong password; please try again.");
+        choose(&mut vera, "s3cret");
+        expect(&mut vera, "Client Name: vera");
+        menu(&mut vera);
+        choose(&mut vera, "6");
+        assert_eq!(exit_code(&vera), 0);
+
+        let mut guesser = spawn(&["--addr", &addr, "--name", "vera", "--password", "a"]);
+        expect(&mut guesser, "Wrong password; please try again.");
+        choose(&mut guesser, "b");
+        expect(&mut guesser, "Wrong password; please try again.");
+        choose(&mut guesser, "c");
+        expect(
+            &mut guesser,
+            "switchboard: wrong password for vera, 3 times",
+        );
+        assert_eq!(exit_code(&guesser), 1);
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+/// On a server that requires passwords, a new name is asked to choose one, typed twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_name_chooses_its_password_twice() {
+    let server = TestServer::start_tweaked(|c| c.require_password = true).await;
+    let addr = server.addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut neo = spawn(&["--addr", &addr, "--name", "neo"]);
+        expect(
+            &mut neo,
+            "This server requires a password: choose one for the name neo.",
+        );
+        expect(&mut neo, "Choose a password: ");
+        choose(&mut neo, "matrix1");
+        expect(&mut neo, "Type it again: ");
+        choose(&mut neo, "matrix2");
+        expect(&mut neo, "The two passwords differ; please choose again.");
+        expect(&mut neo, "Choose a password: ");
+        choose(&mut neo, "matrix");
+        expect(&mut neo, "Type it again: ");
+        choose(&mut neo, "matrix");
+        let shown = neo.expect("Client Name: neo").expect("logged in");
+        let shown = String::from_utf8_lossy(shown.before()).into_owned();
+        assert!(!shown.contains("protected"), "{shown:?}");
+        assert!(!shown.contains("matrix"), "{shown:?}");
+        menu(&mut neo);
+        choose(&mut neo, "6");
+        assert_eq!(exit_code(&neo), 0);
+    })
+    .await
+    .unwrap();
+    let again = switchboard::Client::connect(server.addr).await.unwrap();
+    again.hello_with("neo", Some("matrix")).await.unwrap();
+    server.stop().await;
+}
+
+/// A member sees the others in the room but not themself, and leaves with `exit` or
+/// `bye` or Ctrl-C; Ctrl-C in a room goes back to the menu.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_leave_with_exit_bye_or_ctrl_c() {
+    let server = TestServer::start().await;
+    let owner = server.client("olga").await;
+    owner.create_room("den").await.unwrap();
+    let addr = server.addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut max = spawn(&["--addr", &addr, "--name", "max"]);
+        for leave in ["exit", "bye", ""] {
+            menu(&mut max);
+            choose(&mut max, "5");
+            expect(&mut max, "Enter chat room id to join:");
+            choose(&mut max, "den");
+            let joined = max.expect("Type 'bye' to exit").expect("joined");
+            let joined = String::from_utf8_lossy(joined.before()).into_owned();
+            assert!(
+                joined.contains("Joined chat room den with olga."),
+                "{joined:?}"
+            );
+            if leave.is_empty() {
+                max.send(ControlCode::EndOfText).unwrap();
+            } else {
+                choose(&mut max, leave);
+            }
+            expect(&mut max, "You left chat room den.");
+        }
+        menu(&mut max);
+        choose(&mut max, "6");
+        assert_eq!(exit_code(&max), 0);
+    })
+    .await
+    .unwrap();
+    drop(owner);
+    server.stop().await;
+}
+
+/// The server's reason for closing is said in words, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_servers_reason_is_said_in_words() {
+    let server =
+        TestServer::start_tweaked(|c| c.handshake_timeout = std::time::Duration::from_millis(500))
+            .await;
+    let owner = switchboard::Client::connect(server.addr).await.unwrap();
+    owner.hello_with("vera", Some("s3cret")).await.unwrap();
+    owner.bye().await.unwrap();
+    let addr = server.addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut slow = spawn(&["--addr", &addr, "--name", "vera"]);
+        expect(&mut slow, "Password: ");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        choose(&mut slow, "s3cret");
+        expect(
+            &mut slow,
+            "switchboard: the server closed the connection: the server timed the connection out (handshake timeout",
+        );
+        assert_eq!(exit_code(&slow), 1);
     })
     .await
     .unwrap();
