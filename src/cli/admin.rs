@@ -98,7 +98,7 @@ async fn new_password(name: &str) -> Result<Password, CliError> {
         console.prompt_secret(prompt);
         match console.line().await {
             Input::Line(line) => Ok(line),
-            Input::Interrupted | Input::Eof => {
+            Input::Interrupted | Input::Eof | Input::Cancelled => {
                 Err(CliError::Usage("no password given; nothing changed".into()))
             }
         }
