@@ -88,6 +88,17 @@ struct Heard {
     last: Option<Instant>,
 }
 
+impl Heard {
+    fn delivered(&mut self, start: Instant) {
+        let now = Instant::now();
+        let _ = self
+            .latencies
+            .record(now.saturating_duration_since(start).as_micros().max(1) as u64);
+        self.got += 1;
+        self.last = Some(now);
+    }
+}
+
 async fn join(
     target: Target,
     addr: &str,
@@ -132,12 +143,18 @@ async fn member(
                     break start;
                 }
             }
-            reply = conn.next() => {
-                if matches!(reply, Err(_) | Ok(Reply::Cut(_))) {
+            reply = conn.next() => match reply {
+                Err(_) | Ok(Reply::Cut(_)) => {
                     heard.cut = true;
                     return heard;
                 }
-            }
+                // A member quicker to hear the start has said its line already.
+                Ok(Reply::Delivery(_)) => {
+                    let start = (*go.borrow()).unwrap_or_else(Instant::now);
+                    heard.delivered(start);
+                }
+                Ok(_) => {}
+            },
         }
     };
     if conn.write(&say).await.is_err() {
@@ -159,14 +176,7 @@ async fn member(
                 heard.cut = true;
                 break;
             }
-            Ok(Ok(Reply::Delivery(_))) => {
-                let now = Instant::now();
-                let _ = heard
-                    .latencies
-                    .record((now - start).as_micros().max(1) as u64);
-                heard.got += 1;
-                heard.last = Some(now);
-            }
+            Ok(Ok(Reply::Delivery(_))) => heard.delivered(start),
             Ok(Ok(Reply::Answer)) => {
                 answered = true;
                 heard.said = true;
@@ -278,9 +288,7 @@ pub async fn run(options: &BurstOptions) -> Result<Report, BenchError> {
     };
     let mut last = start;
     for handle in members {
-        let heard = handle
-            .await
-            .map_err(|e| BenchError::Task(e.to_string()))?;
+        let heard = handle.await.map_err(|e| BenchError::Task(e.to_string()))?;
         let _ = all.add(&heard.latencies);
         counts.said += u64::from(heard.said);
         counts.received += heard.got;

@@ -69,18 +69,11 @@ pub async fn run(options: &ConnsOptions) -> Result<Report, BenchError> {
     drop(opening);
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    let mut report = Report::new(
-        "conns",
-        options.target,
-        held.len(),
-        &latencies,
-        elapsed,
-    );
+    let mut report = Report::new("conns", options.target, held.len(), &latencies, elapsed);
     if let (Some(pid), Some(before)) = (options.pid, before) {
         tokio::time::sleep(SETTLE).await;
         let after = rss_kib(pid)?;
-        report.kib_per_conn =
-            Some(after.saturating_sub(before) as f64 / held.len().max(1) as f64);
+        report.kib_per_conn = Some(after.saturating_sub(before) as f64 / held.len().max(1) as f64);
     }
     drop(held);
     Ok(report)

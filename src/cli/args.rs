@@ -83,7 +83,9 @@ impl Address {
                 .ok_or_else(|| bad("no closing ] after an IPv6 address"))?;
             let port = match after {
                 "" => None,
-                p => Some(port(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?)?),
+                p => Some(port(
+                    p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?,
+                )?),
             };
             return Ok(Address {
                 host: host.into(),
@@ -186,7 +188,9 @@ mod tests {
         assert_eq!(parsed("::1"), Ok("[::1]:12000".into()));
         assert_eq!(parsed("[::1]"), Ok("[::1]:12000".into()));
         assert_eq!(parsed("[::1]:9"), Ok("[::1]:9".into()));
-        for bad in ["", "0", "65536", "host:", "host:x", ":12000", "[::1", "[::1]x", "a b"] {
+        for bad in [
+            "", "0", "65536", "host:", "host:x", ":12000", "[::1", "[::1]x", "a b",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(

@@ -132,9 +132,14 @@ pub async fn send(common: &Common, to: &Recipient, text: &str) -> Result<(), Cli
         Recipient::Name(name) => name.clone(),
         Recipient::Id(id) => format!("#{id}"),
     };
-    line(common.json, &Sent { message_id, to: &to }, || {
-        format!("Message {message_id} sent to {to}.")
-    })?;
+    line(
+        common.json,
+        &Sent {
+            message_id,
+            to: &to,
+        },
+        || format!("Message {message_id} sent to {to}."),
+    )?;
     let _ = client.bye().await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod auth;
+mod bench;
 mod binary;
 mod common;
 mod course;
