@@ -6,43 +6,60 @@
 #
 #   bench/ab.sh "target/release/switchboard serve --threads 2" "target/release/switchboard serve --threads 1"
 #   PAIRS=30 SECS=1 SCENARIO=rr BENCH_ARGS="-n 32 -P 1" bench/ab.sh "CMD A" "CMD B"
+#   PAIRS=5 SCENARIO=burst bench/ab.sh "OLD/switchboard serve" "NEW/switchboard serve"
+#   PAIRS=5 SCENARIO=burst BENCH_ARGS="-n 1300 --stall 5" SECS=15 bench/ab.sh "CMD A" "CMD B"
 #
-# Each command gets `--db FILE --listen ADDR` appended; the load generator is this
-# checkout's release build, whose `bench` speaks to switchboard.
+# Each command gets `--db FILE --listen ADDR` appended (fresh stores in a temporary
+# directory, so `send` runs with --scratch); the load generator is this checkout's
+# release build, whose `bench` speaks to switchboard. `burst` (1300 members unless
+# BENCH_ARGS says -n) compares deliveries per second and also prints, per pair, the
+# members each server cut; SECS is then how long --stall members stay unread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: bench/ab.sh \"SERVER COMMAND A\" \"SERVER COMMAND B\"" >&2; exit 2; }
 PAIRS=${PAIRS:-20}
 SECS=${SECS:-1}
 SCENARIO=${SCENARIO:-send}
-BENCH_ARGS=${BENCH_ARGS:--n 64}
+if [ "$SCENARIO" = burst ]; then BENCH_ARGS=${BENCH_ARGS:-}; else BENCH_ARGS=${BENCH_ARGS:--n 64}; fi
 cargo build --release
 SB=target/release/switchboard
 DIR=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
 
 # shellcheck disable=SC2086 # the commands are word-split on purpose
 $1 --db "$DIR/a.db" --listen 127.0.0.1:12111 2>/dev/null & pids+=($!)
 # shellcheck disable=SC2086
 $2 --db "$DIR/b.db" --listen 127.0.0.1:12112 2>/dev/null & pids+=($!)
 sleep 1
+SCRATCH=()
+[ "$SCENARIO" = send ] && SCRATCH=(--scratch)
+# rate PORT: "ops_per_sec cut stalled_cut" of one run (cut counts are 0 but for burst)
 rate() {
     # shellcheck disable=SC2086
-    "$SB" bench "$SCENARIO" --addr "127.0.0.1:$1" $BENCH_ARGS --duration "$SECS" --json |
-        python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ops_per_sec"]))'
+    "$SB" bench "$SCENARIO" --addr "127.0.0.1:$1" $BENCH_ARGS "${SCRATCH[@]}" --duration "$SECS" --json |
+        python3 -c 'import json,sys; r = json.load(sys.stdin)
+print(round(r["ops_per_sec"]), r.get("cut", 0), r.get("stalled_cut", 0))'
 }
 rate 12111 >/dev/null && rate 12112 >/dev/null # warm-up, not counted
 for k in $(seq "$PAIRS"); do
     if ((k % 2)); then a=$(rate 12111); b=$(rate 12112); else b=$(rate 12112); a=$(rate 12111); fi
     echo "$a $b"
+    if [ "$SCENARIO" = burst ]; then echo "pair $k: A $a, B $b (deliveries/s, cut, stalled cut)" >&2; fi
 done | python3 -c '
 import statistics, sys
-pairs = [tuple(map(int, line.split())) for line in sys.stdin]
-ratios = [b / a for a, b in pairs]
+runs = [list(map(int, line.split())) for line in sys.stdin]
+pairs = [(r[0], r[3]) for r in runs]
+ratios = [b / a if a else float("inf") for a, b in pairs]
 print(f"A median {statistics.median(a for a, _ in pairs):,.0f}/s, "
       f"B median {statistics.median(b for _, b in pairs):,.0f}/s")
 print(f"B/A per pair: median {statistics.median(ratios):.3f}, "
       f"B ahead in {sum(r > 1 for r in ratios)} of {len(ratios)} pairs")
-'
+if sys.argv[1] == "burst":
+    print(f"members cut: A median {statistics.median(r[1] for r in runs):,.0f}, "
+          f"B median {statistics.median(r[4] for r in runs):,.0f}; "
+          f"stalled members cut: A median {statistics.median(r[2] for r in runs):,.0f}, "
+          f"B median {statistics.median(r[5] for r in runs):,.0f}")
+' "$SCENARIO"

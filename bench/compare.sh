@@ -4,8 +4,11 @@
 #
 #   bench/compare.sh                      # 3 runs of 5 s each, 15,000 idle connections
 #   RUNS=5 SECS=10 CONNS=20000 bench/compare.sh
+#   bench/compare.sh -y                   # install what is missing without asking (or YES=1)
 #
-# Installs redis-server and nats-server from the distribution's packages if missing.
+# Offers to install redis-server and nats-server from the distribution's packages if
+# missing (asks first, unless -y or YES=1). Every server runs on a temporary store, so
+# `send` runs with --scratch.
 # Every server listens on loopback only. switchboard runs as `serve` does by default
 # (one thread on a machine of two cores or fewer; SB_THREADS=N sets --threads); the
 # echo floor is a one-thread tokio server the bench starts itself.
@@ -14,10 +17,21 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SECS=${SECS:-5}
 CONNS=${CONNS:-15000}
+YES=${YES:-0}
+case ${1:-} in
+    -y | --yes) YES=1 ;;
+    "") ;;
+    *) echo "usage: bench/compare.sh [-y]" >&2; exit 2 ;;
+esac
 THREADS=()
 [ -n "${SB_THREADS:-}" ] && THREADS=(--threads "$SB_THREADS")
 
 if ! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null; then
+    if [ "$YES" != 1 ]; then
+        [ -t 0 ] || { echo "redis-server and nats-server are needed: install them, or run with -y (YES=1) to let this script install them with apt-get" >&2; exit 1; }
+        read -r -p "redis-server and nats-server are missing; install them with apt-get? [y/N] " answer
+        case $answer in [yY]*) ;; *) echo "not installing; nothing compared" >&2; exit 1 ;; esac
+    fi
     echo "installing redis-server and nats-server..." >&2
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
     $SUDO apt-get install -y redis-server nats-server >/dev/null ||
@@ -76,7 +90,7 @@ for k in $(seq "$RUNS"); do
     echo "run $k of $RUNS..." >&2
     for t in $(order "$k" switchboard redis nats echo); do run rr "$t" -n 32 -P 1 --duration "$SECS"; done
     for t in $(order "$k" switchboard redis nats); do run fanout "$t" -n 50 -W 16 --size 64 --duration "$SECS"; done
-    for t in $(order "$k" switchboard redis); do run send "$t" -n 64 --size 64 --duration "$SECS"; done
+    for t in $(order "$k" switchboard redis); do run send "$t" -n 64 --size 64 --duration "$SECS" --scratch; done
 done
 stop_servers
 for k in $(seq "$RUNS"); do

@@ -198,7 +198,7 @@ struct BenchArgs {
     /// Bytes of text per message (`send`, `fanout`, `burst`), 1..=65536.
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = count::<usize>(1..=MAX_TEXT))]
     size: usize,
-    /// `conns`: the server's process id, to read its memory from /proc.
+    /// `conns`: the server's process id, to read its memory from /proc (1..=4194304).
     #[arg(long, value_parser = count::<u32>(1..=4_194_304))]
     pid: Option<u32>,
     /// `burst`: members that join too and never read; the server should cut them as

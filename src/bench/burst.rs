@@ -6,6 +6,7 @@
 //! from the burst to each delivery, and deliveries per second.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -41,7 +42,7 @@ pub struct Counts {
     /// Members whose connection ended (an `error` event such as `slow_consumer`, or a
     /// close) before they had everything.
     pub cut: u64,
-    /// Members that heard nothing for [`QUIET`] before they had everything.
+    /// Members that heard nothing for [`QUIET`] while lines said had not reached them.
     pub gave_up: u64,
     /// Members that never read, and how many of them the server cut.
     pub stalled: usize,
@@ -88,6 +89,57 @@ struct Heard {
     last: Option<Instant>,
 }
 
+impl Heard {
+    fn delivered(&mut self, start: Instant) {
+        let now = Instant::now();
+        let _ = self
+            .latencies
+            .record(now.saturating_duration_since(start).as_micros().max(1) as u64);
+        self.got += 1;
+        self.last = Some(now);
+    }
+}
+
+/// The lines of the burst as they are settled, so that each member knows when it has
+/// every line there is: a member cut before it said its line never says it.
+struct Tally {
+    members: usize,
+    settled: AtomicUsize,
+    said: AtomicU64,
+    /// Lines said in all, once every member's line is settled.
+    all_said: watch::Sender<Option<u64>>,
+}
+
+/// One member's line in the [`Tally`]: settled once, as said or not (if never, when
+/// the member is done).
+struct Line {
+    tally: Arc<Tally>,
+    settled: bool,
+}
+
+impl Line {
+    fn settle(&mut self, said: bool) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let tally = &self.tally;
+        if said {
+            tally.said.fetch_add(1, Ordering::SeqCst);
+        }
+        if tally.settled.fetch_add(1, Ordering::SeqCst) + 1 == tally.members {
+            tally
+                .all_said
+                .send_replace(Some(tally.said.load(Ordering::SeqCst)));
+        }
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        self.settle(false);
+    }
+}
+
 async fn join(
     target: Target,
     addr: &str,
@@ -102,18 +154,30 @@ async fn join(
     conn.request(&native_request(
         &serde_json::json!({"id": 1, "op": "join_room", "room": room}),
     ))
-    .await?;
+    .await
+    .map_err(|e| match e {
+        BenchError::Refused(why) if why.starts_with("no_such_room") => BenchError::Refused(
+            format!("{why} (its owner's connection ended before every member had joined)"),
+        ),
+        e => e,
+    })?;
     Ok(conn)
 }
 
-/// Reads everything until the burst, says its line, then reads until it has the
-/// `expect` lines of the others and its own answer.
+/// Reads everything until the burst, says its line, then reads until it has its own
+/// answer and the lines of all the others (`expect`, or fewer if some were never said).
 async fn member(
     mut conn: Conn,
     mut go: watch::Receiver<Option<Instant>>,
     say: Arc<Vec<u8>>,
     expect: u64,
+    tally: Arc<Tally>,
 ) -> Heard {
+    let mut all_said = tally.all_said.subscribe();
+    let mut line = Line {
+        tally,
+        settled: false,
+    };
     let mut heard = Heard {
         latencies: histogram(),
         got: 0,
@@ -132,12 +196,18 @@ async fn member(
                     break start;
                 }
             }
-            reply = conn.next() => {
-                if matches!(reply, Err(_) | Ok(Reply::Cut(_))) {
+            reply = conn.next() => match reply {
+                Err(_) | Ok(Reply::Cut(_)) => {
                     heard.cut = true;
                     return heard;
                 }
-            }
+                // A member quicker to hear the start has said its line already.
+                Ok(Reply::Delivery(_)) => {
+                    let start = (*go.borrow()).unwrap_or_else(Instant::now);
+                    heard.delivered(start);
+                }
+                Ok(_) => {}
+            },
         }
     };
     if conn.write(&say).await.is_err() {
@@ -145,9 +215,16 @@ async fn member(
         return heard;
     }
     let mut answered = false;
-    while !(answered && heard.got >= expect) {
+    loop {
+        let there_are = all_said
+            .borrow()
+            .map_or(expect, |all| all.saturating_sub(u64::from(heard.said)));
+        if answered && heard.got >= there_are {
+            break;
+        }
         let reply = tokio::select! {
             () = STOP.cancelled() => break,
+            Ok(()) = all_said.changed() => continue,
             reply = tokio::time::timeout(QUIET, conn.next()) => reply,
         };
         match reply {
@@ -159,19 +236,16 @@ async fn member(
                 heard.cut = true;
                 break;
             }
-            Ok(Ok(Reply::Delivery(_))) => {
-                let now = Instant::now();
-                let _ = heard
-                    .latencies
-                    .record((now - start).as_micros().max(1) as u64);
-                heard.got += 1;
-                heard.last = Some(now);
-            }
+            Ok(Ok(Reply::Delivery(_))) => heard.delivered(start),
             Ok(Ok(Reply::Answer)) => {
                 answered = true;
                 heard.said = true;
+                line.settle(true);
             }
-            Ok(Ok(Reply::Refused(_))) => answered = true,
+            Ok(Ok(Reply::Refused(_))) => {
+                answered = true;
+                line.settle(false);
+            }
             Ok(Ok(Reply::Other)) => {}
         }
     }
@@ -215,14 +289,26 @@ pub async fn run(options: &BurstOptions) -> Result<Report, BenchError> {
     ));
     let expect = n as u64 - 1;
     let (go_tx, go) = watch::channel(None);
+    let tally = Arc::new(Tally {
+        members: n,
+        settled: AtomicUsize::new(0),
+        said: AtomicU64::new(0),
+        all_said: watch::channel(None).0,
+    });
     let (joined_tx, mut joined) = mpsc::channel::<Result<(), BenchError>>(OPENING);
     let opening = Arc::new(Semaphore::new(OPENING));
     let mut members: Vec<JoinHandle<Heard>> = Vec::with_capacity(n);
-    members.push(tokio::spawn(member(owner, go.clone(), say.clone(), expect)));
+    members.push(tokio::spawn(member(
+        owner,
+        go.clone(),
+        say.clone(),
+        expect,
+        Arc::clone(&tally),
+    )));
     for i in 1..n {
         let (name, room, addr) = (names(i), room.clone(), options.addr.clone());
         let (go, say, joined_tx) = (go.clone(), say.clone(), joined_tx.clone());
-        let opening = Arc::clone(&opening);
+        let (opening, tally) = (Arc::clone(&opening), Arc::clone(&tally));
         members.push(tokio::spawn(async move {
             let conn = {
                 let _permit = opening.acquire().await;
@@ -231,7 +317,7 @@ pub async fn run(options: &BurstOptions) -> Result<Report, BenchError> {
             match conn {
                 Ok(conn) => {
                     let _ = joined_tx.send(Ok(())).await;
-                    member(conn, go, say, expect).await
+                    member(conn, go, say, expect, tally).await
                 }
                 Err(e) => {
                     let _ = joined_tx.send(Err(e)).await;

@@ -2,6 +2,7 @@
 //! every other target's `rr` is compared with. The bench runs it as a child process so
 //! that its memory can be read apart from the load generator's.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,7 +12,7 @@ use tokio::net::TcpListener;
 /// buffer. Prints the bound address on stdout first.
 pub async fn serve(listen: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
-    println!("{}", listener.local_addr()?);
+    writeln!(std::io::stdout(), "{}", listener.local_addr()?)?;
     loop {
         let (mut stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

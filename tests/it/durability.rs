@@ -195,6 +195,7 @@ async fn bench_send_reports_acknowledged_sends() {
             "4",
             "--duration",
             "0.3",
+            "--scratch",
             "--json",
             "--addr",
         ])

@@ -3,6 +3,7 @@
 mod admin;
 mod adversarial;
 mod auth;
+mod bench;
 mod binary;
 mod bounds;
 mod client_lib;
