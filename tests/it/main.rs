@@ -21,6 +21,7 @@ mod menu_client;
 mod native;
 mod oneshot;
 mod python_example;
+mod readme;
 mod rooms;
 mod roundtrip;
 mod security;
