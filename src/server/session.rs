@@ -13,7 +13,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-use crate::dialect::{Dialect, Incoming};
+use crate::dialect::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
 use crate::outbound::{Bounds, OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
@@ -291,11 +291,19 @@ impl Session {
     ) -> Step {
         loop {
             match dialect.decode(src) {
-                Ok(Some(incoming)) => match self.serve_now(incoming, state, queue) {
-                    Ok(None) => {}
-                    Ok(Some(reason)) => return Step::End(reason),
-                    Err(slow) => return Step::Wait(slow),
-                },
+                Ok(Some(incoming)) => {
+                    // A person at `nc` or telnet has shown they are there once they
+                    // typed a line (HELP, MENU, ...): they get all the time they need
+                    // to choose a name.
+                    if D::KIND == DialectKind::Text {
+                        queue.stop.greet();
+                    }
+                    match self.serve_now(incoming, state, queue) {
+                        Ok(None) => {}
+                        Ok(Some(reason)) => return Step::End(reason),
+                        Err(slow) => return Step::Wait(slow),
+                    }
+                }
                 Ok(None) => return Step::More,
                 Err(e) => return Step::End(framing_error(e, queue)),
             }

@@ -248,3 +248,22 @@ async fn a_client_that_never_reads_is_cut_within_the_write_deadline() {
     writing.abort();
     server.stop().await;
 }
+
+/// A person at `nc` who has typed a line (HELP, say) has shown they are there: the
+/// handshake timeout no longer applies while they choose a name.
+#[tokio::test(start_paused = true)]
+async fn a_nc_user_who_typed_a_line_has_time_to_choose_a_name() {
+    let server = TestServer::start_tweaked(|c| {
+        dialects(c);
+        c.inline_store = true;
+        c.handshake_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let (mut person, _) = TextConn::connect(server.text.unwrap()).await;
+    person.call("PING").await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let (status, _) = person.call("HELLO slowtyper").await;
+    assert!(status.starts_with("+OK"), "{status}");
+    assert!(person.events.is_empty(), "{:?}", person.events);
+    server.stop().await;
+}
