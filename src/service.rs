@@ -276,7 +276,7 @@ impl Services {
         let name = self.hub.disconnect(id)?;
         if is_guest(&name) {
             // Queued now; nothing waits for it.
-            let _ = self.store.forget_guest(&name);
+            drop(self.store.forget_guest(&name));
         }
         Some(name)
     }
