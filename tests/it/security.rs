@@ -103,3 +103,44 @@ async fn names_are_unique_without_regard_to_case() {
     assert_eq!(reply["name"], "Nina", "{reply}");
     server.stop().await;
 }
+
+/// A guest is served like anyone while online and forgotten when it leaves: its mail
+/// goes with it, and a guest name cannot be protected.
+#[tokio::test]
+async fn a_guest_is_forgotten_when_it_leaves_and_cannot_be_protected() {
+    let server = TestServer::start().await;
+    let mut guest = server.raw().await;
+    guest.hello("guest-1a2b3c4d").await;
+    let mut nina = server.raw().await;
+    nina.hello("nina").await;
+    let sent = nina
+        .call(json!({"op": "send", "to": "guest-1a2b3c4d", "text": "hello guest"}))
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    guest.call(json!({"op": "bye"})).await;
+    let mut after = None;
+    for _ in 0..100 {
+        let sent = nina
+            .call(json!({"op": "send", "to": "guest-1a2b3c4d", "text": "still there?"}))
+            .await;
+        if code(&sent) == "no_such_user" {
+            after = Some(sent);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(after.is_some(), "the guest was forgotten");
+    let mut again = server.raw().await;
+    again.event().await;
+    let protect = again
+        .call(json!({"op": "hello", "name": "GUEST-x", "password": "secret"}))
+        .await;
+    assert_eq!(code(&protect), "bad_name", "{protect}");
+    let inbox_check = again
+        .call(json!({"op": "hello", "name": "guest-1a2b3c4d"}))
+        .await;
+    assert_eq!(inbox_check["ok"], true);
+    let inbox = again.call(json!({"op": "inbox"})).await;
+    assert_eq!(inbox["messages"].as_array().unwrap().len(), 0, "{inbox}");
+    server.stop().await;
+}
