@@ -199,7 +199,7 @@ impl CommonArgs {
 
 #[derive(clap::Args)]
 struct SendArgs {
-    /// Recipient: a name, or a client id (digits).
+    /// Recipient: a name, or a client id written #17.
     #[arg(long)]
     to: String,
     /// The message.

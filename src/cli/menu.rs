@@ -280,10 +280,17 @@ impl Session {
         let Some(text) = self.question("Enter your message: ").await? else {
             return Ok(true);
         };
-        let Some(to) = self.question("Enter recipient (name or id): ").await? else {
+        let Some(to) = self.question("Enter recipient (name, or #id): ").await? else {
             return Ok(true);
         };
-        match self.client.send(Recipient::typed(to.trim()), &text).await {
+        let to = match Recipient::typed(to.trim()) {
+            Ok(to) => to,
+            Err(why) => {
+                self.console.say(format!("Message not sent: {why}."));
+                return Ok(false);
+            }
+        };
+        match self.client.send(to, &text).await {
             Ok(_) => self.console.say("Message sent!"),
             Err(ClientError::Server(e)) => self
                 .console

@@ -89,8 +89,9 @@ struct Sent<'a> {
 
 /// Sends one direct message; answered once it is stored.
 pub async fn send(common: &Common, to: &str, text: &str) -> Result<(), CliError> {
+    let recipient = Recipient::typed(to).map_err(CliError::Usage)?;
     let (client, _, _, _) = open(common, None).await?;
-    let message_id = client.send(Recipient::typed(to), text).await?;
+    let message_id = client.send(recipient, text).await?;
     line(common.json, &Sent { message_id, to }, || {
         format!("Message {message_id} sent to {to}.")
     })?;

@@ -6,6 +6,11 @@
 //! `= `. Events are lines of their own starting with `* `. Text that came from other
 //! dialects may hold line breaks: they are written as `\n`, so that one line stays one
 //! line.
+//!
+//! For a person at a terminal: `HELP` lists every command with its arguments, `MENU`
+//! the course menu with each entry's command, and a menu number stands for its
+//! command (`1` is `USERS`, `2 nina hi` is `SEND nina hi`). A recipient is a name as
+//! typed, or `#17` for client id 17.
 
 use std::fmt::Write as _;
 
@@ -13,10 +18,53 @@ use bytes::{BufMut, BytesMut};
 
 use super::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
-use crate::protocol::{Envelope, ErrorBody, ErrorCode, Event, Recipient, Reply, Request, Response};
+use crate::protocol::{
+    Envelope, ErrorBody, ErrorCode, Event, Menu, Recipient, Reply, Request, Response,
+};
 
 /// Longest input line, without its line break.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Every command: its word, its arguments and what it does, as `HELP` lists them.
+const COMMANDS: &[(&str, &str, &str)] = &[
+    ("HELLO", "<name> [password]", "sign in with a name (first)"),
+    ("PING", "", "check that the server answers"),
+    (
+        "MENU",
+        "",
+        "the course menu; a menu number runs its command",
+    ),
+    ("HELP", "", "this list"),
+    ("USERS", "", "who is online"),
+    (
+        "SEND",
+        "<name|#id> <text>",
+        "a message kept until read; #17 is client id 17",
+    ),
+    ("INBOX", "", "your unread messages"),
+    ("CREATE_ROOM", "<room>", "open a room that you own"),
+    ("JOIN_ROOM", "<room>", "join a room"),
+    ("SAY", "<room> <text>", "talk to the room"),
+    ("LEAVE_ROOM", "<room>", "leave a room"),
+    ("CLOSE_ROOM", "<room>", "close a room that you own"),
+    ("QUIT", "", "leave (also BYE or CLOSE)"),
+];
+
+/// The text dialect carries no request ids, so the id of a request it makes up
+/// itself marks it: `HELP` is a `ping` (allowed before `hello`) with this id, whose
+/// answer is written as the list of commands.
+const HELP_ID: u64 = 0x4845_4c50;
+
+/// A command with its arguments, as a person types it: `SEND <name|#id> <text>`.
+fn usage_of(word: &str) -> String {
+    let word = word.to_ascii_uppercase();
+    let word = if word == "BYE" { "QUIT" } else { &word };
+    match COMMANDS.iter().find(|(w, ..)| *w == word) {
+        Some((w, "", _)) => (*w).to_owned(),
+        Some((w, args, _)) => format!("{w} {args}"),
+        None => word.to_owned(),
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Text {
@@ -79,6 +127,13 @@ impl Dialect for Text {
 
     fn encode_response(&self, response: &Response, dst: &mut BytesMut) {
         let reply = match &response.outcome {
+            Ok(_) if response.id == Some(HELP_ID) => {
+                let _ = write!(dst, "+OK {}\r\n", COMMANDS.len());
+                for (word, _, what) in COMMANDS {
+                    let _ = write!(dst, "= {}: {what}\r\n", usage_of(word));
+                }
+                return;
+            }
             Ok(reply) => reply,
             Err(error) => {
                 let _ = write!(dst, "-ERR {} ", error.code);
@@ -96,10 +151,10 @@ impl Dialect for Text {
                 for option in &menu.options {
                     let _ = write!(
                         dst,
-                        "= {} {} ({})\r\n",
+                        "= {} {}: {}\r\n",
                         option.key,
                         option.label,
-                        option.op.to_ascii_uppercase()
+                        usage_of(&option.op)
                     );
                 }
             }
@@ -224,15 +279,32 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     if word.is_empty() {
         return invalid(
             ErrorCode::BadRequest,
-            "empty line: type MENU for the commands, QUIT to leave",
+            "empty line: type HELP for the commands, QUIT to leave",
         );
     }
-    let word = word.to_ascii_lowercase();
+    let mut word = word.to_ascii_lowercase();
+    if word.bytes().all(|b| b.is_ascii_digit()) {
+        // A menu number stands for its entry's command.
+        let entry = Menu::course_project()
+            .options
+            .into_iter()
+            .find(|option| word.parse() == Ok(option.key));
+        match entry {
+            Some(option) => word = option.op,
+            None => {
+                let shown: String = word.chars().take(20).collect();
+                return invalid(
+                    ErrorCode::UnknownOp,
+                    format!("no menu entry {shown}; type MENU for the menu, HELP for the commands"),
+                );
+            }
+        }
+    }
     let args: Vec<&str> = rest.split_whitespace().collect();
-    let usage = |text: &str| invalid(ErrorCode::BadRequest, format!("usage: {text}"));
-    let one_room = |make: fn(String) -> Request, text: &str| match args[..] {
+    let usage = |word: &str| invalid(ErrorCode::BadRequest, format!("usage: {}", usage_of(word)));
+    let one_room = |make: fn(String) -> Request| match args[..] {
         [room] => Ok(make(room.to_owned())),
-        _ => Err(usage(text)),
+        _ => Err(usage(&word)),
     };
     let request = match word.as_str() {
         "hello" => match args[..] {
@@ -244,10 +316,18 @@ pub fn parse_line(line: &[u8]) -> Incoming {
                 name: name.to_owned(),
                 password: Some((*password).into()),
             }),
-            _ => Err(usage("HELLO name [password]")),
+            _ => Err(usage(&word)),
         },
-        "ping" | "menu" | "users" | "inbox" | "bye" | "quit" | "close" if !args.is_empty() => {
-            Err(usage(&word.to_ascii_uppercase()))
+        "ping" | "menu" | "help" | "users" | "inbox" | "bye" | "quit" | "close"
+            if !args.is_empty() =>
+        {
+            Err(usage(&word))
+        }
+        "help" => {
+            return Incoming::Request(Envelope {
+                id: Some(HELP_ID),
+                request: Request::Ping,
+            });
         }
         "ping" => Ok(Request::Ping),
         "menu" => Ok(Request::Menu),
@@ -255,28 +335,31 @@ pub fn parse_line(line: &[u8]) -> Incoming {
         "inbox" => Ok(Request::Inbox { limit: None }),
         "bye" | "quit" | "close" => Ok(Request::Bye),
         "send" => match first_word(rest) {
-            (to, text) if !to.is_empty() && !text.is_empty() => Ok(Request::Send {
-                to: Recipient::typed(to),
-                text: text.to_owned(),
-            }),
-            _ => Err(usage("SEND to text...")),
+            (to, text) if !to.is_empty() && !text.is_empty() => match Recipient::typed(to) {
+                Ok(to) => Ok(Request::Send {
+                    to,
+                    text: text.to_owned(),
+                }),
+                Err(why) => Err(invalid(ErrorCode::BadRequest, why)),
+            },
+            _ => Err(usage(&word)),
         },
         "say" => match first_word(rest) {
             (room, text) if !room.is_empty() && !text.is_empty() => Ok(Request::Say {
                 room: room.to_owned(),
                 text: text.to_owned(),
             }),
-            _ => Err(usage("SAY room text...")),
+            _ => Err(usage(&word)),
         },
-        "create_room" => one_room(|room| Request::CreateRoom { room }, "CREATE_ROOM room"),
-        "join_room" => one_room(|room| Request::JoinRoom { room }, "JOIN_ROOM room"),
-        "leave_room" => one_room(|room| Request::LeaveRoom { room }, "LEAVE_ROOM room"),
-        "close_room" => one_room(|room| Request::CloseRoom { room }, "CLOSE_ROOM room"),
+        "create_room" => one_room(|room| Request::CreateRoom { room }),
+        "join_room" => one_room(|room| Request::JoinRoom { room }),
+        "leave_room" => one_room(|room| Request::LeaveRoom { room }),
+        "close_room" => one_room(|room| Request::CloseRoom { room }),
         _ => {
             let shown: String = word.chars().take(40).collect();
             Err(invalid(
                 ErrorCode::UnknownOp,
-                format!("unknown command {shown:?}; type MENU for the commands"),
+                format!("unknown command {shown:?}; type HELP for the commands"),
             ))
         }
     };
@@ -321,7 +404,7 @@ mod tests {
     #[test]
     fn commands_are_case_insensitive_and_keep_the_text_whole() {
         let all =
-            decode_all(b"hello nina s3cret\r\nSend 42  hi  there \nsay lobby a  b\nQUIT\nclose");
+            decode_all(b"hello nina s3cret\r\nSend #42  hi  there \nsay lobby a  b\nQUIT\nclose");
         assert_eq!(
             request(&all[0]),
             &Request::Hello {
@@ -448,5 +531,111 @@ mod tests {
             &mut buf,
         );
         assert_eq!(&buf[..], b"* room_message 3456 alice: hi all\r\n");
+    }
+
+    /// A bare word is a name, digits included: `HELLO 20` must be reachable, and a
+    /// message to it must never go to client 20.
+    #[test]
+    fn a_recipient_is_a_name_unless_written_hash_and_digits() {
+        let all = decode_all(b"SEND 20 hi\nSEND #20 hi\nSEND #twenty hi\nSEND # hi\n");
+        assert_eq!(
+            request(&all[0]),
+            &Request::Send {
+                to: Recipient::Name("20".into()),
+                text: "hi".into()
+            }
+        );
+        assert_eq!(
+            request(&all[1]),
+            &Request::Send {
+                to: Recipient::Id(20),
+                text: "hi".into()
+            }
+        );
+        assert_eq!(code(&all[2]), ErrorCode::BadRequest);
+        assert_eq!(code(&all[3]), ErrorCode::BadRequest);
+    }
+
+    fn message(incoming: &Incoming) -> &str {
+        match incoming {
+            Incoming::Invalid { error, .. } => &error.message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_menu_number_stands_for_its_command() {
+        let all = decode_all(b"1\n3\n6\n2 nina hi there\n2\n4\n9\n");
+        assert_eq!(request(&all[0]), &Request::Users);
+        assert_eq!(request(&all[1]), &Request::Inbox { limit: None });
+        assert_eq!(request(&all[2]), &Request::Bye);
+        assert_eq!(
+            request(&all[3]),
+            &Request::Send {
+                to: Recipient::Name("nina".into()),
+                text: "hi there".into()
+            }
+        );
+        assert_eq!(message(&all[4]), "usage: SEND <name|#id> <text>");
+        assert_eq!(message(&all[5]), "usage: CREATE_ROOM <room>");
+        assert_eq!(code(&all[6]), ErrorCode::UnknownOp);
+        assert_eq!(message(&decode_all(b"users now\n")[0]), "usage: USERS");
+    }
+
+    #[test]
+    fn help_lists_every_command_with_its_arguments_before_hello_too() {
+        let all = decode_all(b"help\nHELP me\n");
+        let Incoming::Request(envelope) = &all[0] else {
+            panic!("{all:?}");
+        };
+        assert!(envelope.request.allowed_before_hello());
+        assert_eq!(code(&all[1]), ErrorCode::BadRequest);
+        let mut buf = BytesMut::new();
+        Text::default().encode_response(
+            &Response {
+                id: envelope.id,
+                outcome: Ok(Reply::Done {}),
+            },
+            &mut buf,
+        );
+        let help = String::from_utf8(buf.to_vec()).unwrap();
+        let lines: Vec<&str> = help.lines().collect();
+        assert_eq!(lines[0], format!("+OK {}", lines.len() - 1));
+        for shown in [
+            "= HELLO <name> [password]: ",
+            "= PING: ",
+            "= MENU: ",
+            "= HELP: ",
+            "= SEND <name|#id> <text>: ",
+            "= SAY <room> <text>: ",
+            "= LEAVE_ROOM <room>: ",
+            "= CLOSE_ROOM <room>: ",
+            "= QUIT: ",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(shown)),
+                "{shown} in {help}"
+            );
+        }
+        // A plain ping is still answered `+OK`.
+        assert_eq!(encoded(Ok(Reply::Done {})), "+OK\r\n");
+    }
+
+    #[test]
+    fn the_menu_shows_each_entry_with_its_command() {
+        let menu = encoded(Ok(Reply::Menu(Menu::course_project())));
+        let lines: Vec<&str> = menu.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "+OK 6",
+                "= 1 Get user list: USERS",
+                "= 2 Send a message: SEND <name|#id> <text>",
+                "= 3 Get my messages: INBOX",
+                "= 4 Create a new chat room: CREATE_ROOM <room>",
+                "= 5 Join an existing chat room: JOIN_ROOM <room>",
+                "= 6 Disconnect from server: QUIT",
+            ]
+        );
     }
 }

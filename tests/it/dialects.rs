@@ -32,8 +32,9 @@ async fn text_lines_follow_the_grammar() {
     assert_eq!(status, format!("+OK {} tom", words[2]));
     let (status, items) = tom.call("menu").await;
     assert_eq!(status, "+OK 6");
-    assert_eq!(items[0], "= 1 Get user list (USERS)");
-    assert_eq!(items[5], "= 6 Disconnect from server (BYE)");
+    assert_eq!(items[0], "= 1 Get user list: USERS");
+    assert_eq!(items[1], "= 2 Send a message: SEND <name|#id> <text>");
+    assert_eq!(items[5], "= 6 Disconnect from server: QUIT");
     assert!(
         tom.call("dance now")
             .await

@@ -75,14 +75,14 @@ async fn two_people_go_through_all_six_options() {
         choose(&mut nina, "2");
         expect(&mut nina, "Enter your message:");
         choose(&mut nina, "Hello World!");
-        expect(&mut nina, "Enter recipient (name or id):");
+        expect(&mut nina, "Enter recipient (name, or #id):");
         choose(&mut nina, "jose");
         expect(&mut nina, "Message sent!");
         menu(&mut nina);
         choose(&mut nina, "2");
         expect(&mut nina, "Enter your message:");
         choose(&mut nina, "anyone?");
-        expect(&mut nina, "Enter recipient (name or id):");
+        expect(&mut nina, "Enter recipient (name, or #id):");
         choose(&mut nina, "nobody");
         expect(&mut nina, "Message not sent: ");
         menu(&mut nina);

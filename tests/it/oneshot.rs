@@ -66,7 +66,7 @@ async fn users_send_and_inbox_for_people_and_for_jq() {
     assert!(sent.status.success(), "{}", err(&sent));
     assert!(out(&sent).starts_with("Message ") && out(&sent).ends_with(" sent to nina.\n"));
     assert!(matches!(next_event(&mut events).await, Event::Message { from, .. } if from == "jose"));
-    let by_id = nina.client_id().to_string();
+    let by_id = format!("#{}", nina.client_id());
     let sent = run(args(&[
         "send", "--addr", &addr, "--to", &by_id, "--json", "second",
     ]))
