@@ -20,6 +20,11 @@ pub enum FrameError {
     /// The bytes are not in the dialect's format at all, so no later unit can be found.
     #[error("unreadable stream: {0}")]
     Unreadable(String),
+    /// Where a length prefix belongs there is a line of text (a command typed into
+    /// `nc`, a browser's `GET /`): a person, or a client of the text dialect, at the
+    /// native port. Told apart so that the server can answer in text.
+    #[error("the stream starts with a line of text, not a length-prefixed frame")]
+    Text,
 }
 
 /// Takes one complete frame's payload off the front of `src`, if it is all there.
@@ -50,6 +55,9 @@ pub fn decode_with<T>(
 /// The payload length of the frame at the front of `src`, once all of it is there.
 fn complete(src: &BytesMut, max_frame: usize) -> Result<Option<usize>, FrameError> {
     if src.len() < HEADER {
+        if !src.is_empty() && is_text_header(src, max_frame) {
+            return Err(FrameError::Text);
+        }
         return Ok(None);
     }
     let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
@@ -57,6 +65,9 @@ fn complete(src: &BytesMut, max_frame: usize) -> Result<Option<usize>, FrameErro
         return Err(FrameError::Empty);
     }
     if len > max_frame {
+        if is_text_header(&src[..HEADER], max_frame) {
+            return Err(FrameError::Text);
+        }
         return Err(FrameError::TooLarge {
             len,
             max: max_frame,
@@ -68,6 +79,20 @@ fn complete(src: &BytesMut, max_frame: usize) -> Result<Option<usize>, FrameErro
         return Ok(None);
     }
     Ok(Some(len))
+}
+
+/// Whether `header`, the first bytes of what should be a length prefix (all four, or
+/// fewer when no more have come), is text rather than a length: printable ASCII, tab
+/// or a line break, which as a length would be over `max_frame` whatever follows.
+/// Any such length is at least 0x0900_0000 (144 MiB), so with any sane limit a
+/// line of text is found from its first byte, even `\n` alone; the check runs only
+/// where the stream is already in error or still waiting for a header, never on a
+/// good frame.
+fn is_text_header(header: &[u8], max_frame: usize) -> bool {
+    let text = |b: &u8| matches!(b, b' '..=b'~' | b'\t' | b'\r' | b'\n');
+    let mut smallest = [0u8; HEADER];
+    smallest[..header.len()].copy_from_slice(header);
+    header.iter().all(text) && u32::from_be_bytes(smallest) as usize > max_frame
 }
 
 /// Appends `payload` as one frame.
@@ -161,6 +186,44 @@ mod tests {
             decode(&mut buf, 10),
             Err(FrameError::TooLarge { len: 11, max: 10 })
         );
+    }
+
+    #[test]
+    fn a_line_of_text_is_told_from_a_length() {
+        for line in [
+            &b"USERS\n"[..],
+            b"GET / HTTP/1.1\r\n",
+            b"hello nina\r\n",
+            b"ls\n",
+            b"\n",
+            b"\tx",
+            b"{\"op\":\"ping\"}",
+        ] {
+            let mut buf = BytesMut::from(line);
+            assert_eq!(
+                decode(&mut buf, DEFAULT_MAX_FRAME),
+                Err(FrameError::Text),
+                "{line:?}"
+            );
+        }
+        // Not text: binary garbage and UTF-8 beyond ASCII are still a bad length.
+        for bytes in [
+            &[0xff, 0xff, 0xff, 0xff][..],
+            "héllo".as_bytes(),
+            b"\x7fABC",
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(matches!(
+                decode(&mut buf, DEFAULT_MAX_FRAME),
+                Err(FrameError::TooLarge { .. })
+            ));
+        }
+        // Under a limit that huge, printable bytes can be a length: wait for it.
+        let mut buf = BytesMut::from(&b"AB"[..]);
+        assert_eq!(decode(&mut buf, u32::MAX as usize), Ok(None));
+        // A good frame's partial header is never mistaken for text.
+        let mut buf = BytesMut::from(&[0u8, 0][..]);
+        assert_eq!(decode(&mut buf, DEFAULT_MAX_FRAME), Ok(None));
     }
 
     #[test]

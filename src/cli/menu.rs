@@ -11,7 +11,7 @@ mod login;
 use super::console::{Console, Input};
 use super::{CliError, local_time, resolve};
 use crate::client::{Client, ClientError, in_words};
-use crate::protocol::{ClientId, ErrorBody, Event, MAX_TEXT, Menu, Recipient};
+use crate::protocol::{ErrorBody, Event, MAX_TEXT, Menu, Recipient};
 use login::{LoggedIn, log_in};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:12000";
@@ -142,15 +142,6 @@ async fn ask_name(console: &mut Console) -> Option<String> {
             None => return Some(name.to_owned()),
             Some(why) => console.say(format!("Sorry: {why}.")),
         }
-    }
-}
-
-/// A recipient as a person types it: `#17` is client id 17, anything else a name
-/// (a student id `918273645` too).
-fn recipient(typed: &str) -> Recipient {
-    match typed.strip_prefix('#').map(str::parse::<ClientId>) {
-        Some(Ok(id)) => Recipient::Id(id),
-        _ => Recipient::Name(typed.to_owned()),
     }
 }
 
@@ -362,7 +353,14 @@ impl Session {
             Ok(to) => to,
             Err(next) => return Ok(next),
         };
-        match self.client.send(recipient(to.trim()), &text).await {
+        let to = match Recipient::typed(to.trim()) {
+            Ok(to) => to,
+            Err(why) => {
+                self.console.say(format!("Message not sent: {why}."));
+                return Ok(Next::Menu);
+            }
+        };
+        match self.client.send(to, &text).await {
             Ok(_) => self.console.say("Message sent!"),
             Err(ClientError::Server(e)) => self
                 .console
@@ -497,14 +495,6 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_bare_word_is_a_name_and_hash_digits_an_id() {
-        assert_eq!(recipient("918273645"), Recipient::Name("918273645".into()));
-        assert_eq!(recipient("nina"), Recipient::Name("nina".into()));
-        assert_eq!(recipient("#17"), Recipient::Id(17));
-        assert_eq!(recipient("#x"), Recipient::Name("#x".into()));
-    }
 
     #[test]
     fn sentences_start_high_and_stop() {

@@ -70,16 +70,10 @@ pub fn guest_names() -> impl Fn(usize) -> String + Clone + Send + Sync + 'static
 /// A recipient as a person types it (`--to`): a bare word is always a name, `#17` is
 /// client id 17. The value parser of `send --to`.
 pub fn recipient(to: &str) -> Result<Recipient, String> {
-    match to.strip_prefix('#') {
-        None if to.is_empty() => Err("empty; expected a name, or # and a client id".into()),
-        None => Ok(Recipient::Name(to.to_owned())),
-        Some(id) => id
-            .parse()
-            .ok()
-            .filter(|_| id.bytes().all(|b| b.is_ascii_digit()))
-            .map(Recipient::Id)
-            .ok_or_else(|| format!("{id:?} after # is not a client id (digits)")),
+    if to.is_empty() {
+        return Err("empty; expected a name, or # and a client id".into());
     }
+    Recipient::typed(to)
 }
 
 /// Writes one line to stdout.

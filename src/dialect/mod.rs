@@ -73,6 +73,14 @@ pub trait Dialect: Clone + Send + Sync + 'static {
         }
     }
 
+    /// Bytes the decoder holds for a unit still arriving, beside the bytes buffered for
+    /// it: what a connection costs the server while its client takes its time. None
+    /// for native frames and text lines; for a pickle, at most
+    /// [`lab::scan::COST_FACTOR`] times (the buffered bytes + [`lab::scan::COST_SLACK`]).
+    fn held(&self) -> usize {
+        0
+    }
+
     fn encode_response(&self, response: &Response, dst: &mut BytesMut);
 
     fn encode_event(&self, event: &Event, dst: &mut BytesMut);

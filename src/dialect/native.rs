@@ -5,6 +5,7 @@ use std::io::Write;
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::{Dialect, DialectKind, Incoming};
@@ -198,12 +199,134 @@ pub fn parse_request(payload: &[u8]) -> Incoming {
     if let Some(envelope) = parse_fast(payload) {
         return Incoming::Request(envelope);
     }
-    match serde_json::from_slice(payload) {
-        Ok(value) => request_from_value(value),
-        Err(e) => Incoming::Invalid {
-            id: None,
-            error: ErrorBody::new(ErrorCode::BadRequest, format!("not JSON: {e}")),
+    let invalid = |message: String| Incoming::Invalid {
+        id: None,
+        error: ErrorBody::new(ErrorCode::BadRequest, message),
+    };
+    let not_json = |e: serde_json::Error| invalid(format!("not JSON: {e}"));
+    // Checked first: a struct would also take a JSON array, field by field.
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return match serde_json::from_slice::<IgnoredAny>(payload) {
+            Err(e) => not_json(e),
+            Ok(_) => invalid("a request is a JSON object".into()),
+        };
+    }
+    match serde_json::from_slice::<Loose>(payload) {
+        Ok(loose) => request_from_value(loose.into_value()),
+        Err(e) => match serde_json::from_slice::<IgnoredAny>(payload) {
+            Err(e) => not_json(e),
+            Ok(_) => invalid(e.to_string()),
         },
+    }
+}
+
+/// The fields of a request that the fast way could not read, as values to word what
+/// is wrong with them. Fields the protocol does not know are skipped unread, and a
+/// known field holding an array or an object keeps only that it did (it is wrong
+/// anyway): the value built is never much larger than the payload's own strings,
+/// where a whole `serde_json::Value` costs a few dozen bytes per byte of `[0,0,...]`.
+#[derive(Deserialize)]
+struct Loose {
+    #[serde(default)]
+    id: Field,
+    #[serde(default)]
+    op: Field,
+    #[serde(default)]
+    name: Field,
+    #[serde(default)]
+    password: Field,
+    #[serde(default)]
+    to: Field,
+    #[serde(default)]
+    text: Field,
+    #[serde(default)]
+    limit: Field,
+    #[serde(default)]
+    room: Field,
+}
+
+impl Loose {
+    fn into_value(self) -> Value {
+        let fields = [
+            ("id", self.id),
+            ("op", self.op),
+            ("name", self.name),
+            ("password", self.password),
+            ("to", self.to),
+            ("text", self.text),
+            ("limit", self.limit),
+            ("room", self.room),
+        ];
+        Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(key, field)| Some((key.to_owned(), field.0?)))
+                .collect(),
+        )
+    }
+}
+
+/// One field as it came (`null` included), or `None` when it was not there.
+#[derive(Default)]
+struct Field(Option<Value>);
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Value;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(v.into())
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(v.into())
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(v.into())
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(v.into())
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(v.into())
+            }
+
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Value::Array(Vec::new()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Value::Object(serde_json::Map::new()))
+            }
+        }
+        deserializer
+            .deserialize_any(Visitor)
+            .map(|v| Field(Some(v)))
     }
 }
 
@@ -400,6 +523,48 @@ mod tests {
             let expected =
                 serde_json::to_value(super::super::WireResponse::new(&response)).unwrap();
             assert_eq!(written, expected);
+        }
+    }
+
+    /// A request the fast way cannot read is worded from its known fields alone:
+    /// however many values it carries, what is built for it stays small.
+    #[test]
+    fn a_broken_request_is_worded_from_its_known_fields() {
+        let mut pad = String::from("[0");
+        pad.push_str(&",0".repeat(100_000));
+        pad.push(']');
+        let broken = format!(r#"{{"id":3,"op":"nope","pad":{pad},"text":{pad}}}"#);
+        assert_eq!(code_and_id(parse(&broken)), (Some(3), ErrorCode::UnknownOp));
+        let wrong = format!(r#"{{"id":4,"op":"say","room":"r","text":{pad}}}"#);
+        match parse(&wrong) {
+            Incoming::Invalid { id, error } => {
+                assert_eq!((id, error.code), (Some(4), ErrorCode::BadRequest));
+                assert!(error.message.contains("sequence"), "{}", error.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(r#"{"id":null,"op":"send","to":"nina","text":"hi","extra":[1]}"#),
+            Incoming::Request(Envelope {
+                id: None,
+                request: Request::Send {
+                    to: Recipient::Name("nina".into()),
+                    text: "hi".into()
+                }
+            })
+        );
+        for (payload, message) in [
+            ("[1,2]", "a request is a JSON object"),
+            ("\"ping\"", "a request is a JSON object"),
+        ] {
+            match parse(payload) {
+                Incoming::Invalid { error, .. } => assert_eq!(error.message, message),
+                other => panic!("{other:?}"),
+            }
+        }
+        match parse("{nope") {
+            Incoming::Invalid { error, .. } => assert!(error.message.starts_with("not JSON: ")),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -6,6 +6,11 @@
 //! `= `. Events are lines of their own starting with `* `. Text that came from other
 //! dialects may hold line breaks: they are written as `\n`, so that one line stays one
 //! line.
+//!
+//! For a person at a terminal: `HELP` lists every command with its arguments, `MENU`
+//! the course menu with each entry's command, and a menu number stands for its
+//! command (`1` is `USERS`, `2 nina hi` is `SEND nina hi`). A recipient is a name as
+//! typed, or `#17` for client id 17.
 
 use std::fmt::Write as _;
 
@@ -13,10 +18,53 @@ use bytes::{BufMut, BytesMut};
 
 use super::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
-use crate::protocol::{Envelope, ErrorBody, ErrorCode, Event, Recipient, Reply, Request, Response};
+use crate::protocol::{
+    Envelope, ErrorBody, ErrorCode, Event, Menu, Recipient, Reply, Request, Response,
+};
 
 /// Longest input line, without its line break.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Every command: its word, its arguments and what it does, as `HELP` lists them.
+const COMMANDS: &[(&str, &str, &str)] = &[
+    ("HELLO", "<name> [password]", "sign in with a name (first)"),
+    ("PING", "", "check that the server answers"),
+    (
+        "MENU",
+        "",
+        "the course menu; a menu number runs its command",
+    ),
+    ("HELP", "", "this list"),
+    ("USERS", "", "who is online"),
+    (
+        "SEND",
+        "<name|#id> <text>",
+        "a message kept until read; #17 is client id 17",
+    ),
+    ("INBOX", "", "your unread messages"),
+    ("CREATE_ROOM", "<room>", "open a room that you own"),
+    ("JOIN_ROOM", "<room>", "join a room"),
+    ("SAY", "<room> <text>", "talk to the room"),
+    ("LEAVE_ROOM", "<room>", "leave a room"),
+    ("CLOSE_ROOM", "<room>", "close a room that you own"),
+    ("QUIT", "", "leave (also BYE or CLOSE)"),
+];
+
+/// The text dialect carries no request ids, so the id of a request it makes up
+/// itself marks it: `HELP` is a `ping` (allowed before `hello`) with this id, whose
+/// answer is written as the list of commands.
+const HELP_ID: u64 = 0x4845_4c50;
+
+/// A command with its arguments, as a person types it: `SEND <name|#id> <text>`.
+fn usage_of(word: &str) -> String {
+    let word = word.to_ascii_uppercase();
+    let word = if word == "BYE" { "QUIT" } else { &word };
+    match COMMANDS.iter().find(|(w, ..)| *w == word) {
+        Some((w, "", _)) => (*w).to_owned(),
+        Some((w, args, _)) => format!("{w} {args}"),
+        None => word.to_owned(),
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Text {
@@ -79,6 +127,13 @@ impl Dialect for Text {
 
     fn encode_response(&self, response: &Response, dst: &mut BytesMut) {
         let reply = match &response.outcome {
+            Ok(_) if response.id == Some(HELP_ID) => {
+                let _ = write!(dst, "+OK {}\r\n", COMMANDS.len());
+                for (word, _, what) in COMMANDS {
+                    let _ = write!(dst, "= {}: {what}\r\n", usage_of(word));
+                }
+                return;
+            }
             Ok(reply) => reply,
             Err(error) => {
                 let _ = write!(dst, "-ERR {} ", error.code);
@@ -96,10 +151,10 @@ impl Dialect for Text {
                 for option in &menu.options {
                     let _ = write!(
                         dst,
-                        "= {} {} ({})\r\n",
+                        "= {} {}: {}\r\n",
                         option.key,
                         option.label,
-                        option.op.to_ascii_uppercase()
+                        usage_of(&option.op)
                     );
                 }
             }
@@ -224,15 +279,32 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     if word.is_empty() {
         return invalid(
             ErrorCode::BadRequest,
-            "empty line: type MENU for the commands, QUIT to leave",
+            "empty line: type HELP for the commands, QUIT to leave",
         );
     }
-    let word = word.to_ascii_lowercase();
+    let mut word = word.to_ascii_lowercase();
+    if word.bytes().all(|b| b.is_ascii_digit()) {
+        // A menu number stands for its entry's command.
+        let entry = Menu::course_project()
+            .options
+            .into_iter()
+            .find(|option| word.parse() == Ok(option.key));
+        match entry {
+            Some(option) => word = option.op,
+            None => {
+                let shown: String = word.chars().take(20).collect();
+                return invalid(
+                    ErrorCode::UnknownOp,
+                    format!("no menu entry {shown}; type MENU for the menu, HELP for the commands"),
+                );
+            }
+        }
+    }
     let args: Vec<&str> = rest.split_whitespace().collect();
-    let usage = |text: &str| invalid(ErrorCode::BadRequest, format!("usage: {text}"));
-    let one_room = |make: fn(String) -> Request, text: &str| match args[..] {
+    let usage = |word: &str| invalid(ErrorCode::BadRequest, format!("usage: {}", usage_of(word)));
+    let one_room = |make: fn(String) -> Request| match args[..] {
         [room] => Ok(make(room.to_owned())),
-        _ => Err(usage(text)),
+        _ => Err(usage(&word)),
     };
     let request = match word.as_str() {
         "hello" => match args[..] {
@@ -244,10 +316,18 @@ pub fn parse_line(line: &[u8]) -> Incoming {
                 name: name.to_owned(),
                 password: Some((*password).into()),
             }),
-            _ => Err(usage("HELLO name [password]")),
+            _ => Err(usage(&word)),
         },
-        "ping" | "menu" | "users" | "inbox" | "bye" | "quit" | "close" if !args.is_empty() => {
-            Err(usage(&word.to_ascii_uppercase()))
+        "ping" | "menu" | "help" | "users" | "inbox" | "bye" | "quit" | "close"
+            if !args.is_empty() =>
+        {
+            Err(usage(&word))
+        }
+        "help" => {
+            return Incoming::Request(Envelope {
+                id: Some(HELP_ID),
+                request: Request::Ping,
+            });
         }
         "ping" => Ok(Request::Ping),
         "menu" => Ok(Request::Menu),
@@ -255,28 +335,31 @@ pub fn parse_line(line: &[u8]) -> Incoming {
         "inbox" => Ok(Request::Inbox { limit: None }),
         "bye" | "quit" | "close" => Ok(Request::Bye),
         "send" => match first_word(rest) {
-            (to, text) if !to.is_empty() && !text.is_empty() => Ok(Request::Send {
-                to: Recipient::typed(to),
-                text: text.to_owned(),
-            }),
-            _ => Err(usage("SEND to text...")),
+            (to, text) if !to.is_empty() && !text.is_empty() => match Recipient::typed(to) {
+                Ok(to) => Ok(Request::Send {
+                    to,
+                    text: text.to_owned(),
+                }),
+                Err(why) => Err(invalid(ErrorCode::BadRequest, why)),
+            },
+            _ => Err(usage(&word)),
         },
         "say" => match first_word(rest) {
             (room, text) if !room.is_empty() && !text.is_empty() => Ok(Request::Say {
                 room: room.to_owned(),
                 text: text.to_owned(),
             }),
-            _ => Err(usage("SAY room text...")),
+            _ => Err(usage(&word)),
         },
-        "create_room" => one_room(|room| Request::CreateRoom { room }, "CREATE_ROOM room"),
-        "join_room" => one_room(|room| Request::JoinRoom { room }, "JOIN_ROOM room"),
-        "leave_room" => one_room(|room| Request::LeaveRoom { room }, "LEAVE_ROOM room"),
-        "close_room" => one_room(|room| Request::CloseRoom { room }, "CLOSE_ROOM room"),
+        "create_room" => one_room(|room| Request::CreateRoom { room }),
+        "join_room" => one_room(|room| Request::JoinRoom { room }),
+        "leave_room" => one_room(|room| Request::LeaveRoom { room }),
+        "close_room" => one_room(|room| Request::CloseRoom { room }),
         _ => {
             let shown: String = word.chars().take(40).collect();
             Err(invalid(
                 ErrorCode::UnknownOp,
-                format!("unknown command {shown:?}; type MENU for the commands"),
+                format!("unknown command {shown:?}; type HELP for the commands"),
             ))
         }
     };
@@ -287,166 +370,4 @@ pub fn parse_line(line: &[u8]) -> Incoming {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{InboxPage, StoredMessage, UserInfo};
-
-    fn decode_all(input: &[u8]) -> Vec<Incoming> {
-        let mut text = Text::default();
-        let mut buf = BytesMut::from(input);
-        let mut out = Vec::new();
-        while let Some(incoming) = text.decode(&mut buf).unwrap() {
-            out.push(incoming);
-        }
-        if let Some(last) = text.decode_eof(&mut buf).unwrap() {
-            out.push(last);
-        }
-        out
-    }
-
-    fn request(incoming: &Incoming) -> &Request {
-        match incoming {
-            Incoming::Request(envelope) => &envelope.request,
-            other => panic!("expected a request, got {other:?}"),
-        }
-    }
-
-    fn code(incoming: &Incoming) -> ErrorCode {
-        match incoming {
-            Incoming::Invalid { error, .. } => error.code,
-            other => panic!("expected an error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn commands_are_case_insensitive_and_keep_the_text_whole() {
-        let all =
-            decode_all(b"hello nina s3cret\r\nSend 42  hi  there \nsay lobby a  b\nQUIT\nclose");
-        assert_eq!(
-            request(&all[0]),
-            &Request::Hello {
-                name: "nina".into(),
-                password: Some("s3cret".into())
-            }
-        );
-        assert_eq!(
-            request(&all[1]),
-            &Request::Send {
-                to: Recipient::Id(42),
-                text: "hi  there ".into()
-            }
-        );
-        assert_eq!(
-            request(&all[2]),
-            &Request::Say {
-                room: "lobby".into(),
-                text: "a  b".into()
-            }
-        );
-        assert_eq!(request(&all[3]), &Request::Bye);
-        assert_eq!(request(&all[4]), &Request::Bye);
-    }
-
-    #[test]
-    fn bad_lines_get_their_codes() {
-        let all = decode_all(b"dance\n\nSEND nina\nUSERS now\n\xff\xfe\nJOIN_ROOM\n");
-        let codes: Vec<_> = all.iter().map(code).collect();
-        assert_eq!(
-            codes,
-            [
-                ErrorCode::UnknownOp,
-                ErrorCode::BadRequest,
-                ErrorCode::BadRequest,
-                ErrorCode::BadRequest,
-                ErrorCode::BadRequest,
-                ErrorCode::BadRequest
-            ]
-        );
-    }
-
-    #[test]
-    fn an_overlong_line_is_answered_once_and_skipped() {
-        let mut text = Text::default();
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&vec![b'x'; MAX_LINE + 10]);
-        assert_eq!(
-            code(&text.decode(&mut buf).unwrap().unwrap()),
-            ErrorCode::TooLarge
-        );
-        assert!(buf.is_empty());
-        buf.extend_from_slice(&vec![b'y'; 5000]);
-        assert_eq!(text.decode(&mut buf).unwrap(), None);
-        buf.extend_from_slice(b"yyy\nPING\n");
-        assert_eq!(
-            request(&text.decode(&mut buf).unwrap().unwrap()),
-            &Request::Ping
-        );
-        assert_eq!(text.decode(&mut buf).unwrap(), None);
-        let mut whole = vec![b'z'; MAX_LINE + 2];
-        whole.extend_from_slice(b"\nPING\n");
-        let all = decode_all(&whole);
-        assert_eq!(code(&all[0]), ErrorCode::TooLarge);
-        assert_eq!(request(&all[1]), &Request::Ping);
-    }
-
-    #[test]
-    fn a_line_split_across_reads_is_found_once_complete() {
-        let mut text = Text::default();
-        let mut buf = BytesMut::from(&b"US"[..]);
-        assert_eq!(text.decode(&mut buf).unwrap(), None);
-        buf.extend_from_slice(b"ERS\r");
-        assert_eq!(text.decode(&mut buf).unwrap(), None);
-        buf.extend_from_slice(b"\nPI");
-        assert_eq!(
-            request(&text.decode(&mut buf).unwrap().unwrap()),
-            &Request::Users
-        );
-        assert_eq!(text.decode(&mut buf).unwrap(), None);
-        assert_eq!(&buf[..], b"PI");
-    }
-
-    fn encoded(outcome: Result<Reply, ErrorBody>) -> String {
-        let mut buf = BytesMut::new();
-        Text::default().encode_response(&Response { id: None, outcome }, &mut buf);
-        String::from_utf8(buf.to_vec()).unwrap()
-    }
-
-    #[test]
-    fn lists_are_counted_and_text_stays_on_one_line() {
-        let users = Reply::Users {
-            users: vec![UserInfo {
-                client_id: 3,
-                name: "nina".into(),
-            }],
-        };
-        assert_eq!(encoded(Ok(users)), "+OK 1\r\n= 3 nina\r\n");
-        let inbox = Reply::Inbox(InboxPage {
-            messages: vec![StoredMessage {
-                message_id: 1,
-                from: "jose".into(),
-                text: "two\nlines".into(),
-                sent_at: "2026-11-21T17:45:00Z".into(),
-            }],
-            more: false,
-        });
-        assert_eq!(
-            encoded(Ok(inbox)),
-            "+OK 1\r\n= 2026-11-21T17:45:00Z jose: two\\nlines\r\n"
-        );
-        assert_eq!(
-            encoded(Err(ErrorBody::new(ErrorCode::NoSuchUser, "no user\r\nbob"))),
-            "-ERR no_such_user no user\\r\\nbob\r\n"
-        );
-        let mut buf = BytesMut::new();
-        Text::default().encode_event(
-            &Event::RoomMessage {
-                room: "3456".into(),
-                from: "alice".into(),
-                text: "hi all".into(),
-                sent_at: "x".into(),
-            },
-            &mut buf,
-        );
-        assert_eq!(&buf[..], b"* room_message 3456 alice: hi all\r\n");
-    }
-}
+mod tests;

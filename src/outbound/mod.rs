@@ -30,6 +30,9 @@ pub enum Outbound {
         message_id: Option<NonZeroU64>,
     },
     Event(Arc<SharedEvent>),
+    /// Bytes written as they are, outside the dialect: a hint in plain text to a
+    /// person who typed at the native port.
+    Raw(Bytes),
     /// Write everything queued before this, then close the connection.
     Close,
 }
@@ -86,6 +89,7 @@ impl Outbound {
     pub fn weight(&self) -> usize {
         match self {
             Outbound::Ok { .. } | Outbound::Close => FRAME_ALLOWANCE,
+            Outbound::Raw(bytes) => bytes.len(),
             Outbound::Event(event) => event.weight,
             Outbound::Response(response) => {
                 FRAME_ALLOWANCE

@@ -223,14 +223,15 @@ impl OutQueue {
         .await
     }
 
-    /// The session's last words (a timeout, the server's shutdown): queued after what
-    /// is there whatever the bounds, then the order to close. Nothing is queued after.
-    pub fn finish_with(&self, event: std::sync::Arc<SharedEvent>) {
+    /// The session's last words (a timeout, the server's shutdown, a framing error):
+    /// queued after what is there whatever the bounds, then the order to close.
+    /// Nothing is queued after.
+    pub fn finish(&self, last: Outbound) {
         let mut state = self.state();
         if state.closed {
             return;
         }
-        state.push(Outbound::Event(event));
+        state.push(last);
         state.push(Outbound::Close);
         state.closed = true;
         drop(state);

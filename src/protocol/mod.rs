@@ -158,12 +158,21 @@ impl<'de> Deserialize<'de> for Recipient {
 }
 
 impl Recipient {
-    /// A recipient typed by a person (a text line, a prompt, a flag): all digits is a
-    /// client id, as in the course project's client; anything else is a name.
-    pub fn typed(to: &str) -> Recipient {
-        match to.parse() {
-            Ok(id) if to.bytes().all(|b| b.is_ascii_digit()) => Recipient::Id(id),
-            _ => Recipient::Name(to.to_owned()),
+    /// A recipient typed by a person (a text line, a prompt, a flag): a bare word is
+    /// always a name, so that every name `hello` accepts (all digits included) can be
+    /// reached; `#17` is client id 17. Anything else starting with `#` is refused,
+    /// with the reason for a person.
+    pub fn typed(to: &str) -> Result<Recipient, String> {
+        let Some(id) = to.strip_prefix('#') else {
+            return Ok(Recipient::Name(to.to_owned()));
+        };
+        match id.parse() {
+            Ok(id) if to.len() > 1 && to[1..].bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Recipient::Id(id))
+            }
+            _ => Err(format!(
+                "{to:?} is not a recipient: a client id is '#' and its digits (#17), a name is written bare"
+            )),
         }
     }
 }
@@ -171,7 +180,7 @@ impl Recipient {
 impl std::fmt::Display for Recipient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Recipient::Id(id) => write!(f, "{id}"),
+            Recipient::Id(id) => write!(f, "#{id}"),
             Recipient::Name(name) => f.write_str(name),
         }
     }
@@ -368,6 +377,29 @@ mod tests {
         assert!(check_name(&"a".repeat(33)).is_some());
         assert!(check_name(&"a".repeat(32)).is_none());
         assert!(check_name("héllo").is_some());
+    }
+
+    #[test]
+    fn a_typed_recipient_is_a_name_unless_it_is_hash_and_digits() {
+        assert_eq!(Recipient::typed("20"), Ok(Recipient::Name("20".into())));
+        assert_eq!(Recipient::typed("nina"), Ok(Recipient::Name("nina".into())));
+        assert_eq!(Recipient::typed("#20"), Ok(Recipient::Id(20)));
+        assert_eq!(Recipient::typed("#007"), Ok(Recipient::Id(7)));
+        for bad in [
+            "#",
+            "#x",
+            "#-1",
+            "#+1",
+            "# 1",
+            "#1a",
+            "#99999999999999999999",
+        ] {
+            assert!(Recipient::typed(bad).is_err(), "{bad}");
+        }
+        // What a recipient is shown as is typed back to the same recipient.
+        for to in [Recipient::Id(20), Recipient::Name("20".into())] {
+            assert_eq!(Recipient::typed(&to.to_string()), Ok(to));
+        }
     }
 
     #[test]

@@ -270,7 +270,10 @@ impl Server {
         ));
         let stopping = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(config.max_connections));
-        let partial = Arc::new(partial::PartialBudget::new(config.max_partial_total));
+        let shared = Arc::new(session::Shared {
+            partial: partial::PartialBudget::new(config.max_partial_total),
+            text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        });
         let mut sessions = JoinSet::new();
         let mut next_id: ClientId = 1;
         tokio::pin!(shutdown);
@@ -300,7 +303,7 @@ impl Server {
                                 frames: config.queue_depth,
                                 bytes: config.max_pending,
                             },
-                            partial: Arc::clone(&partial),
+                            shared: Arc::clone(&shared),
                             shutdown: stopping.clone(),
                         };
                         next_id += 1;

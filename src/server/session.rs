@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -22,6 +22,7 @@ use crate::store::{Appended, Pending};
 
 use super::partial::{Held, PartialBudget};
 use super::writer::write_loop;
+use std::net::SocketAddr;
 
 /// After the reader is done, the writer gets this long to flush what is queued.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
@@ -71,11 +72,20 @@ enum Step {
     Wait(Slow),
 }
 
+/// What every connection of a server shares, beyond the services.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub partial: PartialBudget,
+    /// Where the text dialect listens, for the hint to a person who typed at the
+    /// native port.
+    pub text_addr: Option<SocketAddr>,
+}
+
 pub(super) struct Session {
     pub client_id: ClientId,
     pub services: Arc<Services>,
     pub bounds: Bounds,
-    pub partial: Arc<PartialBudget>,
+    pub shared: Arc<Shared>,
     pub shutdown: CancellationToken,
 }
 
@@ -139,7 +149,7 @@ impl Session {
         // in the thread's scratch buffer, so a waiting connection holds no read buffer
         // (an idle connection's 8 KiB buffer was most of its memory).
         let mut buf = BytesMut::new();
-        let mut held = Held::new(&self.partial);
+        let mut held = Held::new(&self.shared.partial);
         loop {
             let read = tokio::select! {
                 biased;
@@ -151,11 +161,11 @@ impl Session {
                 signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
                     Signal::Stop | Signal::Cut => return stop.reason().unwrap_or_else(|| "stopped".into()),
                     Signal::Drain => {
-                        tx.finish_with(SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() }));
+                        tx.finish(Outbound::Event(SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() })));
                         return "server shutting down".into();
                     }
                     Signal::Expired(why) => {
-                        tx.finish_with(SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why))));
+                        tx.finish(Outbound::Event(SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why)))));
                         return why.into();
                     }
                 },
@@ -217,14 +227,14 @@ impl Session {
             if buf.is_empty() {
                 buf = BytesMut::new();
             }
-            if !held.set(buf.len()) {
+            if !held.set(buf.len() + dialect.held()) {
                 let why = format!(
                     "the server holds as much of unfinished messages as it allows ({} bytes, \
                      --max-partial-total); yours was dropped",
-                    self.partial.limit()
+                    self.shared.partial.limit()
                 );
                 let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
-                tx.finish_with(SharedEvent::new(event));
+                tx.finish(Outbound::Event(SharedEvent::new(event)));
                 return "too_large: over the server's budget for unfinished messages".into();
             }
         }
@@ -305,7 +315,7 @@ impl Session {
                     }
                 }
                 Ok(None) => return Step::More,
-                Err(e) => return Step::End(framing_error(e, queue)),
+                Err(e) => return Step::End(self.framing_error(e, queue)),
             }
         }
     }
@@ -327,7 +337,7 @@ impl Session {
                     }
                 }
                 Ok(None) => return "closed by the client".into(),
-                Err(e) => return framing_error(e, queue),
+                Err(e) => return self.framing_error(e, queue),
             }
         }
     }
@@ -503,14 +513,28 @@ impl Queue<'_> {
     }
 }
 
-/// Tells the client, if its queue has room, why its stream is being closed.
-fn framing_error(e: FrameError, queue: &Queue<'_>) -> String {
-    let code = match e {
-        FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-        _ => ErrorCode::BadRequest,
-    };
-    let event = SharedEvent::new(Event::error(ErrorBody::new(code, e.to_string())));
-    let _ = queue.tx.try_send(Outbound::Event(event));
-    let _ = queue.tx.try_send(Outbound::Close);
-    format!("framing error: {e}")
+impl Session {
+    /// Tells the client why its stream is being closed, after what is queued. A person
+    /// who typed at the native port gets it as a line of text, saying where to type.
+    fn framing_error(&self, e: FrameError, queue: &Queue<'_>) -> String {
+        if e == FrameError::Text {
+            let place = match self.shared.text_addr {
+                Some(addr) => format!("the text dialect on port {}", addr.port()),
+                None => "the text dialect, which this server runs with --text-listen".into(),
+            };
+            let hint = format!(
+                "-ERR bad_request this is switchboard's native port, which speaks \
+                 length-prefixed JSON frames; to type commands (nc, telnet) use {place}\r\n"
+            );
+            queue.tx.finish(Outbound::Raw(Bytes::from(hint)));
+            return format!("framing error: {e}");
+        }
+        let code = match e {
+            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::BadRequest,
+        };
+        let event = Event::error(ErrorBody::new(code, e.to_string()));
+        queue.tx.finish(Outbound::Event(SharedEvent::new(event)));
+        format!("framing error: {e}")
+    }
 }

@@ -60,7 +60,10 @@ async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
                         frames: config.queue_depth,
                         bytes: config.max_pending,
                     },
-                    partial: Arc::new(super::partial::PartialBudget::new(1 << 30)),
+                    shared: Arc::new(super::session::Shared {
+                        partial: super::partial::PartialBudget::new(1 << 30),
+                        text_addr: None,
+                    }),
                     shutdown: CancellationToken::new(),
                 };
                 next_id += 1;

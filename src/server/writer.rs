@@ -151,6 +151,7 @@ fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
         Outbound::Event(event) => {
             buf.extend_from_slice(event.encoded(D::KIND, |e| dialect.event_bytes(e)))
         }
+        Outbound::Raw(bytes) => buf.extend_from_slice(&bytes),
         Outbound::Close => return true,
     }
     false

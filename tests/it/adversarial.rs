@@ -190,3 +190,80 @@ async fn fifteen_hundred_fuzzed_requests_are_each_answered() {
     after.ping().await.unwrap();
     server.stop().await;
 }
+
+/// Bytes the server has not yet read from its established connections on `port`,
+/// from the kernel's table of TCP sockets (the `rx_queue` column).
+fn unread_on_port(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+            let established = fields[3] == "01";
+            let rx_queue = u64::from_str_radix(fields[4].split(':').nth(1)?, 16).ok()?;
+            (local_port == port && established).then_some(rx_queue)
+        })
+        .sum()
+}
+
+/// Lab connections that each send a quarter of a megabyte of a pickle that never ends:
+/// one string memoized again and again, which decoded would cost serde-pickle about
+/// 86 bytes per byte sent. While they wait, the server holds little more than the
+/// bytes themselves; once they are gone, so is the memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_memo_heavy_pickles_cost_the_server_about_their_size() {
+    const CONNECTIONS: usize = 20;
+    const SIZE: usize = 250_000;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--lab-listen", "127.0.0.1:0"];
+    let mut serve = Serve::start(&dir.path().join("pickles.db"), &args, 2).await;
+    serve.discard_console();
+    let lab: std::net::SocketAddr = serve.addrs[1].parse().unwrap();
+    let pid = serve.child.id().unwrap();
+    let mut pickle = b"\x80\x04\x8c\x01a".to_vec();
+    pickle.resize(SIZE, 0x94);
+
+    // A first round warms the allocator up, as in the test of resets above.
+    let round = async |pickle: &[u8]| {
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let mut conn = TcpStream::connect(lab).await.unwrap();
+            conn.write_all(pickle).await.unwrap();
+            conns.push(conn);
+        }
+        tokio::time::timeout(PATIENCE, async {
+            while unread_on_port(lab.port()) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the server reads every byte sent");
+        conns
+    };
+    drop(round(&pickle[..SIZE / 10]).await);
+    let before = rss_kib(pid);
+    let conns = round(&pickle).await;
+    let holding = rss_kib(pid);
+    drop(conns);
+    let mut watcher = Raw::connect(serve.addrs[0].parse().unwrap()).await;
+    watcher.hello("watcher").await;
+    assert_eq!(watcher.call(json!({"op": "ping"})).await["ok"], true);
+    let after = rss_kib(pid);
+    let sent_kib = (CONNECTIONS * SIZE / 1024) as u64;
+    eprintln!(
+        "server RSS: {before} KiB before {sent_kib} KiB of unfinished pickles, \
+         {holding} KiB holding them, {after} KiB after they closed"
+    );
+    assert!(
+        holding < before + 3 * sent_kib,
+        "holding {sent_kib} KiB of pickles grew memory by {} KiB",
+        holding - before
+    );
+    assert!(
+        after < before + sent_kib,
+        "{} KiB stayed after the connections closed",
+        after - before
+    );
+}

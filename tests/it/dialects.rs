@@ -32,8 +32,9 @@ async fn text_lines_follow_the_grammar() {
     assert_eq!(status, format!("+OK {} tom", words[2]));
     let (status, items) = tom.call("menu").await;
     assert_eq!(status, "+OK 6");
-    assert_eq!(items[0], "= 1 Get user list (USERS)");
-    assert_eq!(items[5], "= 6 Disconnect from server (BYE)");
+    assert_eq!(items[0], "= 1 Get user list: USERS");
+    assert_eq!(items[1], "= 2 Send a message: SEND <name|#id> <text>");
+    assert_eq!(items[5], "= 6 Disconnect from server: QUIT");
     assert!(
         tom.call("dance now")
             .await
@@ -197,5 +198,83 @@ async fn random_bytes_on_every_listener_leave_the_server_serving() {
     let (mut lab, _) = LabConn::connect(server.lab.unwrap()).await;
     lab.send(&dict(&[("op", s("ping")), ("id", int(1))])).await;
     assert_eq!(get(&lab.reply().await, "ok"), Some(&Value::Bool(true)));
+    server.stop().await;
+}
+
+/// A name made of digits is a name: mail to it reaches it, never the client whose id
+/// those digits spell; a client id is written `#17`.
+#[tokio::test]
+async fn over_text_a_bare_word_is_a_name_and_hash_digits_a_client_id() {
+    let server = TestServer::start_dialects().await;
+    let text = server.text.unwrap();
+    let (mut twenty, _) = TextConn::connect(text).await;
+    assert!(twenty.call("HELLO 20").await.0.starts_with("+OK "));
+    let (mut tom, _) = TextConn::connect(text).await;
+    let (status, _) = tom.call("HELLO tom").await;
+    let tom_id = status.split_whitespace().nth(1).unwrap().to_owned();
+
+    assert!(tom.call("SEND 20 to the name").await.0.starts_with("+OK "));
+    assert_eq!(twenty.event().await, "* message tom");
+    let (status, _) = twenty.call(&format!("SEND #{tom_id} to the id")).await;
+    assert!(status.starts_with("+OK "), "{status}");
+    assert_eq!(tom.event().await, "* message 20");
+    let (status, items) = tom.call("3").await;
+    assert_eq!(status, "+OK 1");
+    assert!(items[0].ends_with(" 20: to the id"), "{items:?}");
+    let (status, items) = twenty.call("INBOX").await;
+    assert_eq!(status, "+OK 1");
+    assert!(items[0].ends_with(" tom: to the name"), "{items:?}");
+
+    let (status, _) = tom.call("SEND #twenty hi").await;
+    assert!(status.starts_with("-ERR bad_request "), "{status}");
+    assert_eq!(
+        tom.call("2").await.0,
+        "-ERR bad_request usage: SEND <name|#id> <text>"
+    );
+    let (status, users) = tom.call("1").await;
+    assert_eq!(status, "+OK 2");
+    assert_eq!(users.len(), 2);
+
+    // HELP answers before HELLO too.
+    let (mut newcomer, _) = TextConn::connect(text).await;
+    let (status, commands) = newcomer.call("help").await;
+    assert_eq!(status, format!("+OK {}", commands.len()));
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.starts_with("= SEND <name|#id> <text>: "))
+    );
+    server.stop().await;
+}
+
+/// A person who types a command at the native port gets, after the welcome frame, one
+/// line of text saying where to type, and the connection closes.
+#[tokio::test]
+async fn a_line_typed_at_the_native_port_gets_a_hint_in_text() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_dialects().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(b"USERS\r\n").await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(crate::common::PATIENCE, stream.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = bytes::BytesMut::from(&all[..]);
+    let welcome = switchboard::frame::decode(&mut buf, 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&welcome).contains("welcome"));
+    let hint = String::from_utf8(buf.to_vec()).unwrap();
+    let port = server.text.unwrap().port();
+    assert!(
+        hint.starts_with("-ERR bad_request this is switchboard's native port"),
+        "{hint}"
+    );
+    assert!(hint.contains(&format!("port {port}")), "{hint}");
+    assert!(
+        hint.ends_with("\r\n") && hint.lines().count() == 1,
+        "{hint:?}"
+    );
     server.stop().await;
 }

@@ -44,10 +44,11 @@ mod split_check;
 
 /// `request` as a line of the text dialect, when the grammar can say it.
 fn text_line(request: &Request) -> Option<String> {
+    // A recipient is written as a person types it: a client id as `#17`, and a name
+    // bare, whatever it is made of (digits too), unless it starts with '#'.
     let typed = |to: &Recipient| match to {
-        Recipient::Id(id) => Some(id.to_string()),
-        Recipient::Name(name) if name.bytes().all(|b| b.is_ascii_digit()) => None,
-        Recipient::Name(name) => Some(name.clone()),
+        Recipient::Name(name) if name.starts_with('#') => None,
+        to => Some(to.to_string()),
     };
     Some(match request {
         Request::Ping => "PING".into(),

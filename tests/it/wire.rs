@@ -94,7 +94,11 @@ fn is_list(line: &str) -> bool {
         .next()
         .unwrap_or("")
         .to_ascii_uppercase();
-    matches!(word.as_str(), "MENU" | "USERS" | "INBOX" | "JOIN_ROOM")
+    // A menu number stands for its command: 1 is USERS, 3 INBOX.
+    matches!(
+        word.as_str(),
+        "MENU" | "HELP" | "USERS" | "INBOX" | "JOIN_ROOM" | "1" | "3" | "5"
+    )
 }
 
 /// A lab-dialect connection that pickles dicts of strings and numbers.

@@ -50,6 +50,10 @@ impl Dialect for Lab {
         )
     }
 
+    fn held(&self) -> usize {
+        self.scanner.held()
+    }
+
     fn encode_response(&self, response: &Response, dst: &mut BytesMut) {
         match &response.outcome {
             Ok(Reply::Ack { ack }) => put_pickle(&Ack { ack: *ack }, dst),
@@ -180,18 +184,40 @@ fn to_json(value: Value) -> Result<serde_json::Value, String> {
     })
 }
 
-/// The value as Python would print it, cut short for the console.
+/// The value as Python would print it, cut short for the console. Printing stops at
+/// the cut: a value that prints many times larger than its pickle is never printed
+/// whole.
 pub fn summary(value: &Value) -> String {
-    let mut text = value.to_string();
-    if text.len() > MAX_SUMMARY {
+    use std::fmt::Write as _;
+    let mut out = Capped(String::new());
+    if write!(out, "{value}").is_err() {
         let mut cut = MAX_SUMMARY;
-        while !text.is_char_boundary(cut) {
+        while !out.0.is_char_boundary(cut) {
             cut -= 1;
         }
-        text.truncate(cut);
-        text.push_str("...");
+        out.0.truncate(cut);
+        out.0.push_str("...");
     }
-    text
+    out.0
+}
+
+/// A string that refuses to grow past [`MAX_SUMMARY`] (and a character).
+struct Capped(String);
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = MAX_SUMMARY + 4 - self.0.len().min(MAX_SUMMARY + 4);
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        Err(std::fmt::Error)
+    }
 }
 
 #[cfg(test)]
@@ -313,5 +339,15 @@ mod tests {
                 summary: "None".into()
             }
         );
+    }
+
+    #[test]
+    fn a_long_value_is_printed_only_up_to_the_cut() {
+        let long = Value::List(vec![Value::String("é".repeat(10)); 10_000]);
+        let shown = summary(&long);
+        assert!(shown.ends_with("..."));
+        assert!(shown.len() <= MAX_SUMMARY + 3, "{}", shown.len());
+        assert!(long.to_string().starts_with(shown.trim_end_matches("...")));
+        assert_eq!(summary(&Value::None), "None");
     }
 }

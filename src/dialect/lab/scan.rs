@@ -12,6 +12,14 @@
 //!   [`MAX_DEPTH`]: serde-pickle turns shared references into copies and recurses per
 //!   level, so both would let a small pickle cost exponential memory or the stack;
 //! - huge integers, whose decimal conversion is quadratic;
+//! - a pickle that would cost more to decode than [`COST_FACTOR`] times its length
+//!   (plus a little slack, [`COST_SLACK`]): serde-pickle gives every value, mark and
+//!   memo entry a fixed size much larger than the opcode that makes it, clones a value
+//!   each time the memo is read or written again, and gives each `MARK` a stack of its
+//!   own. The scanner adds up what decoding would build before anything is built, and
+//!   since it checks the sum against the bytes walked so far, its own stack and memo
+//!   (smaller than what they stand for) stay within the same bound while a pickle is
+//!   still arriving;
 //! - sets and frozensets: serde-pickle sorts their items by an order that is not total
 //!   for mixed numbers (NaN, integers past 2^53 beside floats), and Rust's sort panics
 //!   on that (found by fuzzing; the lab programs send dicts, never sets).
@@ -25,6 +33,23 @@ use std::collections::HashMap;
 pub const MAX_DEPTH: u32 = 32;
 /// Longest integer literal accepted, in bytes (a u64 needs 20 digits).
 const MAX_INT_BYTES: usize = 64;
+/// A pickle may cost this many times its length to decode (see [`COST_SLACK`]).
+pub const COST_FACTOR: u64 = 4;
+/// Bytes of pickle granted for free on top of its length when weighing its cost, so
+/// that a small pickle of many small values (a request dict) is never refused.
+pub const COST_SLACK: u64 = 32 * 1024;
+
+/// What serde-pickle takes before the first opcode: a read buffer and a first stack.
+const DECODER_COST: u64 = 16 * 1024;
+/// What one decoded value costs beyond its text or bytes: serde-pickle's value, its
+/// place in a container (a dict's keys and values are paired, then put in a map) and
+/// its conversion to the value the request is read from, which exists beside it.
+const VALUE_COST: u64 = 128;
+/// One memo entry: serde-pickle's map entry and the scanner's own.
+const MEMO_COST: u64 = 128;
+/// One `MARK`: serde-pickle starts a stack of 128 values for it, which becomes the
+/// items of the container built at the matching end.
+const MARK_COST: u64 = 128 * 40 + 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scanned {
@@ -45,20 +70,39 @@ pub enum ScanError {
     TooLarge { max: usize },
 }
 
+/// A value on the simulated stack.
 #[derive(Debug, Clone, Copy)]
-enum Item {
-    /// An immutable value of this many bytes: copying it is bounded.
-    Scalar(u64),
-    /// A container nested this deep.
-    Container(u32),
+struct Item {
+    /// What decoding it builds, its children included, in bytes (estimated).
+    cost: u64,
+    /// 0 for a scalar, else how deep the containers in it nest.
+    depth: u32,
+    /// serde-pickle holds it in its memo and only a reference on its stack: memoizing
+    /// it again clones it.
+    memoized: bool,
 }
 
 impl Item {
-    fn depth(self) -> u32 {
-        match self {
-            Item::Scalar(_) => 0,
-            Item::Container(depth) => depth,
+    /// A literal of `len` bytes, which serde-pickle reads into a buffer that grows by
+    /// doubling.
+    fn scalar(len: usize) -> Item {
+        Item {
+            cost: VALUE_COST + 2 * len as u64,
+            depth: 0,
+            memoized: false,
         }
+    }
+
+    fn empty_container() -> Item {
+        Item {
+            cost: VALUE_COST,
+            depth: 1,
+            memoized: false,
+        }
+    }
+
+    fn is_container(self) -> bool {
+        self.depth > 0
     }
 }
 
@@ -81,8 +125,8 @@ pub struct Scanner {
     stack: Vec<Item>,
     marks: Vec<usize>,
     memo: HashMap<u64, Item>,
-    /// Bytes of scalars copied through the memo or DUP so far.
-    copied: u64,
+    /// What decoding the pickle walked so far would build, in bytes (estimated).
+    cost: u64,
     refused: Option<&'static str>,
 }
 
@@ -113,12 +157,40 @@ impl Scanner {
                 *self = Scanner::default();
                 return Ok(done);
             }
-            if self.refused.is_none()
-                && let Err(why) = self.apply(op, &buf[payload..next], max)
-            {
-                self.refused = Some(why);
+            if self.refused.is_some() {
+                continue;
+            }
+            let applied = self.apply(op, &buf[payload..next]).and_then(|()| {
+                let budget = COST_FACTOR * (next as u64 + COST_SLACK);
+                if DECODER_COST + self.cost > budget {
+                    Err(TOO_COSTLY)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(why) = applied {
+                self.refuse(why);
             }
         }
+    }
+
+    /// Refuses the current pickle: from here on it is only walked to its end, so what
+    /// was kept to judge it is let go at once.
+    fn refuse(&mut self, why: &'static str) {
+        self.refused = Some(why);
+        self.stack = Vec::new();
+        self.marks = Vec::new();
+        self.memo = HashMap::new();
+    }
+
+    /// Bytes the scanner holds for the pickle it is in the middle of, beside the
+    /// pickle's own bytes: its simulated stack, marks and memo.
+    pub fn held(&self) -> usize {
+        use std::mem::size_of;
+        self.stack.capacity() * size_of::<Item>()
+            + self.marks.capacity() * size_of::<usize>()
+            // A hash table slot is its key, its value and one control byte.
+            + self.memo.capacity() * (size_of::<(u64, Item)>() + 1)
     }
 
     fn incomplete(&self, buf: &[u8], max: usize) -> Result<Scanned, ScanError> {
@@ -129,6 +201,7 @@ impl Scanner {
     }
 
     fn push(&mut self, item: Item) {
+        self.cost += item.cost;
         self.stack.push(item);
     }
 
@@ -151,50 +224,55 @@ impl Scanner {
             return Err(UNDERFLOW);
         }
         let top = self.stack.last_mut().ok_or(UNDERFLOW)?;
-        let Item::Container(depth) = *top else {
+        if !top.is_container() {
             return Err("malformed pickle: adding items to a scalar");
-        };
-        *top = Item::Container(depth.max(container_depth(children)?));
-        Ok(())
-    }
-
-    fn build(&mut self, children: &[Item]) -> Result<(), &'static str> {
-        let depth = container_depth(children)?;
-        self.push(Item::Container(depth));
-        Ok(())
-    }
-
-    fn copy(&mut self, item: Item, max: usize) -> Result<(), &'static str> {
-        match item {
-            Item::Container(_) => Err("shared or recursive containers are not accepted"),
-            Item::Scalar(size) => {
-                self.copied += size;
-                if self.copied > 4 * max as u64 {
-                    return Err("too many repeated values");
-                }
-                self.push(item);
-                Ok(())
-            }
         }
+        top.depth = top.depth.max(container_depth(children)?);
+        top.cost += adopt(children, &mut self.cost);
+        Ok(())
+    }
+
+    /// Pushes the container made of `children`, which were popped off the stack.
+    fn build(&mut self, children: &[Item]) -> Result<(), &'static str> {
+        let mut item = Item::empty_container();
+        item.depth = container_depth(children)?;
+        item.cost += adopt(children, &mut self.cost);
+        self.push(item);
+        Ok(())
+    }
+
+    /// Pushes a copy of a value already decoded, which serde-pickle clones: through
+    /// the memo it is a reference to the memo again, through `DUP` a value of its own.
+    fn copy(&mut self, item: Item, memoized: bool) -> Result<(), &'static str> {
+        if item.is_container() {
+            return Err("shared or recursive containers are not accepted");
+        }
+        self.push(Item { memoized, ..item });
+        Ok(())
     }
 
     fn memo_put(&mut self, id: u64) -> Result<(), &'static str> {
-        let top = *self.stack.last().ok_or(UNDERFLOW)?;
+        let top = self.stack.last_mut().ok_or(UNDERFLOW)?;
+        // The first time, serde-pickle moves the value into its memo; after that it
+        // clones it.
+        self.cost += MEMO_COST + if top.memoized { top.cost } else { 0 };
+        top.memoized = true;
+        let top = *top;
         self.memo.insert(id, top);
         Ok(())
     }
 
-    fn memo_get(&mut self, id: u64, max: usize) -> Result<(), &'static str> {
+    fn memo_get(&mut self, id: u64) -> Result<(), &'static str> {
         let item = *self
             .memo
             .get(&id)
             .ok_or("malformed pickle: unknown memo entry")?;
-        self.copy(item, max)
+        self.copy(item, true)
     }
 
     /// The opcode's effect on the simulated stack.
-    fn apply(&mut self, op: u8, arg: &[u8], max: usize) -> Result<(), &'static str> {
-        let scalar = |len: usize| Item::Scalar(len as u64);
+    fn apply(&mut self, op: u8, arg: &[u8]) -> Result<(), &'static str> {
+        let scalar = Item::scalar;
         match op {
             0x8f..=0x91 => return Err("sets are not accepted"), // EMPTY_SET, ADDITEMS, FROZENSET
             // Literals.
@@ -205,8 +283,11 @@ impl Scanner {
                 self.push(scalar(arg.len()))
             }
             // Empty containers.
-            b'}' | b']' | b')' => self.push(Item::Container(1)),
-            b'(' => self.marks.push(self.stack.len()),
+            b'}' | b']' | b')' => self.push(Item::empty_container()),
+            b'(' => {
+                self.cost += MARK_COST;
+                self.marks.push(self.stack.len());
+            }
             b'd' | b'l' | b't' => {
                 let children = self.pop_mark()?;
                 self.build(&children)?;
@@ -236,16 +317,16 @@ impl Scanner {
             }
             b'2' => {
                 let top = *self.stack.last().ok_or(UNDERFLOW)?;
-                self.copy(top, max)?;
+                self.copy(top, false)?;
             }
             // Memo.
             b'p' => self.memo_put(parse_ascii(arg)?)?,
             b'q' => self.memo_put(u64::from(arg[0]))?,
             b'r' => self.memo_put(u64::from(le_u32(arg)))?,
             0x94 => self.memo_put(self.memo.len() as u64)?,
-            b'g' => self.memo_get(parse_ascii(arg)?, max)?,
-            b'h' => self.memo_get(u64::from(arg[0]), max)?,
-            b'j' => self.memo_get(u64::from(le_u32(arg)), max)?,
+            b'g' => self.memo_get(parse_ascii(arg)?)?,
+            b'h' => self.memo_get(u64::from(arg[0]))?,
+            b'j' => self.memo_get(u64::from(le_u32(arg)))?,
             // Framing and version: no effect.
             0x80 | 0x95 => {}
             // Globals, object construction, calls, extensions, persistent ids and
@@ -258,9 +339,25 @@ impl Scanner {
 
 const UNDERFLOW: &str = "malformed pickle: stack underflow";
 const HUGE_INT: &str = "integer literal too large";
+const TOO_COSTLY: &str =
+    "it would take too much memory to decode for its size (many small or repeated values)";
+
+/// The cost of `children` as part of a container. Those in the memo are cloned out
+/// of it (serde-pickle resolves a memo reference by cloning), which adds to `total`;
+/// the rest are counted in it already.
+fn adopt(children: &[Item], total: &mut u64) -> u64 {
+    let mut cost = 0;
+    for child in children {
+        if child.memoized {
+            *total += child.cost;
+        }
+        cost += child.cost;
+    }
+    cost
+}
 
 fn container_depth(children: &[Item]) -> Result<u32, &'static str> {
-    let depth = 1 + children.iter().map(|c| c.depth()).max().unwrap_or(0);
+    let depth = 1 + children.iter().map(|c| c.depth).max().unwrap_or(0);
     if depth > MAX_DEPTH {
         return Err("containers nested too deep");
     }
@@ -361,100 +458,4 @@ fn take_arg(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scan_all(bytes: &[u8]) -> Result<Scanned, ScanError> {
-        Scanner::default().scan(bytes, 1 << 20)
-    }
-
-    /// `pickle.dumps({'name': 'Jose Ortiz', 'email': 'jose@sfsu.edu'})`, protocol 4.
-    const DICT: &[u8] = b"\x80\x04\x95/\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x04name\x94\x8c\nJose Ortiz\x94\x8c\x05email\x94\x8c\rjose@sfsu.edu\x94u.";
-
-    #[test]
-    fn a_python_dict_is_plain_data_and_its_end_is_found() {
-        let mut bytes = DICT.to_vec();
-        bytes.extend_from_slice(b"\x80\x04N.");
-        assert_eq!(
-            scan_all(&bytes),
-            Ok(Scanned::Complete {
-                len: DICT.len(),
-                refused: None
-            })
-        );
-    }
-
-    #[test]
-    fn every_prefix_is_incomplete_and_resuming_finds_the_same_end() {
-        for cut in 0..DICT.len() {
-            let mut scanner = Scanner::default();
-            assert_eq!(scanner.scan(&DICT[..cut], 1 << 20), Ok(Scanned::Incomplete));
-            assert_eq!(
-                scanner.scan(DICT, 1 << 20),
-                Ok(Scanned::Complete {
-                    len: DICT.len(),
-                    refused: None
-                })
-            );
-        }
-    }
-
-    #[test]
-    fn globals_and_calls_are_refused_but_framed() {
-        // pickle.dumps of an object whose __reduce__ returns (os.system, ('id',)), protocol 0.
-        let reduce = b"cposix\nsystem\np0\n(Vid\np1\ntp2\nRp3\n.";
-        assert_eq!(
-            scan_all(reduce),
-            Ok(Scanned::Complete {
-                len: reduce.len(),
-                refused: Some("names a global, class or callable")
-            })
-        );
-        let stack_global = b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.";
-        assert!(matches!(
-            scan_all(stack_global),
-            Ok(Scanned::Complete {
-                refused: Some(_),
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn shared_containers_and_deep_nesting_are_refused() {
-        // l = []; [l, l]: the second reference to a container comes through the memo.
-        let shared = b"\x80\x04]\x94(]\x94h\x01e.";
-        assert!(matches!(
-            scan_all(shared),
-            Ok(Scanned::Complete {
-                refused: Some("shared or recursive containers are not accepted"),
-                ..
-            })
-        ));
-        let mut deep = b"\x80\x04".to_vec();
-        deep.extend(std::iter::repeat_n(b']', 40));
-        deep.extend(std::iter::repeat_n(b'a', 39));
-        deep.push(b'.');
-        assert!(matches!(
-            scan_all(&deep),
-            Ok(Scanned::Complete {
-                refused: Some("containers nested too deep"),
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn broken_framing_is_an_error() {
-        assert_eq!(scan_all(b"\xff"), Err(ScanError::UnknownOpcode(0xff)));
-        assert_eq!(
-            scan_all(b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\x7f"),
-            Err(ScanError::TooLarge { max: 1 << 20 })
-        );
-        let mut scanner = Scanner::default();
-        assert_eq!(
-            scanner.scan(&[b'V'; 100], 50),
-            Err(ScanError::TooLarge { max: 50 })
-        );
-    }
-}
+mod tests;
