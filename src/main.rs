@@ -19,7 +19,11 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(
     version,
-    about = "A centralized TCP message hub: users, direct messages kept until read, chat rooms"
+    about = "A centralized TCP message hub: users, direct messages kept until read, chat rooms",
+    after_help = "Security: a name without a password can be taken by anyone who reaches the \
+                  server, who then reads its mail. Give a password at your first hello \
+                  (connect --password, or when asked) to protect your name; serve \
+                  --require-password makes passwords mandatory. Nothing is encrypted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -442,13 +446,29 @@ fn done(result: Result<(), cli::CliError>) -> anyhow::Result<ExitCode> {
 }
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    if !args.fields.is_empty() && args.dialect != DialectArg::Lab {
+    // clap cannot say "only with --dialect lab" (or "not with it"): flags that would do
+    // nothing in the mode chosen are refused here, as clap refuses the others.
+    let misplaced = if args.dialect == DialectArg::Lab {
+        [
+            ("--name", args.name.is_some()),
+            ("--password", args.password.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| {
+            given.then(|| {
+                format!(
+                    "{flag} is for the menu client: the lab client sends --field KEY=VALUE instead"
+                )
+            })
+        })
+    } else {
+        (!args.fields.is_empty())
+            .then(|| "--field is for the lab client: it needs --dialect lab".to_owned())
+    };
+    if let Some(why) = misplaced {
         use clap::CommandFactory;
         Cli::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "--field is for the lab client: it needs --dialect lab",
-            )
+            .error(clap::error::ErrorKind::ArgumentConflict, why)
             .exit();
     }
     match args.dialect {

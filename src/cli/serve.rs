@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::args::{count, seconds};
+use crate::client::normalize_addr;
 use crate::server::{Config, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, RoomLimits};
 
 /// Most threads `--threads` takes: more would only cost memory and switching.
@@ -127,22 +128,19 @@ impl ServeArgs {
     }
 }
 
-/// A listening address: `HOST:PORT` (a name such as `localhost` is looked up), or a
-/// bare port, on 127.0.0.1.
+/// A listening address as people type it (see [`normalize_addr`]: a bare port is on
+/// 127.0.0.1, a host without a port gets 12000); a host name is looked up.
 pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    if let Ok(addr) = s.parse() {
-        return Ok(addr);
-    }
-    match s.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s} names no address")),
-        Err(_) => Err(format!(
+    let full = normalize_addr(s);
+    let refused = || {
+        format!(
             "{s:?} is not an address to listen on; expected HOST:PORT (0.0.0.0:12000, \
              localhost:12000) or a bare port"
-        )),
+        )
+    };
+    match full.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(refused),
+        Err(_) => Err(refused()),
     }
 }
 

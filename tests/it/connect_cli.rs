@@ -88,10 +88,15 @@ async fn another_dialects_port_is_named_not_misread() {
 }
 
 #[tokio::test]
-async fn field_needs_the_lab_dialect() {
+async fn flags_of_the_other_mode_are_refused() {
     let out = connect(args(&["--field", "name=ana"]), String::new()).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--dialect lab"));
+    for flag in ["--name", "--password"] {
+        let out = connect(args(&["--dialect", "lab", flag, "x"]), String::new()).await;
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(text(&out.stderr).contains(&format!("{flag} is for the menu client")));
+    }
 }
 
 #[tokio::test]
