@@ -9,6 +9,7 @@
 //! durable mail, and the caller lets it run only against a scratch store.
 
 pub mod burst;
+pub mod cli;
 pub mod conns;
 pub mod echo;
 pub mod fanout;
