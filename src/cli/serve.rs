@@ -59,7 +59,7 @@ pub struct ServeArgs {
     pub handshake_timeout: Duration,
     /// Seconds within which a dead peer (a machine switched off, a cable pulled) is
     /// found, by TCP keepalive. A quiet client is never cut for being quiet.
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(2.0, 86_400.0))]
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(1.0, 86_400.0))]
     pub idle_timeout: Duration,
     /// Outbound frames that may wait for one client; see --write-deadline.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = count::<usize>(2..=1_000_000))]
