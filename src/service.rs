@@ -23,7 +23,18 @@ pub struct Services {
     pub max_frame: usize,
     /// Refuse a `hello` without a password.
     pub require_password: bool,
+    /// The longest `text` of a direct or room message, in bytes.
+    pub max_text: usize,
     hasher: Hasher,
+}
+
+/// The rules [`Services`] serves by that the operator chooses.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_frame: usize,
+    pub max_text: usize,
+    pub require_password: bool,
+    pub rooms: RoomLimits,
 }
 
 /// What one connection has established so far.
@@ -58,19 +69,6 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
 
-fn check_text(text: &str) -> Result<(), ErrorBody> {
-    if text.len() > MAX_TEXT {
-        return Err(error(
-            ErrorCode::TooLarge,
-            format!(
-                "text is {} bytes; the limit is {MAX_TEXT} bytes",
-                text.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn valid_room(room: &str) -> Result<(), ErrorBody> {
     match check_room(room) {
         Some(why) => Err(error(ErrorCode::BadName, why)),
@@ -79,14 +77,29 @@ fn valid_room(room: &str) -> Result<(), ErrorBody> {
 }
 
 impl Services {
-    pub fn new(store: Store, max_frame: usize, require_password: bool, rooms: RoomLimits) -> Self {
+    pub fn new(store: Store, policy: Policy) -> Self {
         Services {
-            hub: Hub::new(rooms),
+            hub: Hub::new(policy.rooms),
             store,
-            max_frame,
-            require_password,
+            max_frame: policy.max_frame,
+            require_password: policy.require_password,
+            max_text: policy.max_text.min(MAX_TEXT),
             hasher: Hasher::default(),
         }
+    }
+
+    fn check_text(&self, text: &str) -> Result<(), ErrorBody> {
+        if text.len() > self.max_text {
+            return Err(error(
+                ErrorCode::TooLarge,
+                format!(
+                    "text is {} bytes; the limit is {} bytes",
+                    text.len(),
+                    self.max_text
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Serves one request for `session`. `bye` is answered here like any other op;
@@ -138,7 +151,8 @@ impl Services {
                 .join_room(id, &room)
                 .map(|members| Reply::Joined { members })
                 .map_err(ErrorBody::from),
-            Request::Say { room, text } => check_text(&text)
+            Request::Say { room, text } => self
+                .check_text(&text)
                 .and_then(|()| Ok(self.hub.say(id, &room, &text)?))
                 .map(|()| Reply::Done {}),
             Request::LeaveRoom { room } => self
@@ -290,7 +304,7 @@ impl Services {
         to: Recipient,
         text: String,
     ) -> Result<Pending<Appended>, ErrorBody> {
-        check_text(&text)?;
+        self.check_text(&text)?;
         let to = match to {
             Recipient::Name(name) => name,
             Recipient::Id(client) => self.hub.name_of(client).ok_or_else(|| {

@@ -49,6 +49,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = crate::frame::DEFAULT_MAX_FRAME,
           value_parser = count::<usize>(4096..=64 << 20))]
     pub max_frame: usize,
+    /// Longest text of a direct or room message, in bytes (the protocol allows at most
+    /// 64 KiB); longer ones are refused with `too_large`.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::protocol::MAX_TEXT,
+          value_parser = count::<usize>(1..=crate::protocol::MAX_TEXT as u64))]
+    pub max_text: usize,
     /// Most clients connected at once; more are told `server_full` and closed
     /// [default: what the open-file limit allows, logged at start].
     #[arg(long, value_name = "N", value_parser = count::<usize>(1..=1_000_000))]
@@ -107,6 +112,7 @@ impl ServeArgs {
             lab_listen: self.lab_listen,
             db: self.db.clone(),
             max_frame: self.max_frame,
+            max_text: self.max_text,
             queue_depth: self.queue_depth,
             max_pending: self.max_pending,
             write_deadline: self.write_deadline,

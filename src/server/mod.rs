@@ -28,7 +28,7 @@ pub use crate::hub::RoomLimits;
 use crate::hub::Timeouts;
 use crate::outbound::Bounds;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
-use crate::service::Services;
+use crate::service::{Policy, Services};
 use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, StoreError};
 
 use session::Session;
@@ -46,6 +46,8 @@ pub struct Config {
     pub db: PathBuf,
     /// Largest frame accepted from or sent to a client, in bytes.
     pub max_frame: usize,
+    /// Longest `text` of a message, in bytes (at most the protocol's 64 KiB).
+    pub max_text: usize,
     /// Outbound frames queued per client; see [`Config::write_deadline`].
     pub queue_depth: usize,
     /// Outbound bytes queued per client; see [`Config::write_deadline`].
@@ -86,6 +88,7 @@ impl Default for Config {
             lab_listen: None,
             db: PathBuf::from("switchboard.db"),
             max_frame: DEFAULT_MAX_FRAME,
+            max_text: crate::protocol::MAX_TEXT,
             queue_depth: 1024,
             max_pending: DEFAULT_MAX_PENDING,
             write_deadline: Duration::from_secs(10),
@@ -181,9 +184,12 @@ impl Server {
             lab_listener,
             services: Arc::new(Services::new(
                 store,
-                config.max_frame,
-                config.require_password,
-                config.rooms,
+                Policy {
+                    max_frame: config.max_frame,
+                    max_text: config.max_text,
+                    require_password: config.require_password,
+                    rooms: config.rooms,
+                },
             )),
             store_closer,
             config,

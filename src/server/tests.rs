@@ -43,7 +43,15 @@ async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _closer) = Store::open(&dir.path().join("panic.db")).unwrap();
     let config = Config::default();
-    let services = Arc::new(Services::new(store, config.max_frame, false, config.rooms));
+    let services = Arc::new(Services::new(
+        store,
+        crate::service::Policy {
+            max_frame: config.max_frame,
+            max_text: config.max_text,
+            require_password: false,
+            rooms: config.rooms,
+        },
+    ));
     let slots = Arc::new(Semaphore::new(4));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -19,6 +19,7 @@ fn out_of_range_serve_flags_are_refused_naming_the_flag_and_the_range() {
         ("--max-pending", "12"),
         ("--write-deadline", "inf"),
         ("--max-frame", "1"),
+        ("--max-text", "70000"),
         ("--max-connections", "0"),
         ("--max-rooms", "-5"),
         ("--max-rooms-per-client", "0"),
@@ -139,5 +140,33 @@ async fn unfinished_messages_are_bounded_in_all() {
     first.send_bytes(&a[600_000..]).await;
     let answer = first.response(Some(1)).await;
     assert_eq!(answer["ok"], true, "the first's frame was whole: {answer}");
+    server.stop().await;
+}
+
+/// `--max-text` lowers the longest text a message may carry, for sends and says alike.
+#[tokio::test]
+async fn max_text_is_a_bound_of_its_own() {
+    let server = TestServer::start_tweaked(|c| c.max_text = 10).await;
+    let mut a = server.raw().await;
+    a.hello("a").await;
+    let long = a
+        .call(json!({"op": "send", "to": "a", "text": "eleven byte"}))
+        .await;
+    assert_eq!(code(&long), "too_large", "{long}");
+    assert!(
+        long["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 10 bytes")
+    );
+    a.call(json!({"op": "create_room", "room": "r"})).await;
+    let say = a
+        .call(json!({"op": "say", "room": "r", "text": "eleven byte"}))
+        .await;
+    assert_eq!(code(&say), "too_large", "{say}");
+    let fits = a
+        .call(json!({"op": "send", "to": "a", "text": "ten bytes!"}))
+        .await;
+    assert_eq!(fits["ok"], true, "{fits}");
     server.stop().await;
 }
