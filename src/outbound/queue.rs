@@ -123,7 +123,12 @@ impl QueueState {
     }
 
     fn push(&mut self, item: Outbound) {
-        self.bytes += item.weight();
+        let weight = item.weight();
+        self.push_weighed(item, weight);
+    }
+
+    fn push_weighed(&mut self, item: Outbound, weight: usize) {
+        self.bytes += weight;
         self.items.push_back(item);
     }
 }
@@ -188,7 +193,7 @@ impl OutQueue {
                 ));
                 return Err(TrySendError::Full(()));
             }
-            state.push(item);
+            state.push_weighed(item, weight);
         }
         // A plain load first: the swap is a locked instruction, and the writer is
         // usually busy, not waiting. The queue's lock orders the flag with the item.
