@@ -278,7 +278,7 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Up to this many cores, `serve` runs on one thread unless told otherwise. Measured on
-/// two cores shared with the load generator (README, "Benchmarks"): one thread, store
+/// two cores shared with the load generator (docs/benchmarks.md): one thread, store
 /// included, was ahead of the server with a store thread and two workers on durable
 /// sends (1.15x) and room fan-out (1.1x) and about 4% behind on request-response, and
 /// ahead of or level with Redis on every scenario, where the other missed in turn.

@@ -21,7 +21,7 @@ pub enum Scenario {
     Burst,
 }
 
-/// Bytes of text a message may carry (DESIGN: at most 64 KiB).
+/// Bytes of text a message may carry (docs/protocol.md: at most 64 KiB).
 const MAX_TEXT: u64 = crate::protocol::MAX_TEXT as u64;
 /// Connections `bench` opens at most.
 const MAX_BENCH_CONNECTIONS: u64 = 100_000;

@@ -1,4 +1,4 @@
-//! `switchboard serve`'s flags: every bound of DESIGN's "Rules of behaviour" has one,
+//! `switchboard serve`'s flags: every bound docs/operations.md lists has one,
 //! each with its default and a range that clap enforces before anything starts.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -45,7 +45,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = crate::store::DEFAULT_COMMIT_BATCH,
           value_parser = count::<usize>(1..=65_536))]
     pub commit_batch: usize,
-    /// Largest frame (native), line (text) or pickle (lab) a client may send, in bytes.
+    /// Largest frame (native) or pickle (lab) a client may send, in bytes (a text line
+    /// is at most 64 KiB whatever this says).
     #[arg(long, value_name = "BYTES", default_value_t = crate::frame::DEFAULT_MAX_FRAME,
           value_parser = count::<usize>(4096..=64 << 20))]
     pub max_frame: usize,
@@ -58,8 +59,8 @@ pub struct ServeArgs {
     /// [default: what the open-file limit allows, logged at start].
     #[arg(long, value_name = "N", value_parser = count::<usize>(1..=1_000_000))]
     pub max_connections: Option<usize>,
-    /// Seconds a new connection has to complete its handshake (`hello`, or a lab
-    /// program's data) before it is closed.
+    /// Seconds a new connection has to complete its handshake (`hello`, a lab
+    /// program's data, or any line typed at the text port) before it is closed.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(0.1, 3600.0))]
     pub handshake_timeout: Duration,
     /// Seconds within which a dead peer (a machine switched off, a cable pulled) is

@@ -1,4 +1,4 @@
-//! The native protocol of DESIGN.md: length-prefixed frames of one JSON object each.
+//! The native protocol of docs/protocol.md: length-prefixed frames of one JSON object each.
 
 use std::borrow::Cow;
 use std::io::Write;

@@ -1,5 +1,5 @@
-//! The text dialect of DESIGN.md: one command per line, so that a person with `nc` or
-//! `telnet` (and the seeds' raw-bytes clients) can use the server.
+//! The text dialect of docs/protocol.md: one command per line, so that a person with
+//! `nc` or `telnet` (and the course's raw-bytes clients) can use the server.
 //!
 //! Every input line gets exactly one status line, `+OK [result]` or
 //! `-ERR <code> <message>`; a list result is `+OK <n>` and then n lines starting with

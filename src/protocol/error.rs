@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-/// The error codes of DESIGN.md; these strings are the wire contract.
+/// The error codes of docs/protocol.md; these strings are the wire contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

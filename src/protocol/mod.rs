@@ -1,6 +1,7 @@
 //! The typed vocabulary every dialect decodes into and encodes from: requests, replies,
-//! events and error codes, as DESIGN.md fixes them. Nothing here knows about sockets or
-//! wire formats beyond the serde field names, which are the native protocol's own.
+//! events and error codes, as docs/protocol.md states them. Nothing here knows about
+//! sockets or wire formats beyond the serde field names, which are the native protocol's
+//! own.
 
 mod error;
 
@@ -336,7 +337,7 @@ impl Event {
     }
 }
 
-/// Why a name is refused, or `None` when it follows DESIGN.md's rule:
+/// Why a name is refused, or `None` when it follows the rule of docs/protocol.md:
 /// 1-32 characters of `A-Z a-z 0-9 _ . -`.
 pub fn check_name(name: &str) -> Option<String> {
     check_identifier(name, MAX_NAME, "name")
@@ -360,7 +361,7 @@ fn check_identifier(value: &str, max: usize, what: &str) -> Option<String> {
     None
 }
 
-/// The current time as DESIGN.md's `sent_at`: RFC 3339 in UTC.
+/// The current time as docs/protocol.md's `sent_at`: RFC 3339 in UTC.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -147,8 +147,9 @@ impl Worker {
     /// the rounds of the scheduler since the first command came, and it is committed
     /// there and then, the fsync included, while every session waits. No thread hands
     /// commands and answers to another, which on two cores shared with the clients was
-    /// most of the cost of a durable send (see README, "Durability"); the price is that
-    /// a disk that stalls stalls every client, not only those sending.
+    /// most of the cost of a durable send (see docs/operations.md, "Threads and the
+    /// store"); the price is that a disk that stalls stalls every client, not only
+    /// those sending.
     pub async fn run_inline(mut self, conn: Connection, rx: Receiver) {
         let mut batch = Vec::with_capacity(self.commit_batch);
         loop {

@@ -1,6 +1,7 @@
-//! The documents and the binary cannot drift apart: every flag the README's usage block
-//! names is one its subcommand accepts, and docs/operations.md's table of `serve` flags
-//! names every flag `serve --help` lists.
+//! The documents and the binary cannot drift apart: the README's usage block shows every
+//! subcommand `switchboard --help` lists, every flag it names is one its subcommand
+//! accepts, and docs/operations.md's table of `serve` flags names every flag
+//! `serve --help` lists.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,15 +10,15 @@ use assert_cmd::Command;
 const README: &str = include_str!("../../README.md");
 const OPERATIONS: &str = include_str!("../../docs/operations.md");
 
-/// Every subcommand a person runs; the usage block must show each of them.
-const SUBCOMMANDS: &[&str] = &[
-    "serve", "connect", "users", "send", "inbox", "listen", "bench",
-];
-
 fn help(subcommand: &str) -> String {
+    let args: &[&str] = if subcommand.is_empty() {
+        &["--help"]
+    } else {
+        &[subcommand, "--help"]
+    };
     let output = Command::cargo_bin("switchboard")
         .unwrap()
-        .args([subcommand, "--help"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -26,6 +27,18 @@ fn help(subcommand: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// The subcommands `switchboard --help` lists under `Commands:`, but `help`.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The flags `--help` lists: the leading `-x,` and `--name` words of its option lines.
@@ -95,9 +108,11 @@ fn usage_flags(block: &str) -> BTreeMap<&str, BTreeSet<&str>> {
 #[test]
 fn every_flag_of_the_readme_usage_is_accepted() {
     let usage = usage_flags(usage_block(README));
-    for subcommand in SUBCOMMANDS {
+    let all = subcommands(&help(""));
+    assert!(all.len() >= 9, "`switchboard --help` lists {all:?}");
+    for subcommand in &all {
         assert!(
-            usage.contains_key(subcommand),
+            usage.contains_key(subcommand.as_str()),
             "README's usage block does not show `switchboard {subcommand}`"
         );
     }
@@ -158,6 +173,9 @@ fn the_parsers_read_what_they_should() {
             "--connections".to_owned()
         ])
     );
+    let top = "Usage: switchboard [OPTIONS] <COMMAND>\n\nCommands:\n  serve    Run\n  \
+               users    Print\n  help     Print this\n\nOptions:\n  -q, --quiet\n";
+    assert_eq!(subcommands(top), ["serve", "users"]);
     assert!(!is_flag("guest-"));
     assert!(!is_flag("--"));
     assert!(!is_flag("-1"));

@@ -1,5 +1,5 @@
-//! The lab dialect of DESIGN.md: the course's Python programs, which exchange pickled
-//! dicts over raw `recv(4096)`.
+//! The lab dialect of docs/protocol.md: the course's Python programs, which exchange
+//! pickled dicts over raw `recv(4096)`.
 //!
 //! Each pickle is found with [`scan::Scanner`] (pickles carry no length) and only then
 //! decoded by serde-pickle, data-only: nothing in a pickle is ever resolved to code. A
