@@ -118,15 +118,18 @@ impl Items {
 }
 
 impl QueueState {
+    #[inline]
     fn over(&self, bounds: Bounds) -> bool {
         self.items.len() >= bounds.frames || self.bytes >= bounds.bytes
     }
 
+    #[inline]
     fn push(&mut self, item: Outbound) {
         let weight = item.weight();
         self.push_weighed(item, weight);
     }
 
+    #[inline]
     fn push_weighed(&mut self, item: Outbound, weight: usize) {
         self.bytes += weight;
         self.items.push_back(item);

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -526,7 +526,7 @@ impl Session {
                 "-ERR bad_request this is switchboard's native port, which speaks \
                  length-prefixed JSON frames; to type commands (nc, telnet) use {place}\r\n"
             );
-            queue.tx.finish(Outbound::Raw(Bytes::from(hint)));
+            queue.tx.finish(Outbound::Raw(hint.into_bytes().into_boxed_slice()));
             return format!("framing error: {e}");
         }
         let code = match e {
