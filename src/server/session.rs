@@ -526,7 +526,9 @@ impl Session {
                 "-ERR bad_request this is switchboard's native port, which speaks \
                  length-prefixed JSON frames; to type commands (nc, telnet) use {place}\r\n"
             );
-            queue.tx.finish(Outbound::Raw(hint.into_bytes().into_boxed_slice()));
+            queue
+                .tx
+                .finish(Outbound::Raw(hint.into_bytes().into_boxed_slice()));
             return format!("framing error: {e}");
         }
         let code = match e {

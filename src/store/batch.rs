@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::lifecycle::{self, KeepRead};
@@ -44,6 +44,8 @@ pub(super) struct Batch<'a, 'b> {
     pub now_bound: bool,
     pub keep_read: KeepRead,
     pub next_id: &'a mut u64,
+    /// See `Worker::guest_senders`.
+    pub guest_senders: &'a mut HashSet<i64>,
     /// Mail was deleted: the next id must be saved with this transaction.
     pub deleted: bool,
 }
@@ -123,6 +125,9 @@ impl Batch<'_, '_> {
                 let (recipient, shown) = (recipient.id, recipient.name.clone());
                 // A session's name was seen at its hello: this finds it.
                 let sender = self.see(&from)?.id;
+                if lifecycle::is_guest(&from) {
+                    self.guest_senders.insert(sender);
+                }
                 let id = *self.next_id;
                 let insert = &mut *self.insert;
                 if !self.now_bound {
@@ -145,10 +150,13 @@ impl Batch<'_, '_> {
                 byte_budget,
             } => Ok(Outcome::Page(self.take_inbox(&name, limit, byte_budget)?)),
             Op::Forget { name, only_guest } => {
-                if only_guest && !lifecycle::is_guest(&name) {
+                if !only_guest {
+                    return Ok(Ok(Outcome::Changed(self.forget(&name)?)));
+                }
+                if !lifecycle::is_guest(&name) {
                     return Ok(Ok(Outcome::Changed(false)));
                 }
-                Ok(Outcome::Changed(self.forget(&name)?))
+                Ok(Outcome::Changed(self.forget_guest(&name)?))
             }
             Op::SetPassword { name, hash } => {
                 let Some(id) = self.user(&name).map(|u| u.id) else {
@@ -162,6 +170,35 @@ impl Batch<'_, '_> {
             // Taken out of the batch before it runs (see `Worker::run_batch`).
             Op::Backup { .. } => Err(StoreError::Failed("a backup inside a batch".into())),
         })
+    }
+
+    /// [`Batch::forget`] for a guest that left, as it happens many times a minute on
+    /// a busy server: by primary key only, never a scan of the messages, which have no
+    /// index but their ids. Its unread mail is deleted by the ids the store keeps in
+    /// memory (read mail kept by --keep-read goes when that is pruned), and its row
+    /// unless it sent mail that may still name it (left for the prune at next open).
+    fn forget_guest(&mut self, name: &str) -> Result<bool, rusqlite::Error> {
+        let Some(id) = self.user(name).map(|u| u.id) else {
+            return Ok(false);
+        };
+        let unread: Vec<u64> = self.unread.oldest(id, usize::MAX).collect();
+        let mut delete = self
+            .tx
+            .prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+        for message in &unread {
+            delete.execute(params![*message as i64])?;
+        }
+        self.deleted |= !unread.is_empty();
+        self.unread.forget(id);
+        if !self.guest_senders.contains(&id) {
+            self.tx
+                .prepare_cached("DELETE FROM users WHERE id = ?1")?
+                .execute(params![id])?;
+        }
+        let folded = fold(name).into_owned();
+        self.newly_known.retain(|(n, _)| *n != folded);
+        self.forgotten.push(folded);
+        Ok(true)
     }
 
     /// Deletes `name`'s mail and password, and its row unless mail it sent still names

@@ -2,7 +2,7 @@
 //! takes the commands waiting, runs them in one transaction, and answers them once it
 //! is committed.
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +69,10 @@ pub(super) struct Worker {
     keep_read: KeepRead,
     /// The id the next message gets (see `lifecycle.rs`).
     next_id: u64,
+    /// Guests whose rows mail they sent may still name: every guest row found at open
+    /// (the others were pruned), and each guest that sends. Only these keep their row
+    /// when they leave, so that forgetting a guest needs no scan of the messages.
+    guest_senders: HashSet<i64>,
     last_prune: Instant,
     /// The database file as opened; checked before every batch.
     identity: FileIdentity,
@@ -109,6 +113,11 @@ impl Worker {
             })?
             .collect::<Result<HashMap<_, _>, _>>()?
         };
+        let guest_senders = known
+            .iter()
+            .filter(|(name, _)| lifecycle::is_guest(name))
+            .map(|(_, user)| user.id)
+            .collect();
         let unread = Unread::load(&conn)?;
         // Prepared here, so that a statement SQLite refuses fails the open.
         drop(Db::prepare(&conn)?);
@@ -120,6 +129,7 @@ impl Worker {
             commits: Arc::new(AtomicU64::new(0)),
             keep_read: options.keep_read,
             next_id,
+            guest_senders,
             last_prune: Instant::now(),
             identity: FileIdentity::of(path),
             path: path.to_path_buf(),
@@ -355,6 +365,7 @@ impl Worker {
             now_bound: false,
             keep_read: self.keep_read,
             next_id: &mut self.next_id,
+            guest_senders: &mut self.guest_senders,
             deleted: false,
         };
         let mut outcomes = Vec::with_capacity(batch.len());
