@@ -424,3 +424,25 @@ async fn the_servers_reason_is_said_in_words() {
     .unwrap();
     server.stop().await;
 }
+
+/// A person who sits at the menu without typing for longer than the server's idle
+/// timeout is still connected when they come back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_person_at_the_menu_outlasts_the_idle_timeout() {
+    let server =
+        TestServer::start_tweaked(|c| c.idle_timeout = std::time::Duration::from_secs(1)).await;
+    let addr = server.addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut quiet = spawn(&["--addr", &addr, "--name", "quiet"]);
+        menu(&mut quiet);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        choose(&mut quiet, "1");
+        expect(&mut quiet, "Users in server: quiet");
+        menu(&mut quiet);
+        choose(&mut quiet, "6");
+        assert_eq!(exit_code(&quiet), 0);
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}

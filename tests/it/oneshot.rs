@@ -403,3 +403,37 @@ async fn a_closed_stdout_ends_each_command_quietly() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     server.stop().await;
 }
+
+/// `listen` in a room where nobody says anything for longer than the server's idle
+/// timeout still prints the next line said.
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_outlasts_the_idle_timeout_in_a_quiet_room() {
+    let server =
+        TestServer::start_tweaked(|c| c.idle_timeout = std::time::Duration::from_secs(1)).await;
+    let mut nina = server.client("nina").await;
+    let mut events = nina.take_events().unwrap();
+    nina.create_room("quiet").await.unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["listen", "--room", "quiet", "--json", "--addr"])
+        .arg(server.addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(matches!(
+        next_event(&mut events).await,
+        Event::Joined { .. }
+    ));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    nina.say("quiet", "still there?").await.unwrap();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a line");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["text"], "still there?");
+    server.stop().await;
+}
