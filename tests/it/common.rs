@@ -304,3 +304,22 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = XorShift::new(seed);
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
+
+/// Runs `switchboard ARGS` to completion with `input` on stdin, off the async runtime.
+pub async fn run_switchboard(args: &[&str], input: &str) -> std::process::Output {
+    let (args, input): (Vec<String>, String) = (
+        args.iter().map(|s| s.to_string()).collect(),
+        input.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("switchboard")
+            .unwrap()
+            .args(&args)
+            .write_stdin(input)
+            .timeout(PATIENCE)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

@@ -4,24 +4,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command as StdCommand, Stdio};
 
-use assert_cmd::Command;
+use crate::common::{TestServer, run_switchboard};
 
-use crate::common::{PATIENCE, TestServer};
-
-/// Runs `switchboard connect ARGS` with `input` on stdin, off the async runtime.
+/// Runs `switchboard connect ARGS` with `input` on stdin.
 async fn connect(args: Vec<String>, input: String) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        Command::cargo_bin("switchboard")
-            .unwrap()
-            .arg("connect")
-            .args(&args)
-            .write_stdin(input)
-            .timeout(PATIENCE)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let args: Vec<&str> = std::iter::once("connect")
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    run_switchboard(&args, &input).await
 }
 
 fn args(list: &[&str]) -> Vec<String> {

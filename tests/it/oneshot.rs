@@ -3,25 +3,16 @@
 
 use std::process::Stdio;
 
-use assert_cmd::Command;
 use serde_json::Value;
 use switchboard::protocol::Event;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::{PATIENCE, TestServer, next_event};
+use crate::common::{PATIENCE, TestServer, next_event, run_switchboard};
 
-/// Runs `switchboard ARGS` to completion off the async runtime.
+/// Runs `switchboard ARGS` to completion.
 async fn run(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        Command::cargo_bin("switchboard")
-            .unwrap()
-            .args(&args)
-            .timeout(PATIENCE)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_switchboard(&args, "").await
 }
 
 fn args(list: &[&str]) -> Vec<String> {
