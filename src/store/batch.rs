@@ -122,9 +122,15 @@ impl Batch<'_, '_> {
                 let Some(recipient) = self.user(&to) else {
                     return Ok(Err(StoreError::NoSuchUser(to)));
                 };
-                let (recipient, shown) = (recipient.id, recipient.name.clone());
-                // A session's name was seen at its hello: this finds it.
-                let sender = self.see(&from)?.id;
+                // The name as first stored, copied only when it differs from the one
+                // given (a send to NINA for Nina).
+                let shown = (*recipient.name != *to).then(|| recipient.name.clone());
+                let recipient = recipient.id;
+                // A session's name was seen at its hello: this finds it, with no copy.
+                let sender = match self.user(&from) {
+                    Some(user) => user.id,
+                    None => self.see(&from)?.id,
+                };
                 if lifecycle::is_guest(&from) {
                     self.guest_senders.insert(sender);
                 }
@@ -141,7 +147,7 @@ impl Batch<'_, '_> {
                 insert.raw_execute()?;
                 *self.next_id += 1;
                 self.unread.push(recipient, id);
-                let to = if *to == *shown { to } else { shown.into() };
+                let to = shown.map_or(to, String::from);
                 Ok(Outcome::Stored(Appended { id, to, from }))
             }
             Op::TakeInbox {
