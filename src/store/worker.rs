@@ -73,6 +73,8 @@ pub(super) struct Worker {
     /// (the others were pruned), and each guest that sends. Only these keep their row
     /// when they leave, so that forgetting a guest needs no scan of the messages.
     guest_senders: HashSet<i64>,
+    /// See `Batch::ids_in_step`.
+    ids_in_step: bool,
     last_prune: Instant,
     /// The database file as opened; checked before every batch.
     identity: FileIdentity,
@@ -130,6 +132,7 @@ impl Worker {
             keep_read: options.keep_read,
             next_id,
             guest_senders,
+            ids_in_step: false,
             last_prune: Instant::now(),
             identity: FileIdentity::of(path),
             path: path.to_path_buf(),
@@ -334,11 +337,14 @@ impl Worker {
             });
         match applied {
             Ok(_) => self.unread_stale = false,
-            // A failed statement or commit can leave the transaction open.
-            Err(_) if !db.conn.is_autocommit() => {
-                let _ = db.conn.execute_batch("ROLLBACK");
+            Err(_) => {
+                // What the batch inserted is gone: give the next message its id.
+                self.ids_in_step = false;
+                // A failed statement or commit can leave the transaction open.
+                if !db.conn.is_autocommit() {
+                    let _ = db.conn.execute_batch("ROLLBACK");
+                }
             }
-            Err(_) => {}
         }
         applied
     }
@@ -367,6 +373,7 @@ impl Worker {
             next_id: &mut self.next_id,
             guest_senders: &mut self.guest_senders,
             deleted: false,
+            ids_in_step: &mut self.ids_in_step,
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for cmd in batch.drain(..) {
@@ -386,6 +393,7 @@ impl Worker {
         }
         if deleted {
             lifecycle::save_next_id(db.conn, self.next_id)?;
+            self.ids_in_step = false;
         }
         if self.unread.mark_due() {
             self.unread.save_mark(db.conn, self.next_id)?;
