@@ -2,7 +2,9 @@
 # Paired A/B of two server command lines on one scenario: short runs taken in turns
 # (A then B, then B then A, ...), the ratio B/A of each pair, and their median. On a VM
 # whose speed drifts by a third within minutes, a pair measured seconds apart is
-# steadier than medians of runs taken minutes apart.
+# steadier than medians of runs taken minutes apart. Beside the ratio it prints each
+# server's own CPU time per operation (user + system, from /proc), which the load
+# generator sharing the cores cannot tilt.
 #
 #   bench/ab.sh "target/release/switchboard serve --threads 2" "target/release/switchboard serve --threads 1"
 #   PAIRS=30 SECS=1 SCENARIO=rr BENCH_ARGS="-n 32 -P 1" bench/ab.sh "CMD A" "CMD B"
@@ -36,30 +38,44 @@ $2 --db "$DIR/b.db" --listen 127.0.0.1:12112 2>/dev/null & pids+=($!)
 sleep 1
 SCRATCH=()
 [ "$SCENARIO" = send ] && SCRATCH=(--scratch)
-# rate PORT: "ops_per_sec cut stalled_cut" of one run (cut counts are 0 but for burst)
+# The server's own CPU time so far (user + system), in clock ticks: what a load
+# generator sharing the cores cannot tilt, unlike a throughput ratio.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# rate PORT PID: "ops_per_sec cut stalled_cut cpu_ns_per_op" of one run (cut counts are
+# 0 but for burst)
 rate() {
+    local before
+    before=$(ticks "$2")
     # shellcheck disable=SC2086
     "$SB" bench "$SCENARIO" --addr "127.0.0.1:$1" $BENCH_ARGS "${SCRATCH[@]}" --duration "$SECS" --json |
         python3 -c 'import json,sys; r = json.load(sys.stdin)
-print(round(r["ops_per_sec"]), r.get("cut", 0), r.get("stalled_cut", 0))'
+print(round(r["ops_per_sec"]), r.get("cut", 0), r.get("stalled_cut", 0), r["ops"])' |
+        { read -r rate cut stalled ops
+          echo "$rate $cut $stalled $(( ($(ticks "$2") - before) * 1000000000 / $(getconf CLK_TCK) / (ops > 0 ? ops : 1) ))"; }
 }
-rate 12111 >/dev/null && rate 12112 >/dev/null # warm-up, not counted
+rate 12111 "${pids[0]}" >/dev/null && rate 12112 "${pids[1]}" >/dev/null # warm-up, not counted
 for k in $(seq "$PAIRS"); do
-    if ((k % 2)); then a=$(rate 12111); b=$(rate 12112); else b=$(rate 12112); a=$(rate 12111); fi
+    if ((k % 2)); then
+        a=$(rate 12111 "${pids[0]}"); b=$(rate 12112 "${pids[1]}")
+    else
+        b=$(rate 12112 "${pids[1]}"); a=$(rate 12111 "${pids[0]}")
+    fi
     echo "$a $b"
-    if [ "$SCENARIO" = burst ]; then echo "pair $k: A $a, B $b (deliveries/s, cut, stalled cut)" >&2; fi
+    if [ "$SCENARIO" = burst ]; then echo "pair $k: A $a, B $b (deliveries/s, cut, stalled cut, CPU ns per delivery)" >&2; fi
 done | python3 -c '
 import statistics, sys
 runs = [list(map(int, line.split())) for line in sys.stdin]
-pairs = [(r[0], r[3]) for r in runs]
+pairs = [(r[0], r[4]) for r in runs]
 ratios = [b / a if a else float("inf") for a, b in pairs]
 print(f"A median {statistics.median(a for a, _ in pairs):,.0f}/s, "
       f"B median {statistics.median(b for _, b in pairs):,.0f}/s")
 print(f"B/A per pair: median {statistics.median(ratios):.3f}, "
       f"B ahead in {sum(r > 1 for r in ratios)} of {len(ratios)} pairs")
+print(f"server CPU per operation: A median {statistics.median(r[3] for r in runs):,.0f} ns, "
+      f"B median {statistics.median(r[7] for r in runs):,.0f} ns")
 if sys.argv[1] == "burst":
     print(f"members cut: A median {statistics.median(r[1] for r in runs):,.0f}, "
-          f"B median {statistics.median(r[4] for r in runs):,.0f}; "
+          f"B median {statistics.median(r[5] for r in runs):,.0f}; "
           f"stalled members cut: A median {statistics.median(r[2] for r in runs):,.0f}, "
-          f"B median {statistics.median(r[5] for r in runs):,.0f}")
+          f"B median {statistics.median(r[6] for r in runs):,.0f}")
 ' "$SCENARIO"
