@@ -3,32 +3,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 
 use switchboard::Client;
-use tokio::io::AsyncWriteExt;
 
-use crate::common::client_code;
+use crate::common::{client_code, run_switchboard};
 use crate::wire::Serve;
 
 /// Runs `switchboard ARGS` with `stdin`; its success, stdout and stderr.
 async fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    let output = tokio::time::timeout(crate::common::PATIENCE, child.wait_with_output())
-        .await
-        .expect("finishes in time")
-        .unwrap();
+    // Quiet: only what the command prints, and warnings.
+    let all: Vec<&str> = std::iter::once("-q").chain(args.iter().copied()).collect();
+    let output = run_switchboard(&all, stdin).await;
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
     (
         output.status.success(),

@@ -323,3 +323,9 @@ pub async fn run_switchboard(args: &[&str], input: &str) -> std::process::Output
     .await
     .unwrap()
 }
+
+/// An address where nothing listens: a port the system gave and took back.
+pub fn unused_addr() -> String {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    free.local_addr().unwrap().to_string()
+}

@@ -146,9 +146,7 @@ async fn switchboard_connect_speaks_to_a_lab3_python_server() {
 
 #[tokio::test]
 async fn switchboard_connect_says_when_nobody_listens() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap().to_string();
-    drop(free);
+    let addr = crate::common::unused_addr();
     let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["connect", "--dialect", "lab", "--addr", &addr])
         .output()

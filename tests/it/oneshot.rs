@@ -144,9 +144,7 @@ async fn listen_prints_each_room_line_until_ctrl_c() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_says_when_no_server_runs() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap().to_string();
-    drop(free);
+    let addr = crate::common::unused_addr();
     for command in [
         vec!["users"],
         vec!["send", "--name", "jose", "--to", "nina", "hi"],
@@ -232,9 +230,7 @@ async fn a_name_of_digits_gets_mail_and_a_hash_means_a_client_id() {
 /// connection is tried, and so do their help texts.
 #[tokio::test(flavor = "multi_thread")]
 async fn send_and_inbox_without_a_name_are_refused_before_connecting() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap().to_string();
-    drop(free);
+    let addr = crate::common::unused_addr();
     for command in [vec!["send", "--to", "nina", "hi"], vec!["inbox"]] {
         let mut list = command.clone();
         list.extend(["--addr", &addr]);
