@@ -47,6 +47,8 @@ fn encode<D: Dialect>(c: &mut Criterion, name: &str, dialect: D) {
         from: "ana".into(),
         text: "x".repeat(64),
         sent_at: "2026-11-21T20:00:00Z".into(),
+        seq: 1234,
+        replay: false,
     };
     let response = Response {
         id: Some(7),

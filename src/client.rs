@@ -290,6 +290,8 @@ impl Client {
             .call(Request::Hello {
                 name: name.to_owned(),
                 password: password.map(Into::into),
+                resume: None,
+                seen: None,
             })
             .await?;
         debug_assert!(reply.name.eq_ignore_ascii_case(name));
@@ -317,7 +319,7 @@ impl Client {
 
     /// Takes unread messages, oldest first; `None` asks for the server's default count.
     pub async fn inbox(&self, limit: Option<u32>) -> Result<InboxPage, ClientError> {
-        self.call(Request::Inbox { limit }).await
+        self.call(Request::Inbox { limit, peek: false }).await
     }
 
     pub async fn create_room(&self, room: &str) -> Result<(), ClientError> {
@@ -329,7 +331,11 @@ impl Client {
     pub async fn join_room(&self, room: &str) -> Result<Vec<String>, ClientError> {
         let room = room.to_owned();
         Ok(self
-            .call::<JoinedReply>(Request::JoinRoom { room })
+            .call::<JoinedReply>(Request::JoinRoom {
+                room,
+                after: None,
+                epoch: None,
+            })
             .await?
             .members)
     }

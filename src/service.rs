@@ -135,7 +135,10 @@ impl Services {
                     Err(e) => Err(e),
                 }
             }
-            Request::Hello { .. } | Request::Inbox { .. } => {
+            Request::Hello { .. }
+            | Request::Inbox { .. }
+            | Request::Ack { .. }
+            | Request::History { .. } => {
                 return Served::Later(request);
             }
             Request::Ping | Request::Bye => Ok(Reply::Done {}),
@@ -146,10 +149,16 @@ impl Services {
             Request::CreateRoom { room } => valid_room(&room)
                 .and_then(|()| Ok(self.hub.create_room(id, &room)?))
                 .map(|()| Reply::Done {}),
-            Request::JoinRoom { room } => self
+            Request::JoinRoom { room, .. } => self
                 .hub
                 .join_room(id, &room)
-                .map(|members| Reply::Joined { members })
+                .map(|members| Reply::Joined {
+                    members,
+                    epoch: String::new(),
+                    seq: 0,
+                    recovered: None,
+                    oldest: None,
+                })
                 .map_err(ErrorBody::from),
             Request::Say { room, text } => self
                 .check_text(&text)
@@ -178,14 +187,17 @@ impl Services {
         match request {
             // Boxed: checking a password is the largest future here, and sends and
             // inbox reads should not each allocate room for it.
-            Request::Hello { name, password } => {
+            Request::Hello { name, password, .. } => {
                 Box::pin(self.hello(session, name, password)).await
             }
-            Request::Inbox { limit } => {
+            Request::Inbox { limit, .. } => {
                 let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
                 let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
                 let page = self.store.take_inbox(name(), limit, budget).await?;
                 Ok(Reply::Inbox(page))
+            }
+            Request::Ack { .. } | Request::History { .. } => {
+                Err(error(ErrorCode::UnknownOp, "not served yet"))
             }
             other => match self.serve_now(session, other) {
                 Served::Now(outcome) => outcome,
@@ -224,6 +236,9 @@ impl Services {
         Ok(Reply::Hello {
             client_id: id,
             name,
+            resume_token: None,
+            resumed: None,
+            rooms: None,
         })
     }
 

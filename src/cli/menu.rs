@@ -238,7 +238,7 @@ impl Session {
                 self.console.say(format!("{name} joined."))
             }
             Event::Left { room, name } if here(&room) => self.console.say(format!("{name} left.")),
-            Event::Joined { .. } | Event::Left { .. } => {}
+            Event::Joined { .. } | Event::Left { .. } | Event::ResumeGap { .. } => {}
             Event::RoomClosed { room, by } => {
                 if here(&room) {
                     self.console.say(format!(

@@ -12,6 +12,7 @@ use super::{Dialect, DialectKind, Incoming};
 use crate::frame::{self, FrameError};
 use crate::protocol::{
     Envelope, ErrorBody, ErrorCode, Event, OPS, Password, Recipient, Reply, Request, Response,
+    ResumeToken, Seen,
 };
 
 #[derive(Debug, Clone)]
@@ -159,6 +160,20 @@ struct Fields<'a> {
     limit: Option<u32>,
     #[serde(default)]
     room: Option<String>,
+    #[serde(default)]
+    peek: Option<bool>,
+    #[serde(default)]
+    up_to: Option<u64>,
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    resume: Option<ResumeToken>,
+    #[serde(default)]
+    seen: Option<Seen>,
 }
 
 /// A well-formed request read straight into its fields; `None` sends the payload the
@@ -172,6 +187,8 @@ fn parse_fast(payload: &[u8]) -> Option<Envelope> {
         "hello" => Request::Hello {
             name: f.name?,
             password: f.password,
+            resume: f.resume,
+            seen: f.seen,
         },
         "menu" => Request::Menu,
         "users" => Request::Users,
@@ -179,9 +196,22 @@ fn parse_fast(payload: &[u8]) -> Option<Envelope> {
             to: f.to?,
             text: f.text?,
         },
-        "inbox" => Request::Inbox { limit: f.limit },
+        "inbox" => Request::Inbox {
+            limit: f.limit,
+            peek: f.peek.unwrap_or(false),
+        },
+        "ack" => Request::Ack { up_to: f.up_to? },
         "create_room" => Request::CreateRoom { room: f.room? },
-        "join_room" => Request::JoinRoom { room: f.room? },
+        "join_room" => Request::JoinRoom {
+            room: f.room?,
+            after: f.after,
+            epoch: f.epoch,
+        },
+        "history" => Request::History {
+            room: f.room?,
+            before: f.before,
+            limit: f.limit,
+        },
         "say" => Request::Say {
             room: f.room?,
             text: f.text?,
@@ -243,6 +273,20 @@ struct Loose {
     limit: Field,
     #[serde(default)]
     room: Field,
+    #[serde(default)]
+    peek: Field,
+    #[serde(default)]
+    up_to: Field,
+    #[serde(default)]
+    after: Field,
+    #[serde(default)]
+    epoch: Field,
+    #[serde(default)]
+    before: Field,
+    #[serde(default)]
+    resume: Field,
+    #[serde(default)]
+    seen: Field,
 }
 
 impl Loose {
@@ -256,6 +300,13 @@ impl Loose {
             ("text", self.text),
             ("limit", self.limit),
             ("room", self.room),
+            ("peek", self.peek),
+            ("up_to", self.up_to),
+            ("after", self.after),
+            ("epoch", self.epoch),
+            ("before", self.before),
+            ("resume", self.resume),
+            ("seen", self.seen),
         ];
         Value::Object(
             fields
@@ -492,6 +543,9 @@ mod tests {
             Reply::Hello {
                 client_id: 3,
                 name: "ana \"q\"".into(),
+                resume_token: None,
+                resumed: None,
+                rooms: None,
             },
             Reply::Menu(Menu::course_project()),
             Reply::Users {
@@ -500,7 +554,13 @@ mod tests {
                     name: "b".into(),
                 }],
             },
-            Reply::Joined { members: vec![] },
+            Reply::Joined {
+                members: vec![],
+                epoch: "e".into(),
+                seq: 0,
+                recovered: None,
+                oldest: None,
+            },
             Reply::Inbox(InboxPage {
                 messages: vec![StoredMessage {
                     message_id: 1,

@@ -143,7 +143,9 @@ impl Dialect for Text {
             }
         };
         match reply {
-            Reply::Hello { client_id, name } => {
+            Reply::Hello {
+                client_id, name, ..
+            } => {
                 let _ = write!(dst, "+OK {client_id} {name}\r\n");
             }
             Reply::Menu(menu) => {
@@ -175,13 +177,30 @@ impl Dialect for Text {
                     dst.put_slice(b"\r\n");
                 }
             }
-            Reply::Joined { members } => {
+            Reply::Joined { members, .. } => {
                 let _ = write!(dst, "+OK {}\r\n", members.len());
                 for member in members {
                     let _ = write!(dst, "= {member}\r\n");
                 }
             }
             Reply::Ack { .. } => dst.put_slice(b"+OK ack\r\n"),
+            Reply::Acked { acked } => {
+                let _ = write!(dst, "+OK {acked}\r\n");
+            }
+            Reply::Said { seq } => {
+                let _ = write!(dst, "+OK {seq}\r\n");
+            }
+            Reply::Created { epoch, seq } => {
+                let _ = write!(dst, "+OK {epoch} {seq}\r\n");
+            }
+            Reply::History(page) => {
+                let _ = write!(dst, "+OK {}\r\n", page.messages.len());
+                for line in &page.messages {
+                    let _ = write!(dst, "= {} {} {}: ", line.seq, line.sent_at, line.from);
+                    put_clean(dst, &line.text);
+                    dst.put_slice(b"\r\n");
+                }
+            }
             Reply::Done {} => dst.put_slice(b"+OK\r\n"),
         }
     }
@@ -218,6 +237,9 @@ impl Dialect for Text {
             Event::Error { code, message } => {
                 let _ = write!(dst, "* error {code} ");
                 put_clean(dst, message);
+            }
+            Event::ResumeGap { room, oldest } => {
+                let _ = write!(dst, "* resume_gap {room} {oldest}");
             }
         }
         dst.put_slice(b"\r\n");
@@ -311,10 +333,14 @@ pub fn parse_line(line: &[u8]) -> Incoming {
             [name] => Ok(Request::Hello {
                 name: name.to_owned(),
                 password: None,
+                resume: None,
+                seen: None,
             }),
             [name, password] => Ok(Request::Hello {
                 name: name.to_owned(),
                 password: Some((*password).into()),
+                resume: None,
+                seen: None,
             }),
             _ => Err(usage(&word)),
         },
@@ -332,7 +358,10 @@ pub fn parse_line(line: &[u8]) -> Incoming {
         "ping" => Ok(Request::Ping),
         "menu" => Ok(Request::Menu),
         "users" => Ok(Request::Users),
-        "inbox" => Ok(Request::Inbox { limit: None }),
+        "inbox" => Ok(Request::Inbox {
+            limit: None,
+            peek: false,
+        }),
         "bye" | "quit" | "close" => Ok(Request::Bye),
         "send" => match first_word(rest) {
             (to, text) if !to.is_empty() && !text.is_empty() => match Recipient::typed(to) {
@@ -352,7 +381,11 @@ pub fn parse_line(line: &[u8]) -> Incoming {
             _ => Err(usage(&word)),
         },
         "create_room" => one_room(|room| Request::CreateRoom { room }),
-        "join_room" => one_room(|room| Request::JoinRoom { room }),
+        "join_room" => one_room(|room| Request::JoinRoom {
+            room,
+            after: None,
+            epoch: None,
+        }),
         "leave_room" => one_room(|room| Request::LeaveRoom { room }),
         "close_room" => one_room(|room| Request::CloseRoom { room }),
         _ => {

@@ -100,6 +100,8 @@ impl Hub {
                 from: name.to_owned(),
                 text: text.to_owned(),
                 sent_at: now_rfc3339(),
+                seq: 0,
+                replay: false,
             },
         );
         Ok(())

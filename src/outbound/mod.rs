@@ -82,6 +82,7 @@ fn event_weight(event: &Event) -> usize {
             Event::Shutdown { reason } => reason.len(),
             Event::Error { message, .. } => message.len(),
             Event::Welcome { server, .. } => server.len(),
+            Event::ResumeGap { room, .. } => room.len(),
         }
 }
 
@@ -102,7 +103,9 @@ impl Outbound {
                             .map(|m| m.text.len() + m.from.len() + FRAME_ALLOWANCE)
                             .sum(),
                         Ok(Reply::Users { users }) => users.len() * FRAME_ALLOWANCE,
-                        Ok(Reply::Joined { members }) => members.iter().map(|m| m.len() + 4).sum(),
+                        Ok(Reply::Joined { members, .. }) => {
+                            members.iter().map(|m| m.len() + 4).sum()
+                        }
                         Ok(_) => 0,
                         Err(error) => error.message.len(),
                     }

@@ -393,6 +393,8 @@ mod tests {
             from: "f".into(),
             text: text.into(),
             sent_at: String::new(),
+            seq: 0,
+            replay: false,
         })
     }
 

@@ -44,6 +44,12 @@ pub enum Request {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password: Option<Password>,
+        /// The token of a session to take over (see "Session resume").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeToken>,
+        /// For each room, the last `seq` the client really received.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen: Option<Seen>,
     },
     Menu,
     Users,
@@ -54,12 +60,31 @@ pub enum Request {
     Inbox {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        /// Leave the page unread, to be acknowledged with `ack` once it is handed over.
+        #[serde(default, skip_serializing_if = "is_false")]
+        peek: bool,
+    },
+    Ack {
+        up_to: u64,
     },
     CreateRoom {
         room: String,
     },
     JoinRoom {
         room: String,
+        /// Replay the kept messages with a greater `seq` before the live ones.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// The incarnation `after` counts in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+    },
+    History {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
     },
     Say {
         room: String,
@@ -82,6 +107,8 @@ pub const OPS: &[&str] = &[
     "users",
     "send",
     "inbox",
+    "ack",
+    "history",
     "create_room",
     "join_room",
     "say",
@@ -97,7 +124,6 @@ impl Request {
     }
 }
 
-/// The `to` of a `send`: a JSON string is a name, a JSON number a client id.
 /// A password on its way to being checked. Its `Debug` hides it, so that no log line,
 /// panic message or error can ever show one.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +142,29 @@ impl From<&str> for Password {
     }
 }
 
+/// A session's resume token: a secret like a password, so its `Debug` hides it too.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ResumeToken(pub String);
+
+impl std::fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResumeToken(***)")
+    }
+}
+
+/// A resuming client's last `seq` received, by room.
+pub type Seen = std::collections::BTreeMap<String, u64>;
+
+/// Longest `history` page, and the default.
+pub const MAX_HISTORY_LIMIT: u32 = 1000;
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The `to` of a `send`: a JSON string is a name, a JSON number a client id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Recipient {
@@ -201,6 +250,15 @@ pub enum Reply {
     Hello {
         client_id: ClientId,
         name: String,
+        /// Absent when the server keeps no sessions for resuming (`--resume-grace 0`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<ResumeToken>,
+        /// Only when the client asked to resume: whether it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed: Option<bool>,
+        /// The resumed session's rooms, each with its latest `seq`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rooms: Option<Vec<RoomPosition>>,
     },
     Menu(Menu),
     Users {
@@ -210,8 +268,28 @@ pub enum Reply {
         message_id: u64,
     },
     Inbox(InboxPage),
+    History(HistoryPage),
+    Acked {
+        acked: u64,
+    },
+    Said {
+        seq: u64,
+    },
+    /// Before [`Reply::Created`]: read back untagged, a join's answer has its fields too.
     Joined {
         members: Vec<String>,
+        epoch: String,
+        seq: u64,
+        /// Only when the join asked for a replay (`after`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// Only when `recovered` is false: the oldest `seq` the room still keeps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oldest: Option<u64>,
+    },
+    Created {
+        epoch: String,
+        seq: u64,
     },
     /// The acknowledgment of data that was not a request (the lab programs' dicts).
     Ack {
@@ -271,6 +349,29 @@ pub struct InboxPage {
     pub more: bool,
 }
 
+/// A room's kept messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub messages: Vec<RoomLine>,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLine {
+    pub seq: u64,
+    pub from: String,
+    pub text: String,
+    pub sent_at: String,
+}
+
+/// Where a room stands: which incarnation, and its latest `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPosition {
+    pub room: String,
+    pub epoch: String,
+    pub seq: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     pub message_id: u64,
@@ -306,6 +407,11 @@ pub enum Event {
         from: String,
         text: String,
         sent_at: String,
+        #[serde(default)]
+        seq: u64,
+        /// Sent again from the room's history, not live.
+        #[serde(default, skip_serializing_if = "is_false")]
+        replay: bool,
     },
     RoomClosed {
         room: String,
@@ -313,6 +419,12 @@ pub enum Event {
     },
     Shutdown {
         reason: String,
+    },
+    /// A resumed room whose missed messages are no longer all kept: nothing of it was
+    /// replayed, and `history` pages what is.
+    ResumeGap {
+        room: String,
+        oldest: u64,
     },
     Error {
         code: ErrorCode,

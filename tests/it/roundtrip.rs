@@ -19,6 +19,8 @@ fn request() -> impl Strategy<Value = Request> {
         (name, proptest::option::of(text)).prop_map(|(name, password)| Request::Hello {
             name,
             password: password.map(switchboard::protocol::Password),
+            resume: None,
+            seen: None,
         }),
         (any::<u64>(), text).prop_map(|(id, text)| Request::Send {
             to: Recipient::Id(id),
@@ -28,9 +30,26 @@ fn request() -> impl Strategy<Value = Request> {
             to: Recipient::Name(n),
             text
         }),
-        proptest::option::of(any::<u32>()).prop_map(|limit| Request::Inbox { limit }),
+        (proptest::option::of(any::<u32>()), any::<bool>())
+            .prop_map(|(limit, peek)| Request::Inbox { limit, peek }),
+        any::<u64>().prop_map(|up_to| Request::Ack { up_to }),
         name.prop_map(|room| Request::CreateRoom { room }),
-        name.prop_map(|room| Request::JoinRoom { room }),
+        (
+            name,
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(name)
+        )
+            .prop_map(|(room, after, epoch)| Request::JoinRoom { room, after, epoch }),
+        (
+            name,
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(|(room, before, limit)| Request::History {
+                room,
+                before,
+                limit
+            }),
         (name, text).prop_map(|(room, text)| Request::Say { room, text }),
         name.prop_map(|room| Request::LeaveRoom { room }),
         name.prop_map(|room| Request::CloseRoom { room }),
@@ -58,19 +77,30 @@ fn text_line(request: &Request) -> Option<String> {
         Request::Hello {
             name,
             password: None,
+            resume: None,
+            seen: None,
         } => format!("HELLO {name}"),
         Request::Hello {
             name,
             password: Some(p),
+            resume: None,
+            seen: None,
         } if !p.0.is_empty() && !p.0.contains(char::is_whitespace) => {
             format!("HELLO {name} {}", p.0)
         }
         Request::Send { to, text } if text.trim() == text && !text.is_empty() => {
             format!("SEND {} {text}", typed(to)?)
         }
-        Request::Inbox { limit: None } => "INBOX".into(),
+        Request::Inbox {
+            limit: None,
+            peek: false,
+        } => "INBOX".into(),
         Request::CreateRoom { room } => format!("CREATE_ROOM {room}"),
-        Request::JoinRoom { room } => format!("join_room {room}"),
+        Request::JoinRoom {
+            room,
+            after: None,
+            epoch: None,
+        } => format!("join_room {room}"),
         Request::Say { room, text } if text.trim() == text && !text.is_empty() => {
             format!("SAY {room} {text}")
         }

@@ -299,7 +299,9 @@ mod tests {
                 id: None,
                 request: Request::Hello {
                     name: "jose".into(),
-                    password: None
+                    password: None,
+                    resume: None,
+                    seen: None,
                 }
             })
         );

@@ -35,7 +35,9 @@ fn commands_are_case_insensitive_and_keep_the_text_whole() {
         request(&all[0]),
         &Request::Hello {
             name: "nina".into(),
-            password: Some("s3cret".into())
+            password: Some("s3cret".into()),
+            resume: None,
+            seen: None,
         }
     );
     assert_eq!(
@@ -153,6 +155,8 @@ fn lists_are_counted_and_text_stays_on_one_line() {
             from: "alice".into(),
             text: "hi all".into(),
             sent_at: "x".into(),
+            seq: 0,
+            replay: false,
         },
         &mut buf,
     );
@@ -193,7 +197,13 @@ fn message(incoming: &Incoming) -> &str {
 fn a_menu_number_stands_for_its_command() {
     let all = decode_all(b"1\n3\n6\n2 nina hi there\n2\n4\n9\n");
     assert_eq!(request(&all[0]), &Request::Users);
-    assert_eq!(request(&all[1]), &Request::Inbox { limit: None });
+    assert_eq!(
+        request(&all[1]),
+        &Request::Inbox {
+            limit: None,
+            peek: false
+        }
+    );
     assert_eq!(request(&all[2]), &Request::Bye);
     assert_eq!(
         request(&all[3]),
