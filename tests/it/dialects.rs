@@ -29,7 +29,10 @@ async fn text_lines_follow_the_grammar() {
     );
     assert_eq!(tom.call("ping").await.0, "+OK");
     let (status, _) = tom.call("HELLO tom").await;
-    assert_eq!(status, format!("+OK {} tom", words[2]));
+    assert!(
+        status.starts_with(&format!("+OK {} tom token=", words[2])),
+        "{status}"
+    );
     let (status, items) = tom.call("menu").await;
     assert_eq!(status, "+OK 6");
     assert_eq!(items[0], "= 1 Get user list: USERS");
@@ -131,11 +134,7 @@ async fn dialects_share_users_inboxes_and_rooms() {
     assert_eq!(tom.event().await, "* joined 3456 ana");
 
     nina.say("3456", "hi all").await.unwrap();
-    let heard = tom.event().await;
-    assert!(
-        heard.starts_with("* room_message 3456 ") && heard.ends_with(" nina: hi all"),
-        "{heard}"
-    );
+    assert_eq!(tom.event().await, "* room_message 3456 1 nina: hi all");
     let heard = loop {
         let event = lab.recv().await.unwrap();
         if get(&event, "event") == Some(&s("room_message")) {
