@@ -229,18 +229,22 @@ async fn peeked_pages_keep_the_frame_budget() {
     server.stop().await;
 }
 
-fn kill_and_restart_args(keep_read: &str) -> Vec<&str> {
-    vec!["--listen", "127.0.0.1:0", "--keep-read", keep_read]
-}
-
 /// An answered ack is committed: SIGKILL right after it, and the restarted server
-/// still has those messages read (deleted, or kept read with --keep-read).
+/// still has those messages read (deleted, or kept read with --keep-read), with the
+/// store on a thread of its own and inline.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answered_ack_survives_kill_9() {
-    for keep_read in ["0", "7"] {
+    for (keep_read, threads) in [("0", "1"), ("7", "2")] {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("acks.db");
-        let args = kill_and_restart_args(keep_read);
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--keep-read",
+            keep_read,
+            "--threads",
+            threads,
+        ];
         let mut serve = Serve::start(&db, &args, 1).await;
         let addr = serve.addrs[0].clone();
         let sent = mail(&addr, "jose", "nina", &["1", "2", "3"]).await;
@@ -255,7 +259,11 @@ async fn an_answered_ack_survives_kill_9() {
         let nina = Client::connect(serve.addrs[0].as_str()).await.unwrap();
         nina.hello("nina").await.unwrap();
         let page = nina.inbox_peek(None).await.unwrap();
-        assert_eq!(texts(&page), ["3"], "--keep-read {keep_read}");
+        assert_eq!(
+            texts(&page),
+            ["3"],
+            "--keep-read {keep_read} --threads {threads}"
+        );
         assert_eq!(nina.ack(sent[1]).await.unwrap(), 0);
         drop(serve);
     }
