@@ -1,5 +1,6 @@
 //! Integration tests: a real server over loopback TCP, a real SQLite file in a temp dir.
 
+mod acks;
 mod admin;
 mod adversarial;
 mod auth;
