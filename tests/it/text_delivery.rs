@@ -283,3 +283,37 @@ async fn over_pickles_say_answers_its_seq_and_a_join_after_replays() {
     assert_eq!(ana.event().await, "* room_message r 3 lab: three");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn inbox_peek_leaves_mail_unread_until_ack_up_to_its_last_id() {
+    let server = TestServer::start_dialects().await;
+    let (mut ana, _) = signed_in(&server, "ana").await;
+    let (mut bob, _) = signed_in(&server, "bob").await;
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        let (status, _) = ana.call(&format!("SEND bob {text}")).await;
+        ids.push(status.strip_prefix("+OK ").unwrap().to_owned());
+    }
+
+    let (status, items) = bob.call("INBOX PEEK").await;
+    assert_eq!(status, format!("+OK 3 last={}", ids[2]));
+    assert!(items[0].ends_with(" ana: one"), "{items:?}");
+    // Still there: a peek read nothing.
+    let (again, _) = bob.call("inbox peek").await;
+    assert_eq!(again, status);
+
+    assert_eq!(bob.call(&format!("ACK {}", ids[1])).await.0, "+OK 2");
+    assert_eq!(bob.call(&format!("ACK {}", ids[1])).await.0, "+OK 0");
+    let (status, items) = bob.call("INBOX").await;
+    assert_eq!(status, format!("+OK 1 last={}", ids[2]));
+    assert!(items[0].ends_with(" ana: three"), "{items:?}");
+    assert_eq!(bob.call("INBOX").await.0, "+OK 0");
+    assert_eq!(bob.call("ACK 99999").await.0, "+OK 0");
+    assert!(
+        bob.call("ACK last")
+            .await
+            .0
+            .starts_with("-ERR bad_request id is a whole number")
+    );
+    server.stop().await;
+}
