@@ -281,10 +281,17 @@ impl Services {
         // Prove, then claim: a name that someone online holds is refused before any
         // password is hashed, and the name is claimed only once its password checked
         // out, so a guesser never holds, is listed as, or is notified for it.
-        let holder = match self.hub.may_claim(id, &name) {
+        let mut holder = match self.hub.may_claim(id, &name) {
             Ok(holder) => holder,
             Err(e) => return Some(Err(e.into())),
         };
+        // A guest's name is never protected, so a parked guest ends here, before the
+        // store hears of the name again: forgetting the guest afterwards would forget
+        // the new session's name with it.
+        if holder == Holder::Parked && is_guest(&name) {
+            self.end_parked(&name);
+            holder = Holder::Free;
+        }
         let (name, by_password) = match self.authenticate(&name, password.as_ref()).await {
             Ok(proven) => proven,
             Err(e) => return Some(Err(e)),
@@ -295,10 +302,7 @@ impl Services {
             {
                 return None;
             }
-            if let Some(ended) = self.hub.end_parked(&name) {
-                tracing::info!(name = %ended, "parked session ended: its name said hello anew");
-                self.forget_if_guest(&ended);
-            }
+            self.end_parked(&name);
         }
         let token = match self.hub.claim_name(id, &name) {
             Ok(token) => token,
@@ -429,6 +433,15 @@ impl Services {
         for name in self.hub.sweep(timeouts) {
             tracing::info!(name = %name, "parked session ended: no resume within the grace");
             self.forget_if_guest(&name);
+        }
+    }
+
+    /// Ends the parked session holding `name`: its client said hello without the
+    /// proof to resume it.
+    fn end_parked(&self, name: &str) {
+        if let Some(ended) = self.hub.end_parked(name) {
+            tracing::info!(name = %ended, "parked session ended: its name said hello anew");
+            self.forget_if_guest(&ended);
         }
     }
 
