@@ -23,6 +23,7 @@ mod native;
 mod oneshot;
 mod python_example;
 mod readme;
+mod resume;
 mod room_seq;
 mod rooms;
 mod roundtrip;
