@@ -30,4 +30,5 @@ mod roundtrip;
 mod security;
 mod services;
 mod store_open;
+mod text_delivery;
 mod wire;
