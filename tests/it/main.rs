@@ -24,6 +24,8 @@ mod oneshot;
 mod python_example;
 mod readme;
 mod resume;
+mod resume_dialects;
+mod resume_takeover;
 mod room_seq;
 mod rooms;
 mod roundtrip;
