@@ -476,3 +476,62 @@ async fn a_resume_while_another_talks_has_no_gap_and_no_duplicate() {
     reading.await.unwrap();
     server.stop().await;
 }
+
+/// A member cut as a slow consumer is parked like any other cut session; resuming
+/// with `seen` at the last message it really read gives it the rest, with no gap,
+/// whatever had died in its queue and socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_cut_resumes_from_what_it_read() {
+    let server = TestServer::start_tweaked(|c| c.queue_depth = 8).await;
+    let (mut owner, _, _) = named(&server, "owner").await;
+    create(&mut owner, "r").await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Raw::from_stream(socket.connect(server.addr).await.unwrap());
+    assert_eq!(slow.event().await["event"], "welcome");
+    let reply = call(&mut slow, json!({"op": "hello", "name": "slow"})).await;
+    let token = token_of(&reply);
+    join(&mut slow, "r").await;
+    heard(&mut owner).await;
+    let text = "x".repeat(8000);
+    let mut said = 0;
+    let mut cut = false;
+    while !cut {
+        assert!(said < 2000, "the stalled member was never cut");
+        said = say(&mut owner, "r", &text).await;
+        if said % 10 == 0 {
+            cut = !user_names(&mut owner)
+                .await
+                .iter()
+                .any(|(_, n)| n == "slow");
+        }
+    }
+    for _ in 0..5 {
+        said = say(&mut owner, "r", &text).await;
+    }
+    let frames = slow.until_closed().await;
+    assert_eq!(code(frames.last().unwrap()), "slow_consumer");
+    let got: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["event"] == "room_message")
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    let read = got.len() as u64;
+    assert_eq!(got, (1..=read).collect::<Vec<_>>(), "whole, in order");
+    assert!(read < said);
+
+    let (mut back, _, reply) = hello(
+        &server,
+        json!({"name": "slow", "resume": token, "seen": {"r": read}}),
+    )
+    .await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    for expected in read + 1..=said {
+        let event = room_message(&mut back).await;
+        assert_eq!((&event["seq"], replayed(&event)), (&json!(expected), true));
+    }
+    let live = say(&mut owner, "r", "live").await;
+    let event = room_message(&mut back).await;
+    assert_eq!((&event["seq"], replayed(&event)), (&json!(live), false));
+    server.stop().await;
+}

@@ -414,3 +414,46 @@ async fn the_log_never_contains_a_token() {
         }
     }
 }
+
+/// A guest restarted without its token says a plain `hello` for its parked name: the
+/// parked session ends (and, being a guest's, is forgotten), and the new session under
+/// the same name is a guest online like any other, whom mail reaches.
+///
+/// BUG (server, src/service.rs `hello`): the new session's name is seen by the store
+/// (`authenticate`) before `end_parked` queues the old guest's `forget_guest`, which
+/// then deletes the user row the new session stands on: a send to it is refused
+/// `no_such_user` while it is online.
+#[tokio::test(start_paused = true)]
+#[ignore = "BUG: a plain hello over a parked guest session leaves the new guest without a user row"]
+async fn a_guest_that_says_hello_anew_over_its_parked_session_can_be_sent_mail() {
+    let server = TestServer::start_tweaked(paused).await;
+    let (mut sender, _, _) = named(&server, "sender").await;
+    let (guest, _, _) = named(&server, "guest-0a1b2c3d").await;
+    call(
+        &mut sender,
+        json!({"op": "send", "to": "guest-0a1b2c3d", "text": "before"}),
+    )
+    .await;
+    cut(guest);
+    unlisted(&mut sender, "guest-0a1b2c3d").await;
+    let (mut again, _, reply) = hello(&server, json!({"name": "guest-0a1b2c3d"})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let sent = sender
+        .call(json!({"op": "send", "to": "guest-0a1b2c3d", "text": "after"}))
+        .await;
+    assert_eq!(
+        sent["ok"], true,
+        "the new guest session is reachable: {sent}"
+    );
+    let mail = again.event().await;
+    assert_eq!(mail["event"], "message", "{mail}");
+    let inbox = call(&mut again, json!({"op": "inbox"})).await;
+    let texts: Vec<_> = inbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(texts, ["after"], "the old guest's mail went with it");
+    server.stop().await;
+}

@@ -574,3 +574,24 @@ async fn join_after_while_another_talks_has_no_gap_and_no_duplicate() {
     reading.await.unwrap();
     server.stop().await;
 }
+
+/// Texts that JSON escapes grow on the wire (a control character takes six bytes):
+/// a page must fit the frame as sent, not as stored.
+#[tokio::test]
+async fn a_history_page_of_escaped_texts_fits_in_a_frame() {
+    const MAX_FRAME: usize = 20_000;
+    let server = TestServer::start_tweaked(|c| c.max_frame = MAX_FRAME).await;
+    let mut owner = in_room(&server, "owner", "esc", true).await;
+    for _ in 0..6 {
+        let text = "\u{1}".repeat(3000);
+        let said = owner
+            .call(json!({"op": "say", "room": "esc", "text": text}))
+            .await;
+        assert_eq!(said["ok"], true, "{said}");
+    }
+    let page = history(&mut owner, json!({"room": "esc"})).await;
+    let size = page.to_string().len();
+    assert!(size <= MAX_FRAME, "a page of {size} bytes");
+    assert!(!seqs_of(&page).is_empty());
+    server.stop().await;
+}
