@@ -399,7 +399,13 @@ async fn the_log_never_contains_a_token() {
     assert_eq!(code(&reply), "name_taken");
     let (_, reply) = connect_hello(json!({"name": "other", "resume": given})).await;
     assert_eq!(reply["resumed"], false, "{reply}");
-    call(&mut back, json!({"op": "bye"})).await;
+    // Over the live connection: it is closed, and the log says why.
+    let (mut last, reply) = connect_hello(json!({"name": "secretive", "resume": renewed})).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let third = token_of(&reply);
+    back.until_closed().await;
+    serve.line_with("replaced").await;
+    call(&mut last, json!({"op": "bye"})).await;
     connect_hello(json!({"name": "last-marker"})).await;
     serve.line_with("last-marker").await;
     assert!(
@@ -409,7 +415,7 @@ async fn the_log_never_contains_a_token() {
     );
     for line in &serve.seen {
         let line = line.to_ascii_lowercase();
-        for token in [&given, &renewed, &wrong] {
+        for token in [&given, &renewed, &third, &wrong] {
             assert!(!line.contains(token.as_str()), "a token in the log: {line}");
         }
     }
