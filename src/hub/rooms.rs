@@ -271,7 +271,7 @@ impl Hub {
         let mut messages = Vec::new();
         let mut spent = 0;
         for line in newest_first.by_ref() {
-            let cost = line.text.len() + line.from.len() + line.sent_at.len() + 64;
+            let cost = serde_json::to_vec(&**line).map_or(budget, |json| json.len() + 1);
             if messages.len() >= limit || (spent + cost > budget && !messages.is_empty()) {
                 messages.push(None);
                 break;
