@@ -111,6 +111,24 @@ pub(super) fn replay_items(room: &str, lines: Vec<Arc<RoomLine>>) -> Vec<Outboun
     items
 }
 
+/// Bytes `line` takes in a reply as JSON, found without encoding it (the hub's lock is
+/// held): a control character is written as six, a quote or backslash as two.
+fn encoded_len(line: &RoomLine) -> usize {
+    fn string(s: &str) -> usize {
+        2 + s
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                0..0x20 => 6,
+                _ => 1,
+            })
+            .sum::<usize>()
+    }
+    // `{"seq":…,"from":…,"text":…,"sent_at":…},` around the values.
+    const FIELDS: usize = 40;
+    FIELDS + 20 + string(&line.from) + string(&line.text) + string(&line.sent_at)
+}
+
 impl Hub {
     /// Opens `room` owned by `id`; returns its epoch.
     pub fn create_room(&self, id: ClientId, room: &str) -> Result<String, HubError> {
@@ -271,7 +289,7 @@ impl Hub {
         let mut messages = Vec::new();
         let mut spent = 0;
         for line in newest_first.by_ref() {
-            let cost = serde_json::to_vec(&**line).map_or(budget, |json| json.len() + 1);
+            let cost = encoded_len(line);
             if messages.len() >= limit || (spent + cost > budget && !messages.is_empty()) {
                 messages.push(None);
                 break;
@@ -396,5 +414,33 @@ impl State {
             },
         );
         self.lost(failed, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_costed_at_least_at_its_json_size() {
+        for text in ["plain", "quote \" back \\ ", "\u{1}\u{1f}\n\t", "é ü ✓", ""] {
+            let line = RoomLine {
+                seq: u64::MAX,
+                from: "ana".into(),
+                text: text.into(),
+                sent_at: "2026-12-07T09:12:03.120Z".into(),
+            };
+            let json = serde_json::to_vec(&line).unwrap().len() + 1;
+            assert!(
+                encoded_len(&line) >= json,
+                "{text:?}: {} < {json}",
+                encoded_len(&line)
+            );
+            assert!(
+                encoded_len(&line) <= json + 24,
+                "{text:?}: {} vs {json}",
+                encoded_len(&line)
+            );
+        }
     }
 }
