@@ -4,36 +4,44 @@
 //! `welcome`); each op is an async method. Requests may be issued concurrently from
 //! several tasks: they are pipelined on the one connection and matched to their
 //! responses by id. Server pushes arrive on the [`Client::take_events`] stream.
+//!
+//! A client made with [`ClientOptions::reconnect`] comes back by itself after a cut
+//! and resumes its session; its stream is [`Client::take_updates`], which also tells
+//! the cut, the return, and what was missed meanwhile.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::frame::{self, FrameError};
 use crate::protocol::{
-    ClientId, ErrorBody, ErrorCode, Event, InboxPage, Menu, Recipient, Request, UserInfo,
+    ClientId, ErrorBody, ErrorCode, Event, InboxPage, Menu, Password, Recipient, Request,
+    ResumeToken, RoomPosition, UserInfo,
 };
 
 mod addr;
 mod conn;
 mod greeting;
 mod options;
+mod resume;
 
 pub use addr::{DEFAULT_PORT, normalize_addr, resolve_addr};
 pub use greeting::{Greeting, in_words};
 pub use options::ClientOptions;
+pub use resume::{Gap, Reconnected, Update};
 
-use conn::{Shared, within};
+use conn::{Connection, OnAnswer, Sink, within};
+use resume::Marks;
 
 /// The client accepts frames up to this size, generously above the server's default, so
 /// that a server configured for larger frames still works.
@@ -84,25 +92,160 @@ pub enum ClientError {
     Unresponsive(Duration),
     #[error("the connection is closed")]
     Closed,
+    /// A reconnecting client was cut while this request waited for its answer.
+    #[error(
+        "the connection was cut before the server answered; the client is reconnecting, \
+         and the request may or may not have been carried out"
+    )]
+    Interrupted,
+    #[error("the connection was lost and could not be made again: {0}")]
+    GaveUp(String),
 }
 
 /// A connection to a switchboard server.
 pub struct Client {
-    client_id: ClientId,
     server: String,
-    next_id: AtomicU64,
-    shared: Arc<Shared>,
-    writer: mpsc::Sender<Bytes>,
+    core: Arc<Core>,
     events: Option<mpsc::Receiver<Event>>,
-    listening: Arc<AtomicBool>,
-    tasks: [JoinHandle<()>; 2],
+    updates: Option<mpsc::Receiver<Update>>,
+    /// The reconnecting client's watch over its connection.
+    supervisor: Option<JoinHandle<()>>,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.abort();
         }
+        // Dropping the connection stops its tasks, which closes the socket.
+        self.core.link.send_replace(Link::Gone(Gone::Closed));
+    }
+}
+
+/// What the client and its supervisor share.
+struct Core {
+    /// Where to connect again, as given.
+    addr: String,
+    options: ClientOptions,
+    client_id: AtomicU64,
+    next_id: AtomicU64,
+    link: watch::Sender<Link>,
+    listening: Arc<AtomicBool>,
+    /// Who to say hello as again; set by a successful `hello` of a reconnecting client.
+    login: Arc<Mutex<Option<Login>>>,
+    marks: Arc<Mutex<Marks>>,
+    /// `bye` was asked: the end that follows is not a cut.
+    leaving: AtomicBool,
+    leave: Notify,
+}
+
+/// The connection requests go to.
+enum Link {
+    Up(Arc<Connection>),
+    /// Cut; the supervisor is reconnecting.
+    Down,
+    Gone(Gone),
+}
+
+/// Why a reconnecting client has no connection any more.
+#[derive(Debug, Clone)]
+enum Gone {
+    Closed,
+    GaveUp(String),
+}
+
+impl Gone {
+    fn error(&self) -> ClientError {
+        match self {
+            Gone::Closed => ClientError::Closed,
+            Gone::GaveUp(why) => ClientError::GaveUp(why.clone()),
+        }
+    }
+}
+
+/// A session's credentials, to resume it with.
+#[derive(Clone)]
+struct Login {
+    name: String,
+    password: Option<Password>,
+    token: Option<ResumeToken>,
+}
+
+impl Core {
+    fn reconnects(&self) -> bool {
+        self.options.reconnect.is_some()
+    }
+
+    /// The connection to send on: not `not` (a connection found ended), and for a
+    /// reconnecting client, once it is back.
+    async fn line(&self, not: Option<&Arc<Connection>>) -> Result<Arc<Connection>, ClientError> {
+        let mut link = self.link.subscribe();
+        let link = link
+            .wait_for(|link| match link {
+                Link::Up(line) => not.is_none_or(|not| !Arc::ptr_eq(not, line)),
+                Link::Down => false,
+                Link::Gone(_) => true,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match &*link {
+            Link::Up(line) => Ok(Arc::clone(line)),
+            Link::Gone(gone) => Err(gone.error()),
+            Link::Down => Err(ClientError::Closed),
+        }
+    }
+
+    /// What the answer to `request` changes in a reconnecting client's state.
+    fn on_answer(&self, request: &Request) -> Option<OnAnswer> {
+        if !self.reconnects() {
+            return None;
+        }
+        let seq = |reply: &serde_json::Map<String, Value>| {
+            reply.get("seq").and_then(Value::as_u64).unwrap_or(0)
+        };
+        let marks = Arc::clone(&self.marks);
+        let mark = move |change: &dyn Fn(&mut Marks)| {
+            if let Ok(mut marks) = marks.lock() {
+                change(&mut marks);
+            }
+        };
+        Some(match request.clone() {
+            Request::Hello { name, password, .. } => {
+                let login = Arc::clone(&self.login);
+                Box::new(move |reply| {
+                    let token = reply
+                        .get("resume_token")
+                        .and_then(Value::as_str)
+                        .map(|t| ResumeToken(t.to_owned()));
+                    if let Ok(mut login) = login.lock() {
+                        *login = Some(Login {
+                            name,
+                            password,
+                            token,
+                        });
+                    }
+                })
+            }
+            Request::CreateRoom { room } => {
+                Box::new(move |reply| mark(&|m| m.set(&room, seq(reply))))
+            }
+            Request::JoinRoom { room, after, .. } => Box::new(move |reply| {
+                let recovered = reply.get("recovered") == Some(&Value::Bool(true));
+                // A recovered join's replay follows its answer and moves the mark on.
+                let from = match after {
+                    Some(after) if recovered => after,
+                    _ => seq(reply),
+                };
+                mark(&|m| m.set(&room, from))
+            }),
+            Request::Say { room, .. } => {
+                Box::new(move |reply| mark(&|m| m.raise(&room, seq(reply))))
+            }
+            Request::LeaveRoom { room } | Request::CloseRoom { room } => {
+                Box::new(move |_| mark(&|m| m.forget(&room)))
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -124,10 +267,16 @@ impl From<ClientId> for Recipient {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct HelloReply {
     client_id: ClientId,
     name: String,
+    #[serde(default)]
+    resume_token: Option<ResumeToken>,
+    #[serde(default)]
+    resumed: Option<bool>,
+    #[serde(default)]
+    rooms: Option<Vec<RoomPosition>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -179,6 +328,44 @@ async fn read_welcome(
     }
 }
 
+/// A connection whose welcome has been read; `buf` holds what arrived after it.
+struct Opened {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    buf: BytesMut,
+    client_id: ClientId,
+    server: String,
+}
+
+/// Connects to `addr` (called `name` in errors) and reads the welcome, all within `after`.
+async fn open(
+    addr: impl ToSocketAddrs,
+    name: &str,
+    after: Duration,
+) -> Result<Opened, ClientError> {
+    let name = name.to_owned();
+    let deadline = Instant::now().checked_add(after);
+    let stream = match within(deadline, TcpStream::connect(addr)).await {
+        None => return Err(ClientError::ConnectTimeout { addr: name, after }),
+        Some(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
+        Some(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut read, write) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+    let Some(welcome) = within(deadline, read_welcome(&mut read, &mut buf)).await else {
+        return Err(ClientError::NoWelcome { addr: name, after });
+    };
+    let (client_id, server) = welcome?;
+    Ok(Opened {
+        read,
+        write,
+        buf,
+        client_id,
+        server,
+    })
+}
+
 impl Client {
     /// Connects and waits for the server's `welcome`, with the default
     /// [`ClientOptions`]: 10 s to connect, a ping after 30 s of quiet.
@@ -188,48 +375,81 @@ impl Client {
         Self::connect_with(addr, &ClientOptions::default()).await
     }
 
-    /// Connects and waits for the server's `welcome`, as `options` say.
+    /// Connects and waits for the server's `welcome`, as `options` say. A reconnecting
+    /// client connects again to the address as written here (resolving it anew).
     pub async fn connect_with(
         addr: impl ToSocketAddrs + std::fmt::Display,
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
         let name = addr.to_string();
-        let after = options.connect_timeout;
-        let deadline = Instant::now().checked_add(after);
-        let stream = match within(deadline, TcpStream::connect(addr)).await {
-            None => return Err(ClientError::ConnectTimeout { addr: name, after }),
-            Some(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
-            Some(Ok(stream)) => stream,
+        let opened = open(addr, &name, options.connect_timeout).await?;
+        let listening = Arc::new(AtomicBool::new(false));
+        let marks = Arc::new(Mutex::new(Marks::default()));
+        let (sink, events, updates) = if options.reconnect.is_some() {
+            let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+            let marks = Arc::clone(&marks);
+            (Sink::Updates { updates: tx, marks }, None, Some(rx))
+        } else {
+            let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+            (Sink::Events(tx), Some(rx), None)
         };
-        let _ = stream.set_nodelay(true);
-        let (mut read_half, write_half) = stream.into_split();
-        let mut buf = BytesMut::with_capacity(4096);
-        let Some(welcome) = within(deadline, read_welcome(&mut read_half, &mut buf)).await else {
-            return Err(ClientError::NoWelcome { addr: name, after });
+        let updates_tx = match &sink {
+            Sink::Updates { updates, .. } => Some(updates.clone()),
+            Sink::Events(_) => None,
         };
-        let (client_id, server) = welcome?;
-        let conn = conn::start(read_half, write_half, buf, options.keepalive);
-        Ok(Client {
+        let Opened {
+            read,
+            write,
+            buf,
             client_id,
             server,
+        } = opened;
+        let line = Arc::new(conn::start(
+            read,
+            write,
+            buf,
+            options.keepalive,
+            sink,
+            Arc::clone(&listening),
+        ));
+        let (link, _) = watch::channel(Link::Up(Arc::clone(&line)));
+        let core = Arc::new(Core {
+            addr: name,
+            options: options.clone(),
+            client_id: AtomicU64::new(client_id),
             next_id: AtomicU64::new(KEEPALIVE_ID + 1),
-            shared: conn.shared,
-            writer: conn.writer,
-            events: Some(conn.events),
-            listening: conn.listening,
-            tasks: conn.tasks,
+            link,
+            listening,
+            login: Arc::new(Mutex::new(None)),
+            marks,
+            leaving: AtomicBool::new(false),
+            leave: Notify::new(),
+        });
+        let supervisor = updates_tx
+            .map(|updates| tokio::spawn(resume::supervise(Arc::clone(&core), updates, line)));
+        Ok(Client {
+            server,
+            core,
+            events,
+            updates,
+            supervisor,
         })
     }
 
     /// Why the connection ended, once it has: [`ClientError::Closed`], or the server's
-    /// last words ([`ClientError::Dropped`]), or [`ClientError::Unresponsive`].
+    /// last words ([`ClientError::Dropped`]), or [`ClientError::Unresponsive`]; for a
+    /// reconnecting client, only once it has stopped trying ([`ClientError::GaveUp`]).
     pub fn ended(&self) -> Option<ClientError> {
-        self.shared.ended_error()
+        match &*self.core.link.borrow() {
+            Link::Up(line) if !self.core.reconnects() => line.shared.ended_error(),
+            Link::Up(_) | Link::Down => None,
+            Link::Gone(gone) => Some(gone.error()),
+        }
     }
 
-    /// The id the server assigned to this connection.
+    /// The id the server assigned to this session.
     pub fn client_id(&self) -> ClientId {
-        self.client_id
+        self.core.client_id.load(Ordering::Relaxed)
     }
 
     /// The server's name and version, from `welcome`.
@@ -240,29 +460,62 @@ impl Client {
     /// The stream of server events (mail notices, room traffic, shutdown). Until it is
     /// taken, and after it is dropped, events are discarded. Once taken, drain it: when
     /// [`EVENT_BUFFER`] events wait unread, the connection stops reading until there is
-    /// room, as a server would for a slow reader.
+    /// room, as a server would for a slow reader. A reconnecting client has none: see
+    /// [`Client::take_updates`].
     pub fn take_events(&mut self) -> Option<mpsc::Receiver<Event>> {
-        self.listening.store(true, Ordering::Relaxed);
+        self.core.listening.store(true, Ordering::Relaxed);
         self.events.take()
     }
 
+    /// The stream of a reconnecting client ([`ClientOptions::reconnect`]): the server's
+    /// events, and the cuts and returns between them, in order. It ends after `bye`, or
+    /// after [`Update::GaveUp`]. Drain it as [`Client::take_events`] says.
+    pub fn take_updates(&mut self) -> Option<mpsc::Receiver<Update>> {
+        self.core.listening.store(true, Ordering::Relaxed);
+        self.updates.take()
+    }
+
     /// Sends any request and returns the response's fields, or the server's error.
+    /// A reconnecting client sends it on the connection it has, or, while it is
+    /// reconnecting, once it is back; a request cut off before its answer fails with
+    /// [`ClientError::Interrupted`] and is not sent again.
     pub async fn request(&self, request: &Request) -> Result<Value, ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.shared.wait_for(id, tx)?;
-        if self
-            .writer
-            .send(conn::request_frame(id, request))
-            .await
-            .is_err()
-        {
-            return Err(self.ended().unwrap_or(ClientError::Closed));
+        if let Request::Bye = request {
+            self.core.leaving.store(true, Ordering::Relaxed);
+            self.core.leave.notify_one();
         }
-        match rx.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(body)) => Err(ClientError::Server(body)),
-            Err(_) => Err(self.ended().unwrap_or(ClientError::Closed)),
+        let reconnects = self.core.reconnects();
+        let mut ended = None;
+        loop {
+            let line = self.core.line(ended.as_ref()).await?;
+            let id = self.core.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            let on_ok = self.core.on_answer(request);
+            let sent = match line.shared.wait_for(id, tx, on_ok) {
+                Ok(()) => line
+                    .writer
+                    .send(conn::request_frame(id, request))
+                    .await
+                    .is_ok(),
+                Err(e) if !reconnects => return Err(e),
+                Err(_) => false,
+            };
+            if !sent {
+                if !reconnects {
+                    return Err(line.shared.ended_error().unwrap_or(ClientError::Closed));
+                }
+                // Never sent: it goes on the next connection.
+                ended = Some(line);
+                continue;
+            }
+            return match rx.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(body)) => Err(ClientError::Server(body)),
+                Err(_) if reconnects && !self.core.leaving.load(Ordering::Relaxed) => {
+                    Err(ClientError::Interrupted)
+                }
+                Err(_) => Err(line.shared.ended_error().unwrap_or(ClientError::Closed)),
+            };
         }
     }
 
@@ -295,6 +548,9 @@ impl Client {
             })
             .await?;
         debug_assert!(reply.name.eq_ignore_ascii_case(name));
+        self.core
+            .client_id
+            .store(reply.client_id, Ordering::Relaxed);
         Ok(reply.client_id)
     }
 
