@@ -22,6 +22,7 @@ mod native;
 mod oneshot;
 mod python_example;
 mod readme;
+mod reconnect;
 mod rooms;
 mod roundtrip;
 mod security;
