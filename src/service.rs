@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use crate::auth::Hasher;
-use crate::hub::{Hub, RoomLimits};
+use crate::hub::{After, Departure, Holder, Hub, HubConfig, Proof};
+use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{
-    ClientId, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password,
-    Recipient, Reply, Request, check_name, check_room,
+    ClientId, DEFAULT_HISTORY_LIMIT, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_HISTORY_LIMIT,
+    MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password, Recipient, Reply, Request, Response, ResumeToken,
+    Seen, check_name, check_room,
 };
 use crate::store::{Appended, Pending, Store, StoreError, is_guest};
 
@@ -34,16 +36,19 @@ pub struct Policy {
     pub max_frame: usize,
     pub max_text: usize,
     pub require_password: bool,
-    pub rooms: RoomLimits,
+    pub hub: HubConfig,
 }
 
 /// What one connection has established so far.
 #[derive(Debug)]
 pub struct SessionState {
+    /// The connection's own id, until it resumes a session: then that session's.
     pub client_id: ClientId,
     /// Set by a successful `hello`. Shared, so that each message sent carries its
     /// sender's name without a copy of it.
     pub name: Option<Arc<str>>,
+    /// It said `bye`: its session ends with the connection, and is not parked.
+    pub said_bye: bool,
 }
 
 impl SessionState {
@@ -51,6 +56,7 @@ impl SessionState {
         SessionState {
             client_id,
             name: None,
+            said_bye: false,
         }
     }
 }
@@ -63,6 +69,9 @@ pub enum Served {
     Sending(Pending<Appended>),
     /// Waits on the store or a password hash.
     Later(Request),
+    /// Answered already: the hub queued the answer in one step with what must follow
+    /// it (a replay).
+    Queued,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -79,7 +88,7 @@ fn valid_room(room: &str) -> Result<(), ErrorBody> {
 impl Services {
     pub fn new(store: Store, policy: Policy) -> Self {
         Services {
-            hub: Hub::new(policy.rooms),
+            hub: Hub::new(policy.hub),
             store,
             max_frame: policy.max_frame,
             require_password: policy.require_password,
@@ -102,24 +111,32 @@ impl Services {
         Ok(())
     }
 
-    /// Serves one request for `session`. `bye` is answered here like any other op;
-    /// closing the connection afterwards is the session's business.
+    /// Serves one request for `session`, `id` being the request's; `None` when the
+    /// answer was queued already (see [`Served::Queued`]). `bye` is answered here like
+    /// any other op; closing the connection afterwards is the session's business.
     pub async fn handle(
         &self,
         session: &mut SessionState,
+        id: Option<u64>,
         request: Request,
-    ) -> Result<Reply, ErrorBody> {
-        match self.serve_now(session, request) {
-            Served::Now(outcome) => outcome,
-            Served::Sending(pending) => self.sent(pending.await),
-            Served::Later(request) => self.serve_later(session, request).await,
+    ) -> Option<Result<Reply, ErrorBody>> {
+        match self.serve_now(session, id, request) {
+            Served::Now(outcome) => Some(outcome),
+            Served::Sending(pending) => Some(self.sent(pending.await)),
+            Served::Later(request) => self.serve_later(session, id, request).await,
+            Served::Queued => None,
         }
     }
 
     /// Serves `request` if that needs no waiting; the ops that wait on the store or on
     /// a password hash are handed back for [`Services::serve_later`]. Sessions box only
     /// those: every future a session may await is part of its task's size, idle or not.
-    pub fn serve_now(&self, session: &mut SessionState, request: Request) -> Served {
+    pub fn serve_now(
+        &self,
+        session: &mut SessionState,
+        request_id: Option<u64>,
+        request: Request,
+    ) -> Served {
         let id = session.client_id;
         if session.name.is_none() && !request.allowed_before_hello() {
             return Served::Now(Err(error(
@@ -135,10 +152,7 @@ impl Services {
                     Err(e) => Err(e),
                 }
             }
-            Request::Hello { .. }
-            | Request::Inbox { .. }
-            | Request::Ack { .. }
-            | Request::History { .. } => {
+            Request::Hello { .. } | Request::Inbox { .. } | Request::Ack { .. } => {
                 return Served::Later(request);
             }
             Request::Ping | Request::Bye => Ok(Reply::Done {}),
@@ -148,22 +162,36 @@ impl Services {
             }),
             Request::CreateRoom { room } => valid_room(&room)
                 .and_then(|()| Ok(self.hub.create_room(id, &room)?))
-                .map(|()| Reply::Done {}),
-            Request::JoinRoom { room, .. } => self
-                .hub
-                .join_room(id, &room)
-                .map(|members| Reply::Joined {
-                    members,
-                    epoch: String::new(),
-                    seq: 0,
-                    recovered: None,
-                    oldest: None,
-                })
-                .map_err(ErrorBody::from),
+                .map(|epoch| Reply::Created { epoch, seq: 0 }),
+            Request::JoinRoom { room, after, epoch } => {
+                let after = after.map(|seq| After {
+                    seq,
+                    epoch: epoch.as_deref(),
+                });
+                let answer = |reply| queued(request_id, reply);
+                match self.hub.join_room(id, &room, after, answer) {
+                    Ok(()) => return Served::Queued,
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Request::History {
+                room,
+                before,
+                limit,
+            } => {
+                let limit = limit
+                    .unwrap_or(DEFAULT_HISTORY_LIMIT)
+                    .min(MAX_HISTORY_LIMIT);
+                let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
+                self.hub
+                    .history(id, &room, before, limit as usize, budget)
+                    .map(Reply::History)
+                    .map_err(ErrorBody::from)
+            }
             Request::Say { room, text } => self
                 .check_text(&text)
                 .and_then(|()| Ok(self.hub.say(id, &room, &text)?))
-                .map(|()| Reply::Done {}),
+                .map(|seq| Reply::Said { seq }),
             Request::LeaveRoom { room } => self
                 .hub
                 .leave_room(id, &room)
@@ -177,79 +205,163 @@ impl Services {
         })
     }
 
-    /// Serves what [`Services::serve_now`] handed back: hello and inbox.
+    /// Serves what [`Services::serve_now`] handed back: hello and inbox. `None` when
+    /// the answer was queued already.
     pub async fn serve_later(
         &self,
         session: &mut SessionState,
+        request_id: Option<u64>,
         request: Request,
-    ) -> Result<Reply, ErrorBody> {
+    ) -> Option<Result<Reply, ErrorBody>> {
         let name = || session.name.as_deref().unwrap_or_default().to_owned();
-        match request {
+        Some(match request {
             // Boxed: checking a password is the largest future here, and sends and
             // inbox reads should not each allocate room for it.
-            Request::Hello { name, password, .. } => {
-                Box::pin(self.hello(session, name, password)).await
+            Request::Hello {
+                name,
+                password,
+                resume,
+                seen,
+            } => {
+                let hello = Hello {
+                    name,
+                    password,
+                    resume,
+                    seen,
+                };
+                return Box::pin(self.hello(session, request_id, hello)).await;
             }
             Request::Inbox { limit, .. } => {
                 let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
                 let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
-                let page = self.store.take_inbox(name(), limit, budget).await?;
-                Ok(Reply::Inbox(page))
+                match self.store.take_inbox(name(), limit, budget).await {
+                    Ok(page) => Ok(Reply::Inbox(page)),
+                    Err(e) => Err(e.into()),
+                }
             }
-            Request::Ack { .. } | Request::History { .. } => {
-                Err(error(ErrorCode::UnknownOp, "not served yet"))
-            }
-            other => match self.serve_now(session, other) {
+            Request::Ack { .. } => Err(error(ErrorCode::UnknownOp, "not served yet")),
+            other => match self.serve_now(session, request_id, other) {
                 Served::Now(outcome) => outcome,
+                Served::Queued => return None,
                 Served::Sending(_) | Served::Later(_) => {
                     Err(error(ErrorCode::Internal, "no way to serve this op"))
                 }
             },
-        }
+        })
     }
 
     async fn hello(
         &self,
         session: &mut SessionState,
-        name: String,
-        password: Option<Password>,
-    ) -> Result<Reply, ErrorBody> {
+        request_id: Option<u64>,
+        hello: Hello,
+    ) -> Option<Result<Reply, ErrorBody>> {
+        let Hello {
+            name,
+            password,
+            resume,
+            seen,
+        } = hello;
         if let Some(why) = check_name(&name) {
-            return Err(error(ErrorCode::BadName, why));
+            return Some(Err(error(ErrorCode::BadName, why)));
         }
         if password.is_some() && is_guest(&name) {
-            return Err(error(
+            return Some(Err(error(
                 ErrorCode::BadName,
                 "a guest- name is forgotten when its guest leaves, so it cannot be protected \
                  with a password; choose another name",
-            ));
+            )));
         }
         let id = session.client_id;
+        let resuming = resume.is_some() && self.hub.resumes();
+        if let Some(token) = resume.as_ref().filter(|_| resuming)
+            && self.take_over(
+                session,
+                request_id,
+                &name,
+                Proof::Token(token),
+                seen.as_ref(),
+            )
+        {
+            return None;
+        }
         // Prove, then claim: a name that someone online holds is refused before any
         // password is hashed, and the name is claimed only once its password checked
         // out, so a guesser never holds, is listed as, or is notified for it.
-        self.hub.may_claim(id, &name)?;
-        let name = self.authenticate(&name, password.as_ref()).await?;
-        self.hub.claim_name(id, &name)?;
+        let holder = match self.hub.may_claim(id, &name) {
+            Ok(holder) => holder,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let (name, by_password) = match self.authenticate(&name, password.as_ref()).await {
+            Ok(proven) => proven,
+            Err(e) => return Some(Err(e)),
+        };
+        if holder == Holder::Parked {
+            if by_password
+                && self.take_over(session, request_id, &name, Proof::Password, seen.as_ref())
+            {
+                return None;
+            }
+            if let Some(ended) = self.hub.end_parked(&name) {
+                tracing::info!(name = %ended, "parked session ended: its name said hello anew");
+                self.forget_if_guest(&ended);
+            }
+        }
+        let token = match self.hub.claim_name(id, &name) {
+            Ok(token) => token,
+            Err(e) => return Some(Err(e.into())),
+        };
         tracing::info!(client_id = id, name = %name, "hello");
         session.name = Some(Arc::from(name.as_str()));
-        Ok(Reply::Hello {
+        Some(Ok(Reply::Hello {
             client_id: id,
             name,
-            resume_token: None,
-            resumed: None,
+            resume_token: token.map(|t| t.to_wire()),
+            resumed: resuming.then_some(false),
             rooms: None,
-        })
+        }))
+    }
+
+    /// Takes the session holding `name` over for `session`, if `proof` allows; the
+    /// hub queues the answer. False when it does not.
+    fn take_over(
+        &self,
+        session: &mut SessionState,
+        request_id: Option<u64>,
+        name: &str,
+        proof: Proof<'_>,
+        seen: Option<&Seen>,
+    ) -> bool {
+        let answer = |reply| queued(request_id, reply);
+        match self
+            .hub
+            .take_over(session.client_id, name, proof, seen, answer)
+        {
+            Ok((client_id, name)) => {
+                tracing::info!(
+                    client_id,
+                    name = %name,
+                    connection = session.client_id,
+                    "resumed"
+                );
+                session.client_id = client_id;
+                session.name = Some(Arc::from(name.as_str()));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Lets `name` in: with its password if it is protected; registering `password` if
     /// it is not yet; openly if neither (unless the server requires passwords). Returns
-    /// the name as it is displayed: in the case it was first given.
+    /// the name as it is displayed (in the case it was first given), and whether its
+    /// password was proven: the one thing that takes over a parked session without
+    /// its token.
     async fn authenticate(
         &self,
         name: &str,
         password: Option<&Password>,
-    ) -> Result<String, ErrorBody> {
+    ) -> Result<(String, bool), ErrorBody> {
         // The same answer for a wrong and a missing password: no hint which it was.
         let refused = || {
             error(
@@ -273,7 +385,7 @@ impl Services {
             match (hash, password) {
                 (Some(hash), Some(password)) => {
                     return match self.hasher.verify(password, hash).await {
-                        Ok(true) => Ok(display()),
+                        Ok(true) => Ok((display(), true)),
                         Ok(false) => Err(refused()),
                         Err(e) => Err(internal(e)),
                     };
@@ -285,12 +397,12 @@ impl Services {
                         "this server requires a password with hello",
                     ));
                 }
-                (None, None) => return Ok(self.store.seen(name).await?),
+                (None, None) => return Ok((self.store.seen(name).await?, false)),
                 (None, Some(password)) => {
                     let hash = self.hasher.hash(password).await.map_err(internal)?;
                     if self.store.register(name, hash).await? {
                         tracing::info!(name, "name protected with a password");
-                        return Ok(display());
+                        return Ok((display(), false));
                     }
                     // Protected by someone else a moment ago: check against theirs.
                     account = self.store.credentials(name).await?;
@@ -299,15 +411,39 @@ impl Services {
         }
     }
 
-    /// Forgets connection `id` in the hub (its name free, its rooms left or closed),
-    /// and a guest's name and mail in the store.
+    /// The connection whose session is `id` and whose queue is `queue` ended; with
+    /// `park` (it did not say `bye`) its session waits for its client to resume.
+    /// What ends for good is forgotten: in the hub, and a guest's name and mail in the
+    /// store.
+    pub fn depart(&self, id: ClientId, queue: &OutQueue, park: bool) -> Departure {
+        let departure = self.hub.depart(id, queue, park);
+        if let Departure::Gone(Some(name)) = &departure {
+            self.forget_if_guest(name);
+        }
+        departure
+    }
+
+    /// Forgets client `id` whatever its state (its session panicked).
     pub fn disconnect(&self, id: ClientId) -> Option<String> {
         let name = self.hub.disconnect(id)?;
-        if is_guest(&name) {
-            // Queued now; nothing waits for it.
-            drop(self.store.forget_guest(&name));
-        }
+        self.forget_if_guest(&name);
         Some(name)
+    }
+
+    /// The server's sweep (see [`Hub::sweep`]); parked sessions whose grace ended are
+    /// forgotten.
+    pub fn sweep(&self, timeouts: crate::hub::Timeouts) {
+        for name in self.hub.sweep(timeouts) {
+            tracing::info!(name = %name, "parked session ended: no resume within the grace");
+            self.forget_if_guest(&name);
+        }
+    }
+
+    fn forget_if_guest(&self, name: &str) {
+        if is_guest(name) {
+            // Queued now; nothing waits for it.
+            drop(self.store.forget_guest(name));
+        }
     }
 
     /// Checks a send and queues its message with the store; what the store answers
@@ -341,4 +477,20 @@ impl Services {
             message_id: stored.id,
         })
     }
+}
+
+/// A `hello`'s fields.
+struct Hello {
+    name: String,
+    password: Option<Password>,
+    resume: Option<ResumeToken>,
+    seen: Option<Seen>,
+}
+
+/// The queue item answering request `id` with `reply`, for the hub to queue.
+fn queued(id: Option<u64>, reply: Reply) -> Outbound {
+    Outbound::response(Response {
+        id,
+        outcome: Ok(reply),
+    })
 }

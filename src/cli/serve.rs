@@ -101,6 +101,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = RoomLimits::default().members,
           value_parser = count::<usize>(2..=1_000_000))]
     pub max_room_members: usize,
+    /// Messages each room keeps, for `history`, for a member who rejoins and for a
+    /// session resumed after a cut; 0 keeps none.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = count::<usize>(0..=1_000_000))]
+    pub room_history: usize,
+    /// Seconds a session cut without `bye` is kept (its name, rooms and rooms it
+    /// owns) for its client to resume; 0 turns resume off.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds(0.0, 86_400.0))]
+    pub resume_grace: Duration,
 }
 
 impl ServeArgs {
@@ -130,6 +139,8 @@ impl ServeArgs {
                 per_client: self.max_rooms_per_client,
                 members: self.max_room_members,
             },
+            room_history: self.room_history,
+            resume_grace: self.resume_grace,
             ..Config::default()
         }
     }

@@ -70,6 +70,13 @@ fn write_short_response(response: &Response, dst: &mut BytesMut) -> bool {
             message_digits.format(*message_id).as_bytes(),
             b"}",
         ],
+        Ok(Reply::Said { seq }) => [
+            b"{\"id\":",
+            id,
+            b",\"ok\":true,\"seq\":",
+            message_digits.format(*seq).as_bytes(),
+            b"}",
+        ],
         _ => return false,
     };
     let len: usize = parts.iter().map(|part| part.len()).sum();

@@ -2,7 +2,9 @@
 //! chat rooms. Plain synchronous state behind one short-held lock: it never sees bytes or
 //! dialects and never waits for a client, because pushing to a queue never blocks.
 
+mod resume;
 mod rooms;
+mod token;
 
 // foldhash, not std's SipHash: a third of the hashing cost per lookup, still seeded per
 // process, so names chosen by clients cannot be made to collide.
@@ -16,8 +18,10 @@ use tokio::time::Instant;
 use crate::outbound::{Outbox, SharedEvent};
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
 
+pub use resume::{Departure, Proof};
 use rooms::Room;
-pub use rooms::RoomLimits;
+pub use rooms::{After, RoomLimits};
+pub use token::Token;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
@@ -68,24 +72,87 @@ impl From<HubError> for ErrorBody {
     }
 }
 
-/// What the hub knows of one connection.
+/// What the hub knows of one connection, or of a session parked after its connection
+/// was cut (see `resume.rs`).
 #[derive(Debug)]
 struct Member {
     name: Option<String>,
     outbox: Outbox,
     /// Rooms this client is in, in the order it entered them.
-    rooms: Vec<String>,
+    rooms: Vec<Seat>,
     /// When it connected, in milliseconds of the hub's clock.
     connected_ms: u64,
+    /// What takes the session over after a cut; none while resume is off.
+    token: Option<Token>,
+    /// Since when the session has been parked, in milliseconds of the hub's clock.
+    parked_ms: Option<u64>,
+    /// A push to its queue failed: the connection is ending, and nothing more is
+    /// queued for it.
+    lost: bool,
+}
+
+impl Member {
+    /// Online: named, and neither parked nor losing its connection.
+    fn reachable(&self) -> bool {
+        self.parked_ms.is_none() && !self.lost
+    }
+}
+
+/// A member's place in one room: what resuming it must replay from.
+#[derive(Debug)]
+struct Seat {
+    room: String,
+    /// The `seq` of its own last `say` here.
+    said: u64,
+    /// The last `seq` queued to its connection, once that connection was lost; while
+    /// it is live, everything up to the room's latest was.
+    queued: Option<u64>,
+}
+
+impl Seat {
+    fn new(room: &str) -> Self {
+        Seat {
+            room: room.to_owned(),
+            said: 0,
+            queued: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     clients: HashMap<ClientId, Member>,
-    /// Online names by their [`name_key`]: unique without regard to case, while each
-    /// member keeps the case it is displayed in.
+    /// Names by their [`name_key`], online or parked: unique without regard to case,
+    /// while each member keeps the case it is displayed in.
     by_name: HashMap<String, ClientId>,
     rooms: HashMap<String, Room>,
+    /// Sessions parked now.
+    parked: usize,
+    /// Rooms created so far: each one's epoch is new.
+    created: u64,
+}
+
+/// What the operator chooses of the hub's behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubConfig {
+    pub rooms: RoomLimits,
+    /// Messages each room keeps for `history`, `join_room ... after` and resume.
+    pub history: usize,
+    /// How long a cut session is kept for its client to resume; zero turns resume off.
+    pub resume_grace: Duration,
+    /// Sessions parked at once, at most.
+    pub max_parked: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            rooms: RoomLimits::default(),
+            history: 1000,
+            resume_grace: Duration::from_secs(30),
+            max_parked: 1024,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -94,7 +161,10 @@ pub struct Hub {
     /// The start of the hub's clock (tokio's, so that tests can pause it).
     epoch: Instant,
     clock: ServedClock,
-    limits: RoomLimits,
+    config: HubConfig,
+    /// Random per process, so that a room's epoch differs from every epoch of an
+    /// earlier run of the server.
+    nonce: u64,
 }
 
 /// The clock that client deadlines are judged by: time during which the server ran.
@@ -112,7 +182,7 @@ struct ServedClock {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::new(RoomLimits::default())
+        Hub::new(HubConfig::default())
     }
 }
 
@@ -135,13 +205,19 @@ impl Timeouts {
 }
 
 impl Hub {
-    pub fn new(limits: RoomLimits) -> Self {
+    pub fn new(config: HubConfig) -> Self {
         Hub {
             state: Mutex::default(),
             epoch: Instant::now(),
             clock: ServedClock::default(),
-            limits,
+            config,
+            nonce: u64::from_le_bytes(token::random_bytes()),
         }
+    }
+
+    /// Whether sessions are parked for resuming.
+    pub fn resumes(&self) -> bool {
+        !self.config.resume_grace.is_zero()
     }
 
     /// Milliseconds of served time (see [`ServedClock`]), the clock of connection
@@ -154,8 +230,9 @@ impl Hub {
     /// outbound queue over its bounds for longer than the write deadline. One sweep of
     /// the table replaces a timer in every session (a timer was a tenth of an idle
     /// session). Silence is no deadline: a quiet client is kept, and a dead one is
-    /// found by TCP keepalive.
-    pub fn sweep(&self, timeouts: Timeouts) {
+    /// found by TCP keepalive. Parked sessions whose grace is over are ended; their
+    /// names are returned.
+    pub fn sweep(&self, timeouts: Timeouts) -> Vec<String> {
         let real = self.epoch.elapsed().as_millis() as u64;
         let last = self.clock.last_real_ms.swap(real, Ordering::Relaxed);
         let step = real
@@ -164,7 +241,16 @@ impl Hub {
         let now = self.clock.served_ms.fetch_add(step, Ordering::Relaxed) + step;
         let handshake = timeouts.handshake.as_millis() as u64;
         let deadline = timeouts.write_deadline.as_millis() as u64;
-        for member in self.lock().clients.values() {
+        let grace = self.config.resume_grace.as_millis() as u64;
+        let mut state = self.lock();
+        let mut expired = Vec::new();
+        for (&id, member) in &state.clients {
+            if let Some(since) = member.parked_ms {
+                if now.saturating_sub(since) >= grace {
+                    expired.push(id);
+                }
+                continue;
+            }
             let signal = member.outbox.signal();
             if member.name.is_none()
                 && !signal.is_greeted()
@@ -174,6 +260,15 @@ impl Hub {
             }
             member.outbox.check(now, deadline);
         }
+        expired
+            .into_iter()
+            .filter_map(|id| state.remove(id))
+            .collect()
+    }
+
+    /// Sessions parked now.
+    pub fn parked_count(&self) -> usize {
+        self.lock().parked
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -194,29 +289,43 @@ impl Hub {
                 outbox,
                 rooms: Vec::new(),
                 connected_ms: now,
+                token: None,
+                parked_ms: None,
+                lost: false,
             },
         );
     }
 
     /// Whether connection `id` may still say hello as `name`: it has no name yet and
-    /// nobody online holds `name` (in any case). Checked before a password is, so that
-    /// a hopeless `hello` costs no hash; [`Hub::claim_name`] decides.
-    pub fn may_claim(&self, id: ClientId, name: &str) -> Result<(), HubError> {
+    /// nobody online holds `name` (in any case); a parked session may hold it. Checked
+    /// before a password is, so that a hopeless `hello` costs no hash;
+    /// [`Hub::claim_name`] decides.
+    pub fn may_claim(&self, id: ClientId, name: &str) -> Result<Holder, HubError> {
         let state = self.lock();
         let member = state.clients.get(&id).ok_or(HubError::NotRegistered)?;
         if let Some(current) = &member.name {
             return Err(HubError::AlreadyRegistered(current.clone()));
         }
         match state.by_name.get(name_key(name).as_ref()) {
+            None => Ok(Holder::Free),
+            Some(holder)
+                if state
+                    .clients
+                    .get(holder)
+                    .is_some_and(|m| m.parked_ms.is_some()) =>
+            {
+                Ok(Holder::Parked)
+            }
             Some(_) => Err(HubError::NameTaken(name.to_owned())),
-            None => Ok(()),
         }
     }
 
-    /// Gives connection `id` the name `name`, if no one online holds it in any case.
-    /// Called only once the name's password (if any) has been proven: until then the
-    /// connection holds nothing, is listed nowhere and is told nothing of the name.
-    pub fn claim_name(&self, id: ClientId, name: &str) -> Result<(), HubError> {
+    /// Gives connection `id` the name `name`, if no one online holds it in any case,
+    /// and returns the session's resume token (none while resume is off). Called only
+    /// once the name's password (if any) has been proven: until then the connection
+    /// holds nothing, is listed nowhere and is told nothing of the name.
+    pub fn claim_name(&self, id: ClientId, name: &str) -> Result<Option<Token>, HubError> {
+        let token = self.resumes().then(Token::random);
         let mut state = self.lock();
         let State {
             clients, by_name, ..
@@ -234,7 +343,8 @@ impl Hub {
             }
         }
         member.name = Some(name.to_owned());
-        Ok(())
+        member.token.clone_from(&token);
+        Ok(token)
     }
 
     /// Everyone who has completed `hello`, in the order they connected.
@@ -243,6 +353,7 @@ impl Hub {
         let mut users: Vec<UserInfo> = state
             .clients
             .iter()
+            .filter(|(_, member)| member.parked_ms.is_none())
             .filter_map(|(&client_id, member)| {
                 Some(UserInfo {
                     client_id,
@@ -256,11 +367,15 @@ impl Hub {
 
     /// The name of the named client online as `id`.
     pub fn name_of(&self, id: ClientId) -> Option<String> {
-        self.lock().clients.get(&id).and_then(|m| m.name.clone())
+        let state = self.lock();
+        let member = state.clients.get(&id)?;
+        member.parked_ms.is_none().then(|| member.name.clone())?
     }
 
+    /// Connections now (parked sessions have none).
     pub fn online_count(&self) -> usize {
-        self.lock().clients.len()
+        let state = self.lock();
+        state.clients.len() - state.parked
     }
 
     /// Tells every connection the server is shutting down; each says so to its client
@@ -274,8 +389,9 @@ impl Hub {
     /// Tells `to`, if online, that mail from `from` is waiting.
     pub fn notify_mail(&self, to: &str, from: &str, message_id: u64) {
         let state = self.lock();
-        if let Some(member) =
-            (state.by_name.get(name_key(to).as_ref())).and_then(|id| state.clients.get(id))
+        if let Some(member) = (state.by_name.get(name_key(to).as_ref()))
+            .and_then(|id| state.clients.get(id))
+            .filter(|member| member.reachable())
         {
             let event = SharedEvent::new(Event::Message {
                 from: from.to_owned(),
@@ -293,18 +409,20 @@ impl Hub {
         }
     }
 
-    /// Forgets connection `id`: its name is free again, it leaves every room it is in,
-    /// and the rooms it owns close. Returns its name, if it had one.
+    /// Forgets client `id`, connected or parked: its name is free again, it leaves
+    /// every room it is in, and the rooms it owns close. Returns its name, if it had
+    /// one.
     pub fn disconnect(&self, id: ClientId) -> Option<String> {
-        let mut state = self.lock();
-        let member = state.clients.remove(&id)?;
-        let name = member.name?;
-        state.by_name.remove(name_key(&name).as_ref());
-        for room in member.rooms {
-            state.depart(id, &name, &room);
-        }
-        Some(name)
+        self.lock().remove(id)
     }
+}
+
+/// Who holds a name that a `hello` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    Free,
+    /// A parked session, which the right token or password takes over.
+    Parked,
 }
 
 /// The form of a name that uniqueness is judged by: names are ASCII, and unique
@@ -320,6 +438,20 @@ pub fn name_key(name: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl State {
+    /// Takes client `id` out of the hub (see [`Hub::disconnect`]).
+    fn remove(&mut self, id: ClientId) -> Option<String> {
+        let member = self.clients.remove(&id)?;
+        if member.parked_ms.is_some() {
+            self.parked -= 1;
+        }
+        let name = member.name?;
+        self.by_name.remove(name_key(&name).as_ref());
+        for seat in member.rooms {
+            self.depart(id, &name, &seat.room);
+        }
+        Some(name)
+    }
+
     fn named(&self, id: ClientId) -> Result<&str, HubError> {
         self.clients
             .get(&id)
@@ -327,12 +459,36 @@ impl State {
             .ok_or(HubError::NotRegistered)
     }
 
-    /// Queues `event` for each of `members` except `except`.
-    fn deliver(&self, members: &[ClientId], except: ClientId, event: Event) {
+    /// Queues `event` for each of `members` except `except` that is reachable; returns
+    /// those whose queue refused it (their connection is ending).
+    fn deliver(&self, members: &[ClientId], except: ClientId, event: Event) -> Vec<ClientId> {
         let event = SharedEvent::new(event);
-        for id in members.iter().filter(|&&id| id != except) {
-            if let Some(member) = self.clients.get(id) {
-                let _ = member.outbox.push(Arc::clone(&event));
+        let mut failed = Vec::new();
+        for &id in members.iter().filter(|&&id| id != except) {
+            if let Some(member) = self.clients.get(&id).filter(|m| m.reachable())
+                && member.outbox.push(Arc::clone(&event)).is_err()
+            {
+                failed.push(id);
+            }
+        }
+        failed
+    }
+
+    /// Marks members whose queue refused an event: their connection is ending, and
+    /// what a resume replays for each room starts after what was queued before.
+    /// `failed_at` is the room and `seq` of the message refused, if it was one.
+    fn lost(&mut self, failed: Vec<ClientId>, failed_at: Option<(&str, u64)>) {
+        for id in failed {
+            let Some(member) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            member.lost = true;
+            for seat in &mut member.rooms {
+                let latest = self.rooms.get(&seat.room).map_or(0, |room| room.seq());
+                seat.queued = Some(match failed_at {
+                    Some((room, seq)) if room == seat.room => seq - 1,
+                    _ => latest,
+                });
             }
         }
     }

@@ -1,8 +1,13 @@
 //! Chat rooms: opened by their owner, joined by anyone named, closed by the owner (or
-//! when the owner leaves or disconnects).
+//! when the owner leaves, or its session ends). Each numbers its messages and keeps
+//! the last of them, so that a member who was away can be given what it missed.
 
-use super::{Hub, HubError, State};
-use crate::protocol::{ClientId, Event, now_rfc3339};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::{Hub, HubError, Seat, State};
+use crate::outbound::{Outbound, Replay};
+use crate::protocol::{ClientId, Event, HistoryPage, Reply, RoomLine, now_rfc3339};
 
 /// How many rooms there may be, and how large: every room costs the server memory and
 /// every member a delivery per message, so none of it is left to clients alone.
@@ -26,38 +31,127 @@ impl Default for RoomLimits {
     }
 }
 
+/// Lines of one replay item at most, and bytes of their texts: the writer encodes an
+/// item at once, so a long replay goes as several.
+const REPLAY_LINES: usize = 256;
+const REPLAY_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub(super) struct Room {
     owner: ClientId,
     /// In joining order; the owner is the first.
     members: Vec<ClientId>,
+    /// Differs for every room ever created on this server under any name.
+    epoch: String,
+    /// The latest message's number; 0 before the first.
+    seq: u64,
+    /// The last messages, oldest first, with no gap up to `seq`.
+    history: VecDeque<Arc<RoomLine>>,
+}
+
+/// A join's request to replay: the last `seq` the client has, in which incarnation.
+#[derive(Debug, Clone, Copy)]
+pub struct After<'a> {
+    pub seq: u64,
+    /// `None` takes the room's current incarnation as the client's.
+    pub epoch: Option<&'a str>,
+}
+
+impl Room {
+    pub(super) fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The oldest `seq` kept; one past the latest when none is.
+    pub(super) fn oldest(&self) -> u64 {
+        self.history.front().map_or(self.seq + 1, |line| line.seq)
+    }
+
+    /// Every message after `seq`, if all of them are kept.
+    pub(super) fn since(&self, seq: u64) -> Option<Vec<Arc<RoomLine>>> {
+        if seq >= self.seq {
+            return Some(Vec::new());
+        }
+        if seq + 1 < self.oldest() {
+            return None;
+        }
+        let missed = (self.seq - seq) as usize;
+        let skip = self.history.len() - missed;
+        Some(self.history.iter().skip(skip).cloned().collect())
+    }
+}
+
+/// `lines` of `room` as queue items of a bounded size each.
+pub(super) fn replay_items(room: &str, lines: Vec<Arc<RoomLine>>) -> Vec<Outbound> {
+    let mut items = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for line in lines {
+        if !chunk.is_empty() && (chunk.len() >= REPLAY_LINES || bytes >= REPLAY_BYTES) {
+            let lines = std::mem::take(&mut chunk);
+            items.push(Outbound::Replay(Box::new(Replay {
+                room: room.to_owned(),
+                lines,
+            })));
+            bytes = 0;
+        }
+        bytes += line.text.len();
+        chunk.push(line);
+    }
+    if !chunk.is_empty() {
+        items.push(Outbound::Replay(Box::new(Replay {
+            room: room.to_owned(),
+            lines: chunk,
+        })));
+    }
+    items
 }
 
 impl Hub {
-    pub fn create_room(&self, id: ClientId, room: &str) -> Result<(), HubError> {
+    /// Opens `room` owned by `id`; returns its epoch.
+    pub fn create_room(&self, id: ClientId, room: &str) -> Result<String, HubError> {
         let mut state = self.lock();
         state.named(id)?;
         if state.rooms.contains_key(room) {
             return Err(HubError::RoomExists(room.to_owned()));
         }
-        if state.rooms.len() >= self.limits.rooms {
+        if state.rooms.len() >= self.config.rooms.rooms {
             return Err(HubError::TooManyRooms(state.rooms.len()));
         }
         self.check_room_count(&state, id)?;
+        state.created += 1;
+        let epoch = format!("{:012x}.{}", self.nonce >> 16, state.created);
         state.rooms.insert(
             room.to_owned(),
             Room {
                 owner: id,
                 members: vec![id],
+                epoch: epoch.clone(),
+                seq: 0,
+                history: VecDeque::new(),
             },
         );
-        state.member_mut(id)?.rooms.push(room.to_owned());
-        Ok(())
+        state.member_mut(id)?.rooms.push(Seat::new(room));
+        Ok(epoch)
     }
 
-    /// Enters `room` and returns its members' names, the newcomer last. Joining a
-    /// room one is already in changes nothing and is not an error.
-    pub fn join_room(&self, id: ClientId, room: &str) -> Result<Vec<String>, HubError> {
+    /// Enters `room` (joining a room one is already in changes nothing and is not an
+    /// error), and queues the answer that `answer` makes of the reply: the members'
+    /// names (the newcomer last), the room's epoch and latest `seq`, and, when `after`
+    /// asks for a replay, whether it is given. The replayed messages are queued right
+    /// after the answer, in the same step: no live message can come between them, or
+    /// before them.
+    pub fn join_room(
+        &self,
+        id: ClientId,
+        room: &str,
+        after: Option<After<'_>>,
+        answer: impl FnOnce(Reply) -> Outbound,
+    ) -> Result<(), HubError> {
         let mut state = self.lock();
         let name = state.named(id)?.to_owned();
         let entry = state
@@ -65,7 +159,7 @@ impl Hub {
             .get(room)
             .ok_or_else(|| HubError::NoSuchRoom(room.to_owned()))?;
         if !entry.members.contains(&id) {
-            if entry.members.len() >= self.limits.members {
+            if entry.members.len() >= self.config.rooms.members {
                 return Err(HubError::RoomFull(room.to_owned(), entry.members.len()));
             }
             self.check_room_count(&state, id)?;
@@ -74,8 +168,8 @@ impl Hub {
             };
             entry.members.push(id);
             let members = entry.members.clone();
-            state.member_mut(id)?.rooms.push(room.to_owned());
-            state.deliver(
+            state.member_mut(id)?.rooms.push(Seat::new(room));
+            let failed = state.deliver(
                 &members,
                 id,
                 Event::Joined {
@@ -83,28 +177,112 @@ impl Hub {
                     name,
                 },
             );
+            state.lost(failed, None);
         }
-        Ok(state.member_names(room))
+        let members = state.member_names(room);
+        let Some(entry) = state.rooms.get(room) else {
+            return Err(HubError::NoSuchRoom(room.to_owned()));
+        };
+        let (recovered, oldest, lines) = match after {
+            None => (None, None, Vec::new()),
+            Some(after) => match after
+                .epoch
+                .is_none_or(|epoch| epoch == entry.epoch)
+                .then(|| entry.since(after.seq))
+                .flatten()
+            {
+                Some(lines) => (Some(true), None, lines),
+                None => (Some(false), Some(entry.oldest()), Vec::new()),
+            },
+        };
+        let reply = Reply::Joined {
+            members,
+            epoch: entry.epoch.clone(),
+            seq: entry.seq,
+            recovered,
+            oldest,
+        };
+        let outbox = &state.member(id)?.outbox;
+        let _ = outbox.push_item(answer(reply));
+        for item in replay_items(room, lines) {
+            let _ = outbox.push_item(item);
+        }
+        Ok(())
     }
 
-    /// Sends `text` to every other member of `room`.
-    pub fn say(&self, id: ClientId, room: &str, text: &str) -> Result<(), HubError> {
-        let state = self.lock();
-        let name = state.named(id)?;
-        let entry = state.member_room(id, room)?;
-        state.deliver(
-            &entry.members,
-            id,
-            Event::RoomMessage {
-                room: room.to_owned(),
-                from: name.to_owned(),
+    /// Sends `text` to every other member of `room`; returns its `seq`.
+    pub fn say(&self, id: ClientId, room: &str, text: &str) -> Result<u64, HubError> {
+        let mut state = self.lock();
+        let State { clients, rooms, .. } = &mut *state;
+        let member = clients
+            .get_mut(&id)
+            .filter(|m| m.name.is_some())
+            .ok_or(HubError::NotRegistered)?;
+        let entry = rooms
+            .get_mut(room)
+            .ok_or_else(|| HubError::NoSuchRoom(room.to_owned()))?;
+        let Some(seat) = member.rooms.iter_mut().find(|seat| seat.room == room) else {
+            return Err(HubError::NotMember(room.to_owned()));
+        };
+        entry.seq += 1;
+        let seq = entry.seq;
+        seat.said = seq;
+        let from = member.name.clone().unwrap_or_default();
+        let sent_at = now_rfc3339();
+        if self.config.history > 0 {
+            if entry.history.len() >= self.config.history {
+                entry.history.pop_front();
+            }
+            entry.history.push_back(Arc::new(RoomLine {
+                seq,
+                from: from.clone(),
                 text: text.to_owned(),
-                sent_at: now_rfc3339(),
-                seq: 0,
-                replay: false,
-            },
-        );
-        Ok(())
+                sent_at: sent_at.clone(),
+            }));
+        }
+        let event = Event::RoomMessage {
+            room: room.to_owned(),
+            from,
+            text: text.to_owned(),
+            sent_at,
+            seq,
+            replay: false,
+        };
+        let failed = state.deliver(&state.rooms[room].members, id, event);
+        state.lost(failed, Some((room, seq)));
+        Ok(seq)
+    }
+
+    /// The newest `limit` kept messages of `room` before `before` (or the newest of
+    /// all), oldest first, as many of them as fit in `budget` bytes; members only.
+    pub fn history(
+        &self,
+        id: ClientId,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<HistoryPage, HubError> {
+        let state = self.lock();
+        state.named(id)?;
+        let entry = state.member_room(id, room)?;
+        let before = before.unwrap_or(u64::MAX);
+        let mut newest_first = entry.history.iter().rev().filter(|l| l.seq < before);
+        let mut messages = Vec::new();
+        let mut spent = 0;
+        for line in newest_first.by_ref() {
+            let cost = line.text.len() + line.from.len() + line.sent_at.len() + 64;
+            if messages.len() >= limit || (spent + cost > budget && !messages.is_empty()) {
+                messages.push(None);
+                break;
+            }
+            spent += cost;
+            messages.push(Some(RoomLine::clone(line)));
+        }
+        let more = messages.last().is_some_and(Option::is_none);
+        let mut messages: Vec<RoomLine> = messages.into_iter().flatten().collect();
+        messages.reverse();
+        Ok(HistoryPage { messages, more })
     }
 
     /// Leaves `room`; when its owner leaves, the room closes.
@@ -112,14 +290,14 @@ impl Hub {
         let mut state = self.lock();
         let name = state.named(id)?.to_owned();
         state.member_room(id, room)?;
-        state.member_mut(id)?.rooms.retain(|r| r != room);
+        state.member_mut(id)?.rooms.retain(|seat| seat.room != room);
         state.depart(id, &name, room);
         Ok(())
     }
 
     fn check_room_count(&self, state: &State, id: ClientId) -> Result<(), HubError> {
         let in_rooms = state.clients.get(&id).map_or(0, |m| m.rooms.len());
-        if in_rooms >= self.limits.per_client {
+        if in_rooms >= self.config.rooms.per_client {
             return Err(HubError::InTooManyRooms(in_rooms));
         }
         Ok(())
@@ -135,13 +313,17 @@ impl Hub {
         if entry.owner != id {
             return Err(HubError::NotOwner(room.to_owned()));
         }
-        state.member_mut(id)?.rooms.retain(|r| r != room);
+        state.member_mut(id)?.rooms.retain(|seat| seat.room != room);
         state.close(id, &name, room);
         Ok(())
     }
 }
 
 impl State {
+    fn member(&self, id: ClientId) -> Result<&super::Member, HubError> {
+        self.clients.get(&id).ok_or(HubError::NotRegistered)
+    }
+
     fn member_mut(&mut self, id: ClientId) -> Result<&mut super::Member, HubError> {
         self.clients.get_mut(&id).ok_or(HubError::NotRegistered)
     }
@@ -158,6 +340,7 @@ impl State {
         }
     }
 
+    /// The names of `room`'s members; parked ones too, since they are still in it.
     fn member_names(&self, room: &str) -> Vec<String> {
         self.rooms
             .get(room)
@@ -183,7 +366,7 @@ impl State {
         }
         entry.members.retain(|&m| m != id);
         let members = entry.members.clone();
-        self.deliver(
+        let failed = self.deliver(
             &members,
             id,
             Event::Left {
@@ -191,6 +374,7 @@ impl State {
                 name: name.to_owned(),
             },
         );
+        self.lost(failed, None);
     }
 
     /// Removes `room`; every member but `by` hears `room_closed`.
@@ -200,10 +384,10 @@ impl State {
         };
         for member in &entry.members {
             if let Some(m) = self.clients.get_mut(member) {
-                m.rooms.retain(|r| r != room);
+                m.rooms.retain(|seat| seat.room != room);
             }
         }
-        self.deliver(
+        let failed = self.deliver(
             &entry.members,
             by,
             Event::RoomClosed {
@@ -211,5 +395,6 @@ impl State {
                 by: by_name.to_owned(),
             },
         );
+        self.lost(failed, None);
     }
 }

@@ -15,7 +15,7 @@ pub use queue::{Bounds, HARD_FACTOR, OutQueue};
 pub use signal::{Signal, StopSignal};
 
 use crate::dialect::DialectKind;
-use crate::protocol::{Event, Reply, Response};
+use crate::protocol::{Event, Reply, Response, RoomLine};
 
 /// One item in a connection's bounded outbound queue.
 #[derive(Debug)]
@@ -23,19 +23,77 @@ pub enum Outbound {
     /// Boxed: a queue allocates its slots in blocks up front, and a slot is as large
     /// as the largest item, so this keeps an idle connection's queue small.
     Response(Box<Response>),
-    /// The answer to a ping, a say or a send (`message_id`), most of all answers: small
-    /// enough to queue as it is, without a box allocated and freed for each.
+    /// The answer to a ping, a say (its `seq`) or a send (its `message_id`), most of all
+    /// answers: small enough to queue as it is, without a box allocated and freed for
+    /// each.
     Ok {
         id: Option<u64>,
-        message_id: Option<NonZeroU64>,
+        number: Option<OkNumber>,
     },
     Event(Arc<SharedEvent>),
+    /// Room messages sent again from the room's history, written one by one by the
+    /// writer: they share the history's lines rather than each being an event.
+    Replay(Box<Replay>),
     /// Bytes written as they are, outside the dialect: a hint in plain text to a
     /// person who typed at the native port. Boxed, to keep every item as small as
     /// before it was added (24 bytes): the queue moves items by value.
     Raw(Box<[u8]>),
     /// Write everything queued before this, then close the connection.
     Close,
+}
+
+/// The one number of a short answer, and which it is, in eight bytes: the top bit
+/// set for a `seq`, clear for a `message_id` (both stay far below 2^63).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OkNumber(NonZeroU64);
+
+const SEQ_BIT: u64 = 1 << 63;
+
+impl OkNumber {
+    fn message_id(id: u64) -> Option<Self> {
+        if id & SEQ_BIT != 0 {
+            return None;
+        }
+        NonZeroU64::new(id).map(OkNumber)
+    }
+
+    fn seq(seq: u64) -> Option<Self> {
+        if seq == 0 || seq & SEQ_BIT != 0 {
+            return None;
+        }
+        NonZeroU64::new(seq | SEQ_BIT).map(OkNumber)
+    }
+
+    /// The reply it stands for.
+    pub fn reply(self) -> Reply {
+        let n = self.0.get();
+        if n & SEQ_BIT == 0 {
+            Reply::Sent { message_id: n }
+        } else {
+            Reply::Said { seq: n & !SEQ_BIT }
+        }
+    }
+}
+
+/// Kept room messages to send again, as `room_message` events with `replay: true`.
+#[derive(Debug)]
+pub struct Replay {
+    pub room: String,
+    pub lines: Vec<Arc<RoomLine>>,
+}
+
+impl Replay {
+    /// The replayed lines as events, in order.
+    pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
+        self.lines.iter().map(|line| Event::RoomMessage {
+            room: self.room.clone(),
+            from: line.from.clone(),
+            text: line.text.clone(),
+            sent_at: line.sent_at.clone(),
+            seq: line.seq,
+            replay: true,
+        })
+    }
 }
 
 /// An event that may go to many connections: each dialect serializes it at most once,
@@ -54,11 +112,17 @@ impl Outbound {
         match response.outcome {
             Ok(Reply::Done {}) => Outbound::Ok {
                 id: response.id,
-                message_id: None,
+                number: None,
             },
-            Ok(Reply::Sent { message_id }) if message_id > 0 => Outbound::Ok {
+            Ok(Reply::Sent { message_id }) if OkNumber::message_id(message_id).is_some() => {
+                Outbound::Ok {
+                    id: response.id,
+                    number: OkNumber::message_id(message_id),
+                }
+            }
+            Ok(Reply::Said { seq }) if OkNumber::seq(seq).is_some() => Outbound::Ok {
                 id: response.id,
-                message_id: NonZeroU64::new(message_id),
+                number: OkNumber::seq(seq),
             },
             _ => Outbound::Response(Box::new(response)),
         }
@@ -92,6 +156,8 @@ impl Outbound {
     pub fn weight(&self) -> usize {
         match self {
             Outbound::Ok { .. } | Outbound::Close => FRAME_ALLOWANCE,
+            // The lines are the room's history's own: a replay costs its pointers.
+            Outbound::Replay(replay) => FRAME_ALLOWANCE + 8 * replay.lines.len(),
             Outbound::Raw(bytes) => bytes.len(),
             Outbound::Event(event) => event.weight,
             Outbound::Response(response) => {
@@ -103,6 +169,11 @@ impl Outbound {
                             .map(|m| m.text.len() + m.from.len() + FRAME_ALLOWANCE)
                             .sum(),
                         Ok(Reply::Users { users }) => users.len() * FRAME_ALLOWANCE,
+                        Ok(Reply::History(page)) => page
+                            .messages
+                            .iter()
+                            .map(|m| m.text.len() + m.from.len() + FRAME_ALLOWANCE)
+                            .sum(),
                         Ok(Reply::Joined { members, .. }) => {
                             members.iter().map(|m| m.len() + 4).sum()
                         }
@@ -163,6 +234,19 @@ impl Outbox {
             TrySendError::Full(()) => PushError::Full,
             TrySendError::Closed(()) => PushError::Closed,
         })
+    }
+
+    /// Queues any item without waiting, as [`Outbox::push`] does.
+    pub fn push_item(&self, item: Outbound) -> Result<(), PushError> {
+        self.queue.push_item(item).map_err(|e| match e {
+            TrySendError::Full(()) => PushError::Full,
+            TrySendError::Closed(()) => PushError::Closed,
+        })
+    }
+
+    /// Whether this is the handle of `queue`.
+    pub fn is(&self, queue: &OutQueue) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.queue), queue)
     }
 
     /// The server's sweep: cuts the connection if its queue stayed over a bound for

@@ -178,7 +178,13 @@ impl OutQueue {
     /// Queues an event from another task (the hub), waking the writer if it waits. It
     /// never waits: a queue [`HARD_FACTOR`] times over a bound is cut instead, alone.
     pub fn push(&self, event: std::sync::Arc<SharedEvent>) -> Result<(), TrySendError<()>> {
-        let item = Outbound::Event(event);
+        self.push_item(Outbound::Event(event))
+    }
+
+    /// Queues any item as [`OutQueue::push`] queues an event: what the hub queues for a
+    /// client in one step with others (a reply, then the replay that must follow it
+    /// before any live message).
+    pub fn push_item(&self, item: Outbound) -> Result<(), TrySendError<()>> {
         {
             let mut state = self.state();
             if state.closed {

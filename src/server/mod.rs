@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
 pub use crate::hub::RoomLimits;
-use crate::hub::Timeouts;
+use crate::hub::{HubConfig, Timeouts};
 use crate::outbound::Bounds;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::{Policy, Services};
@@ -73,6 +73,11 @@ pub struct Config {
     pub max_partial_total: usize,
     /// How many rooms, and how large.
     pub rooms: RoomLimits,
+    /// Messages each room keeps (`--room-history`).
+    pub room_history: usize,
+    /// How long a cut session waits for its client to resume (`--resume-grace`); zero
+    /// turns resume off.
+    pub resume_grace: Duration,
     /// Run the store as a task that commits on the runtime's own thread rather than on
     /// a thread of its own (see [`Store::open_inline`]); for a single-threaded runtime.
     pub inline_store: bool,
@@ -100,6 +105,8 @@ impl Default for Config {
             commit_batch: DEFAULT_COMMIT_BATCH,
             inline_store: false,
             rooms: RoomLimits::default(),
+            room_history: 1000,
+            resume_grace: Duration::from_secs(30),
             max_partial_total: DEFAULT_MAX_PARTIAL_TOTAL,
             keep_read: KeepRead::No,
         }
@@ -188,7 +195,12 @@ impl Server {
                     max_frame: config.max_frame,
                     max_text: config.max_text,
                     require_password: config.require_password,
-                    rooms: config.rooms,
+                    hub: HubConfig {
+                        rooms: config.rooms,
+                        history: config.room_history,
+                        resume_grace: config.resume_grace,
+                        max_parked: config.max_connections,
+                    },
                 },
             )),
             store_closer,
@@ -383,7 +395,7 @@ async fn sweep(services: Arc<Services>, timeouts: Timeouts) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        services.hub.sweep(timeouts);
+        services.sweep(timeouts);
     }
 }
 

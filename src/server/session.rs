@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
+use crate::hub::Departure;
 use crate::outbound::{Bounds, OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
@@ -118,7 +119,10 @@ impl Session {
             reason = self.read_loop(read_half, dialect, &queue, stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
-        self.services.disconnect(self.client_id);
+        // A connection that ends without `bye` leaves its session to be resumed, unless
+        // the server itself is stopping.
+        let park = !state.said_bye && !self.shutdown.is_cancelled();
+        let departure = self.services.depart(state.client_id, &queue, park);
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
         if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
@@ -127,11 +131,16 @@ impl Session {
                 "gave up flushing to a client that does not read"
             );
         }
+        let parked = if matches!(departure, Departure::Parked(_)) {
+            "; session parked for resuming"
+        } else {
+            ""
+        };
         tracing::info!(
-            client_id = self.client_id,
+            client_id = state.client_id,
             name = %state.name.as_deref().unwrap_or("-"),
             reason = %reason,
-            "disconnect"
+            "disconnect{parked}"
         );
     }
 
@@ -368,21 +377,27 @@ impl Session {
             Incoming::Request(envelope) if matches!(envelope.request, Request::Bye) => {
                 return Err(Slow::Serve(envelope));
             }
-            Incoming::Request(envelope) => match self.services.serve_now(state, envelope.request) {
-                Served::Now(outcome) => (envelope.id, outcome),
-                Served::Sending(pending) => {
-                    return Err(Slow::Send {
-                        id: envelope.id,
-                        pending,
-                    });
+            Incoming::Request(envelope) => {
+                match self
+                    .services
+                    .serve_now(state, envelope.id, envelope.request)
+                {
+                    Served::Now(outcome) => (envelope.id, outcome),
+                    Served::Queued => return Ok(None),
+                    Served::Sending(pending) => {
+                        return Err(Slow::Send {
+                            id: envelope.id,
+                            pending,
+                        });
+                    }
+                    Served::Later(request) => {
+                        return Err(Slow::Serve(Envelope {
+                            id: envelope.id,
+                            request,
+                        }));
+                    }
                 }
-                Served::Later(request) => {
-                    return Err(Slow::Serve(Envelope {
-                        id: envelope.id,
-                        request,
-                    }));
-                }
-            },
+            }
         };
         self.respond(id, outcome, state, queue)
     }
@@ -420,10 +435,14 @@ impl Session {
             Slow::Send { id, pending } => (id, self.services.sent(pending.await), false),
             Slow::Serve(envelope) => {
                 let bye = matches!(envelope.request, Request::Bye);
+                state.said_bye |= bye;
                 // Boxed: hello and inbox are rare next to sends, and their future is the
                 // larger; unboxed, every send's box would make room for it.
-                let outcome = Box::pin(self.services.handle(state, envelope.request)).await;
-                (envelope.id, outcome, bye)
+                let served = self.services.handle(state, envelope.id, envelope.request);
+                match Box::pin(served).await {
+                    Some(outcome) => (envelope.id, outcome, bye),
+                    None => return None,
+                }
             }
         };
         self.log_error(&outcome, state);

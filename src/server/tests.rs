@@ -49,7 +49,7 @@ async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
             max_frame: config.max_frame,
             max_text: config.max_text,
             require_password: false,
-            rooms: config.rooms,
+            hub: crate::hub::HubConfig::default(),
         },
     ));
     let slots = Arc::new(Semaphore::new(4));

@@ -139,14 +139,14 @@ fn write_now<D: Dialect>(
 fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
     match item {
         Outbound::Response(response) => dialect.encode_response(&response, buf),
-        Outbound::Ok { id, message_id } => {
-            let outcome = Ok(match message_id {
-                Some(message_id) => Reply::Sent {
-                    message_id: message_id.get(),
-                },
-                None => Reply::Done {},
-            });
+        Outbound::Ok { id, number } => {
+            let outcome = Ok(number.map_or(Reply::Done {}, |n| n.reply()));
             dialect.encode_response(&Response { id, outcome }, buf)
+        }
+        Outbound::Replay(replay) => {
+            for event in replay.events() {
+                dialect.encode_event(&event, buf);
+            }
         }
         Outbound::Event(event) => {
             buf.extend_from_slice(event.encoded(D::KIND, |e| dialect.event_bytes(e)))

@@ -83,7 +83,12 @@ async fn over_the_connection_limit_clients_get_server_full_until_others_leave() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_member_is_disconnected_and_nobody_waits_for_it() {
     const MORE: usize = 100;
-    let (server, _dir) = start(|c| c.queue_depth = 64).await;
+    // Resume off: the cut member then leaves at once, and the others hear it.
+    let (server, _dir) = start(|c| {
+        c.queue_depth = 64;
+        c.resume_grace = Duration::ZERO;
+    })
+    .await;
     let mut owner = server.raw().await;
     owner.hello("owner").await;
     assert_eq!(

@@ -1,5 +1,7 @@
 //! Chat rooms: the owner rules, the events, and cleanup when members vanish.
 
+use std::time::Duration;
+
 use serde_json::json;
 use switchboard::protocol::Event;
 
@@ -108,8 +110,9 @@ async fn say_reaches_every_member_but_the_sender() {
 }
 
 #[tokio::test]
-async fn an_owner_who_disconnects_closes_its_rooms_and_members_leave_on_reset() {
-    let server = TestServer::start().await;
+async fn without_resume_an_owner_who_disconnects_closes_its_rooms_and_members_leave_on_reset() {
+    // With resume on, a cut session is parked instead (tests/it/resume.rs).
+    let server = TestServer::start_tweaked(|c| c.resume_grace = Duration::ZERO).await;
     let owner = server.client("host").await;
     let mut member = server.client("member").await;
     let mut member_events = member.take_events().unwrap();

@@ -1,0 +1,184 @@
+//! Parked sessions and their resumption. A connection cut without `bye` leaves its
+//! session parked for the resume grace: still a member and owner of its rooms, which
+//! go on numbering messages, but unlisted and sent nothing. Its client takes it back
+//! with the session's token (or the name's password) and is replayed what it missed;
+//! when the grace ends, the session ends as if it had said `bye`.
+
+use super::rooms::replay_items;
+use super::{Hub, HubError, State, Token, name_key};
+use crate::outbound::{OutQueue, Outbound, SharedEvent};
+use crate::protocol::{ClientId, Event, Reply, ResumeToken, RoomPosition, Seen};
+
+/// How a session's connection ended, in the hub.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// The session is over; its name, if it had one.
+    Gone(Option<String>),
+    /// Parked for its client to resume.
+    Parked(String),
+    /// Another connection had taken the session over already.
+    Replaced,
+}
+
+/// What proves a `hello` may take a session over.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// The session's resume token, which takes over a parked session, or a live one
+    /// whose connection the server has not yet seen end.
+    Token(&'a ResumeToken),
+    /// The name's password, checked already: it takes over a parked session only.
+    Password,
+}
+
+impl Hub {
+    /// The connection whose queue is `queue` ended: with `park`, and while resume is on
+    /// and there is room, its session is parked; otherwise it ends. A connection
+    /// whose session was taken over by another leaves nothing behind.
+    pub fn depart(&self, id: ClientId, queue: &OutQueue, park: bool) -> Departure {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let Some(member) = state.clients.get(&id) else {
+            return Departure::Gone(None);
+        };
+        if !member.outbox.is(queue) {
+            return Departure::Replaced;
+        }
+        let parkable = park
+            && self.resumes()
+            && member.name.is_some()
+            && state.parked < self.config.max_parked;
+        if !parkable {
+            if park && member.name.is_some() && self.resumes() {
+                tracing::warn!(
+                    client_id = id,
+                    parked = state.parked,
+                    "not parked: as many sessions are parked as the server keeps"
+                );
+            }
+            return Departure::Gone(state.remove(id));
+        }
+        state.parked += 1;
+        let State { clients, rooms, .. } = &mut *state;
+        let Some(member) = clients.get_mut(&id) else {
+            return Departure::Gone(None);
+        };
+        member.parked_ms = Some(now);
+        for seat in &mut member.rooms {
+            let latest = rooms.get(&seat.room).map_or(0, |room| room.seq());
+            seat.queued.get_or_insert(latest);
+        }
+        Departure::Parked(member.name.clone().unwrap_or_default())
+    }
+
+    /// Ends the parked session holding `name`, as if it had said `bye`; returns its
+    /// name. A `hello` without the proof to resume it does this, so that a client
+    /// restarted without its token is not locked out of its name.
+    pub fn end_parked(&self, name: &str) -> Option<String> {
+        let mut state = self.lock();
+        let id = *state.by_name.get(name_key(name).as_ref())?;
+        state.clients.get(&id)?.parked_ms?;
+        state.remove(id)
+    }
+
+    /// Gives connection `new_id` the session holding `name`, if `proof` allows: the
+    /// session keeps its client id, rooms and ownerships, and gets a new token. The
+    /// reply `answer` makes is queued first, then, for each room, every kept message
+    /// after what the client has seen (`seen`, or else what was queued to the old
+    /// connection, or it said itself), or `resume_gap` where those are no longer all
+    /// kept; all in one step, before any live message. Returns the session's client
+    /// id and name.
+    pub fn take_over(
+        &self,
+        new_id: ClientId,
+        name: &str,
+        proof: Proof<'_>,
+        seen: Option<&Seen>,
+        answer: impl FnOnce(Reply) -> Outbound,
+    ) -> Result<(ClientId, String), HubError> {
+        let token = Token::random();
+        let mut state = self.lock();
+        let refused = || HubError::NameTaken(name.to_owned());
+        let old_id = *state
+            .by_name
+            .get(name_key(name).as_ref())
+            .ok_or_else(refused)?;
+        if old_id == new_id {
+            return Err(HubError::AlreadyRegistered(name.to_owned()));
+        }
+        let holder = state.clients.get(&old_id).ok_or_else(refused)?;
+        let proven = match proof {
+            Proof::Token(given) => holder.token.as_ref().is_some_and(|t| t.matches(given)),
+            Proof::Password => holder.parked_ms.is_some(),
+        };
+        if !proven {
+            return Err(refused());
+        }
+        match state.clients.get(&new_id) {
+            Some(newcomer) if newcomer.name.is_none() => {}
+            Some(newcomer) => {
+                let current = newcomer.name.clone().unwrap_or_default();
+                return Err(HubError::AlreadyRegistered(current));
+            }
+            None => return Err(HubError::NotRegistered),
+        }
+        let Some(newcomer) = state.clients.remove(&new_id) else {
+            return Err(HubError::NotRegistered);
+        };
+        let State {
+            clients,
+            rooms,
+            parked,
+            ..
+        } = &mut *state;
+        let Some(member) = clients.get_mut(&old_id) else {
+            return Err(refused());
+        };
+        if member.parked_ms.take().is_some() {
+            *parked -= 1;
+        } else {
+            member
+                .outbox
+                .signal()
+                .stop("replaced: the session was resumed on another connection");
+        }
+        member.outbox = newcomer.outbox;
+        member.lost = false;
+        member.token = Some(token.clone());
+        let display = member.name.clone().unwrap_or_default();
+        let mut positions = Vec::with_capacity(member.rooms.len());
+        let mut then = Vec::new();
+        for seat in &mut member.rooms {
+            let Some(room) = rooms.get(&seat.room) else {
+                continue;
+            };
+            positions.push(RoomPosition {
+                room: seat.room.clone(),
+                epoch: room.epoch().to_owned(),
+                seq: room.seq(),
+            });
+            let queued = seat.queued.take().unwrap_or(room.seq()).max(seat.said);
+            let from = seen
+                .and_then(|seen| seen.get(&seat.room).copied())
+                .unwrap_or(queued);
+            match room.since(from) {
+                Some(lines) => then.extend(replay_items(&seat.room, lines)),
+                None => then.push(Outbound::Event(SharedEvent::new(Event::ResumeGap {
+                    room: seat.room.clone(),
+                    oldest: room.oldest(),
+                }))),
+            }
+        }
+        let reply = Reply::Hello {
+            client_id: old_id,
+            name: display.clone(),
+            resume_token: Some(token.to_wire()),
+            resumed: Some(true),
+            rooms: Some(positions),
+        };
+        let _ = member.outbox.push_item(answer(reply));
+        for item in then {
+            let _ = member.outbox.push_item(item);
+        }
+        Ok((old_id, display))
+    }
+}
