@@ -148,9 +148,11 @@ enum Link {
 }
 
 /// Why a reconnecting client has no connection any more.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Gone {
     Closed,
+    /// Cut before any session was made (`hello`): not a cut to come back from.
+    Ended(Arc<Connection>),
     GaveUp(String),
 }
 
@@ -158,6 +160,7 @@ impl Gone {
     fn error(&self) -> ClientError {
         match self {
             Gone::Closed => ClientError::Closed,
+            Gone::Ended(line) => line.shared.ended_error().unwrap_or(ClientError::Closed),
             Gone::GaveUp(why) => ClientError::GaveUp(why.clone()),
         }
     }
@@ -174,6 +177,14 @@ struct Login {
 impl Core {
     fn reconnects(&self) -> bool {
         self.options.reconnect.is_some()
+    }
+
+    /// Whether a cut now would be come back from: there is a session to resume, and
+    /// the client is not leaving.
+    fn would_return(&self) -> bool {
+        self.reconnects()
+            && !self.leaving.load(Ordering::Relaxed)
+            && self.login.lock().is_ok_and(|login| login.is_some())
     }
 
     /// The connection to send on: not `not` (a connection found ended), and for a
@@ -511,9 +522,7 @@ impl Client {
             return match rx.await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(body)) => Err(ClientError::Server(body)),
-                Err(_) if reconnects && !self.core.leaving.load(Ordering::Relaxed) => {
-                    Err(ClientError::Interrupted)
-                }
+                Err(_) if self.core.would_return() => Err(ClientError::Interrupted),
                 Err(_) => Err(line.shared.ended_error().unwrap_or(ClientError::Closed)),
             };
         }

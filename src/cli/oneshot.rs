@@ -182,6 +182,8 @@ pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
     ));
     // Set while the room is gone (the session was not resumed): when to look again.
     let mut rejoin_at: Option<tokio::time::Instant> = None;
+    // The server said it is stopping; reset by the return.
+    let mut stopping = false;
     loop {
         let update = tokio::select! {
             () = interrupt.recv() => {
@@ -202,6 +204,7 @@ pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
                 continue;
             }
             Update::Reconnected(back) => {
+                stopping = false;
                 let gone = back.gone.iter().any(|r| r == room);
                 if gone && back.resumed {
                     // As when it closes before one's eyes: nothing more to listen to.
@@ -239,8 +242,10 @@ pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
         };
         if let Event::Shutdown { reason } = &event {
             say(&format!("The server is shutting down: {reason}."));
+            stopping = true;
         }
-        if !in_room(&event, room) {
+        // Rooms end with a stopping server, and the room is waited for after it.
+        if !in_room(&event, room) || stopping && matches!(event, Event::RoomClosed { .. }) {
             continue;
         }
         print_room_event(common.json, &event)?;

@@ -83,10 +83,10 @@ impl ClientOptions {
         self
     }
 
-    /// After a cut (the connection ends without `bye`, or the server says it is
-    /// shutting down and closes), the client connects again by itself and resumes its
-    /// session: 0.5 s after the cut, then twice as long each time up to 10 s, for up to
-    /// 2 minutes. What happened is told on [`Client::take_updates`](super::Client::take_updates)
+    /// After a cut (once `hello` has made a session, the connection ends without `bye`:
+    /// a reset, an end, the keepalive finding no answer, the server stopping), the
+    /// client connects again by itself and resumes its session: 0.5 s after the cut,
+    /// then twice as long each time up to 10 s, for up to 2 minutes. What happened is told on [`Client::take_updates`](super::Client::take_updates)
     /// instead of [`Client::take_events`](super::Client::take_events). A first connection
     /// that fails is still an error at once.
     pub fn reconnect(mut self) -> Self {

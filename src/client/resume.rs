@@ -1,5 +1,7 @@
 //! Coming back after a cut: the reconnecting client's watch over its connection, the
-//! backoff between tries, and the resume handshake (DESIGN "Session resume").
+//! backoff between tries, and the resume handshake (DESIGN "Session resume"). A cut
+//! before the first successful `hello` ends the client as it would a plain one: there
+//! is no session to come back to.
 //!
 //! After a cut the supervisor connects again and, before any request of the
 //! application may use the new connection, says `hello` with the resume token and
@@ -130,8 +132,13 @@ pub(super) async fn supervise(
 ) {
     loop {
         line.shared.finished().await;
-        if core.leaving.load(Ordering::Relaxed) {
-            core.link.send_replace(Link::Gone(Gone::Closed));
+        if !core.would_return() {
+            let gone = if core.leaving.load(Ordering::Relaxed) {
+                Gone::Closed
+            } else {
+                Gone::Ended(line)
+            };
+            core.link.send_replace(Link::Gone(gone));
             return;
         }
         let why = line.shared.ended_error().unwrap_or(ClientError::Closed);
@@ -173,11 +180,11 @@ async fn reconnect(core: &Core, updates: &mpsc::Sender<Update>) -> Result<Connec
         let at = Instant::now() + jitter(wait);
         if at.duration_since(cut) > backoff.give_up_after {
             let tried = match last {
-                Some(last) => format!("; the last try: {last}"),
+                Some(last) => format!(" (the last try: {last})"),
                 None => String::new(),
             };
             return Err(Gone::GaveUp(format!(
-                "no try succeeded within {} s{tried}",
+                "not back within {} s{tried}",
                 backoff.give_up_after.as_secs_f64()
             )));
         }
