@@ -12,9 +12,10 @@ use expectrl::{Eof, Expect, Session};
 use switchboard::Client;
 use switchboard::client::{ClientError, ClientOptions, Reconnected, Update};
 use switchboard::protocol::Event;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::common::{PATIENCE, TestServer, unused_addr};
@@ -30,7 +31,7 @@ struct ProxyState {
     target: SocketAddr,
     /// While false, each new connection is closed at once (the server is "down").
     open: bool,
-    links: Vec<JoinHandle<()>>,
+    links: Vec<(JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl Proxy {
@@ -44,17 +45,24 @@ impl Proxy {
         }));
         let shared = Arc::clone(&state);
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 let mut state = shared.lock().unwrap();
                 if !state.open {
                     continue;
                 }
                 let target = state.target;
-                state.links.push(tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                let (freeze, frozen) = watch::channel(false);
+                let link = tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(target).await {
+                        let (from_client, to_client) = client.into_split();
+                        let (from_server, to_server) = server.into_split();
+                        tokio::select! {
+                            () = pump(from_client, to_server, frozen.clone()) => {}
+                            () = pump(from_server, to_client, frozen) => {}
+                        }
                     }
-                }));
+                });
+                state.links.push((link, freeze));
             }
         });
         Proxy {
@@ -69,8 +77,16 @@ impl Proxy {
     fn cut(&self, down: bool) {
         let mut state = self.state.lock().unwrap();
         state.open = !down;
-        for link in state.links.drain(..) {
+        for (link, _) in state.links.drain(..) {
             link.abort();
+        }
+    }
+
+    /// Stops forwarding on the connections open now, without closing them: a peer
+    /// that has gone silent. New connections flow.
+    fn freeze(&self) {
+        for (_, freeze) in &self.state.lock().unwrap().links {
+            freeze.send_replace(true);
         }
     }
 
@@ -81,6 +97,21 @@ impl Proxy {
     /// Sends new connections to `target` (a restarted server's new port).
     fn retarget(&self, target: SocketAddr) {
         self.state.lock().unwrap().target = target;
+    }
+}
+
+/// Forwards `from` to `to` until either ends; holds what it read while `frozen`.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let thawed = frozen.wait_for(|frozen| !frozen).await.is_ok();
+        if !thawed || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -265,6 +296,51 @@ async fn a_request_made_while_reconnecting_waits_for_the_connection() {
     let (users, ()) = tokio::join!(nina.users(), up);
     let users = users.expect("sent once the client is back");
     assert!(users.iter().any(|u| u.name == "nina"), "{users:?}");
+}
+
+#[tokio::test]
+async fn a_request_cut_off_by_a_silent_server_fails_clearly_and_the_session_comes_back() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let options = ClientOptions::default()
+        .reconnect()
+        .keepalive(Duration::from_secs(30), Duration::from_millis(300));
+    let mut nina = Client::connect_with(proxy.addr, &options).await.unwrap();
+    let mut updates = nina.take_updates().unwrap();
+    nina.hello("nina").await.unwrap();
+    nina.create_room("lobby").await.unwrap();
+    let id = nina.client_id();
+    let jose = server.client("jose").await;
+    jose.join_room("lobby").await.unwrap();
+    // Anything that arrives counts as an answer: the join's notice must be in first.
+    assert!(matches!(
+        next_update(&mut updates).await,
+        Update::Event(Event::Joined { .. })
+    ));
+
+    // The server goes silent: the request is sent and never answered.
+    proxy.freeze();
+    let e = nina.users().await.unwrap_err();
+    assert!(matches!(e, ClientError::Interrupted), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("may or may not have been carried out")
+    );
+    match next_update(&mut updates).await {
+        Update::Lost(why) => assert!(matches!(*why, ClientError::Unresponsive(_)), "{why:?}"),
+        other => panic!("expected the loss, got {other:?}"),
+    }
+    jose.say("lobby", "while silent").await.unwrap();
+    // The server has not seen the old connection end: the resume takes it over.
+    let back = match next_update(&mut updates).await {
+        Update::Reconnected(back) => back,
+        other => panic!("expected the return, got {other:?}"),
+    };
+    assert!(back.resumed, "{back:?}");
+    assert_eq!(back.client_id, id);
+    let missed: Vec<_> = back.missed.iter().map(text_of).collect();
+    assert_eq!(missed, [("while silent", 1, true)]);
+    nina.say("lobby", "back").await.unwrap();
 }
 
 /// `switchboard listen` through the proxy, its stdout and stderr read line by line.
