@@ -32,11 +32,13 @@ use crate::protocol::{
 mod addr;
 mod conn;
 mod greeting;
+mod mail;
 mod options;
 mod resume;
 
 pub use addr::{DEFAULT_PORT, normalize_addr, resolve_addr};
 pub use greeting::{Greeting, in_words};
+pub use mail::Peeked;
 pub use options::ClientOptions;
 pub use resume::{Gap, Reconnected, Update};
 
@@ -583,6 +585,8 @@ impl Client {
     }
 
     /// Takes unread messages, oldest first; `None` asks for the server's default count.
+    /// They are read once the server answers, even if this client never sees the
+    /// answer: [`Client::read_inbox`] loses none.
     pub async fn inbox(&self, limit: Option<u32>) -> Result<InboxPage, ClientError> {
         self.call(Request::Inbox { limit, peek: false }).await
     }

@@ -231,15 +231,8 @@ impl Services {
                 };
                 return Box::pin(self.hello(session, request_id, hello)).await;
             }
-            Request::Inbox { limit, .. } => {
-                let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
-                let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
-                match self.store.take_inbox(name(), limit, budget).await {
-                    Ok(page) => Ok(Reply::Inbox(page)),
-                    Err(e) => Err(e.into()),
-                }
-            }
-            Request::Ack { .. } => Err(error(ErrorCode::UnknownOp, "not served yet")),
+            Request::Inbox { limit, peek } => self.inbox(name(), limit, peek).await,
+            Request::Ack { up_to } => self.ack(name(), up_to).await,
             other => match self.serve_now(session, request_id, other) {
                 Served::Now(outcome) => outcome,
                 Served::Queued => return None,
@@ -476,6 +469,31 @@ impl Services {
         Ok(Reply::Sent {
             message_id: stored.id,
         })
+    }
+
+    /// A page of `name`'s unread mail, oldest first: taken (read on reply), or with
+    /// `peek` left unread until it is acknowledged.
+    async fn inbox(
+        &self,
+        name: String,
+        limit: Option<u32>,
+        peek: bool,
+    ) -> Result<Reply, ErrorBody> {
+        let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
+        let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
+        let page = if peek {
+            self.store.peek_inbox(name, limit, budget).await?
+        } else {
+            self.store.take_inbox(name, limit, budget).await?
+        };
+        Ok(Reply::Inbox(page))
+    }
+
+    /// Marks read `name`'s unread mail up to message `up_to`, answered once that is
+    /// committed: a client that saw `acked` will not be handed those messages again.
+    async fn ack(&self, name: String, up_to: u64) -> Result<Reply, ErrorBody> {
+        let acked = self.store.ack(name, up_to).await?;
+        Ok(Reply::Acked { acked })
     }
 }
 

@@ -438,28 +438,34 @@ impl Session {
         Ok(Next::Menu)
     }
 
+    /// Shows every unread message, a page at a time, each page marked read only once
+    /// it is shown: a client killed in between shows it again next time.
     async fn inbox(&mut self) -> Result<Next, CliError> {
-        let mut lines = Vec::new();
+        let mut any = false;
         loop {
-            let page = self.client.inbox(None).await?;
+            let page = self.client.read_inbox(None).await?;
+            if page.messages.is_empty() && !any {
+                self.console.say("No new messages.");
+            }
             for m in &page.messages {
-                lines.push(format!(
+                if !any {
+                    self.console.say("My messages:");
+                    any = true;
+                }
+                self.console.say(format!(
                     "{}: {} (from: {})",
                     local_time(&m.sent_at),
                     m.text,
                     m.from
                 ));
             }
-            if !page.more {
-                break;
+            if self.console.output_gone() {
+                return Ok(Next::Menu);
             }
-        }
-        if lines.is_empty() {
-            self.console.say("No new messages.");
-        } else {
-            self.console.say("My messages:");
-            for line in lines {
-                self.console.say(line);
+            let more = page.more;
+            page.ack().await?;
+            if !more {
+                break;
             }
         }
         Ok(Next::Menu)

@@ -138,19 +138,32 @@ pub async fn send(common: &Common, to: &Recipient, text: &str) -> Result<(), Cli
     Ok(())
 }
 
-/// Prints and thereby reads every unread message.
+/// Prints every unread message, page by page, and marks each page read only once it
+/// is printed: killed before that, or cut off, the command leaves the page unread for
+/// the next read. When the output breaks off mid-page, what was printed is still
+/// marked read.
 pub async fn inbox(common: &Common) -> Result<(), CliError> {
     let (client, _, _, _) = open(common).await?;
     let mut any = false;
     loop {
-        let page = client.inbox(None).await?;
+        let page = client.read_inbox(None).await?;
+        let mut printed = None;
         for m in &page.messages {
             any = true;
-            line(common.json, m, || {
+            let shown = line(common.json, m, || {
                 format!("{} {}: {}", local_time(&m.sent_at), m.from, m.text)
-            })?;
+            });
+            if let Err(e) = shown {
+                if let Some(up_to) = printed {
+                    let _ = client.ack(up_to).await;
+                }
+                return Err(e);
+            }
+            printed = Some(m.message_id);
         }
-        if !page.more {
+        let more = page.more;
+        page.ack().await?;
+        if !more {
             break;
         }
     }

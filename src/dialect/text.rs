@@ -2,7 +2,8 @@
 //! `nc` or `telnet` (and the course's raw-bytes clients) can use the server.
 //!
 //! Every input line gets exactly one status line, `+OK [result]` or
-//! `-ERR <code> <message>`; a list result is `+OK <n>` and then n lines starting with
+//! `-ERR <code> <message>`; a list result is `+OK <n>`, perhaps with `key=value` words
+//! after the count (`more=true`, a room's `epoch=`), and then n lines starting with
 //! `= `. Events are lines of their own starting with `* `. Text that came from other
 //! dialects may hold line breaks: they are written as `\n`, so that one line stays one
 //! line.
@@ -18,9 +19,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
-use crate::protocol::{
-    Envelope, ErrorBody, ErrorCode, Event, Menu, Recipient, Reply, Request, Response,
-};
+use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 
 /// Longest input line, without its line break.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -28,6 +27,11 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Every command: its word, its arguments and what it does, as `HELP` lists them.
 const COMMANDS: &[(&str, &str, &str)] = &[
     ("HELLO", "<name> [password]", "sign in with a name (first)"),
+    (
+        "RESUME",
+        "<name> <token> [room=seq ...]",
+        "sign in again, taking over your cut session",
+    ),
     ("PING", "", "check that the server answers"),
     (
         "MENU",
@@ -41,9 +45,27 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "<name|#id> <text>",
         "a message kept until read; #17 is client id 17",
     ),
-    ("INBOX", "", "your unread messages"),
+    (
+        "INBOX",
+        "[PEEK]",
+        "your unread messages; PEEK leaves them unread until ACK",
+    ),
+    (
+        "ACK",
+        "<id>",
+        "mark read your messages up to id (INBOX's last=)",
+    ),
     ("CREATE_ROOM", "<room>", "open a room that you own"),
-    ("JOIN_ROOM", "<room>", "join a room"),
+    (
+        "JOIN_ROOM",
+        "<room> [after [epoch]]",
+        "join a room; after: first replay what came after that seq",
+    ),
+    (
+        "HISTORY",
+        "<room> [limit [before]]",
+        "a room's last messages, or those before a seq",
+    ),
     ("SAY", "<room> <text>", "talk to the room"),
     ("LEAVE_ROOM", "<room>", "leave a room"),
     ("CLOSE_ROOM", "<room>", "close a room that you own"),
@@ -144,9 +166,32 @@ impl Dialect for Text {
         };
         match reply {
             Reply::Hello {
-                client_id, name, ..
+                client_id,
+                name,
+                resume_token,
+                resumed,
+                rooms,
             } => {
-                let _ = write!(dst, "+OK {client_id} {name}\r\n");
+                let _ = write!(dst, "+OK {client_id} {name}");
+                if let Some(token) = resume_token {
+                    dst.put_slice(b" token=");
+                    put_word(dst, &token.0);
+                }
+                if let Some(resumed) = resumed {
+                    let _ = write!(dst, " resumed={resumed}");
+                }
+                if let Some(rooms) = rooms {
+                    dst.put_slice(b" rooms=");
+                    for (i, position) in rooms.iter().enumerate() {
+                        if i > 0 {
+                            dst.put_u8(b',');
+                        }
+                        let _ = write!(dst, "{}@", position.room);
+                        put_word(dst, &position.epoch);
+                        let _ = write!(dst, ":{}", position.seq);
+                    }
+                }
+                dst.put_slice(b"\r\n");
             }
             Reply::Menu(menu) => {
                 let _ = write!(dst, "+OK {}\r\n", menu.options.len());
@@ -170,15 +215,34 @@ impl Dialect for Text {
                 let _ = write!(dst, "+OK {message_id}\r\n");
             }
             Reply::Inbox(page) => {
-                let _ = write!(dst, "+OK {}\r\n", page.messages.len());
+                let _ = write!(dst, "+OK {}", page.messages.len());
+                if let Some(last) = page.messages.iter().map(|m| m.message_id).max() {
+                    let _ = write!(dst, " last={last}");
+                }
+                put_more(dst, page.more);
                 for message in &page.messages {
                     let _ = write!(dst, "= {} {}: ", message.sent_at, message.from);
                     put_clean(dst, &message.text);
                     dst.put_slice(b"\r\n");
                 }
             }
-            Reply::Joined { members, .. } => {
-                let _ = write!(dst, "+OK {}\r\n", members.len());
+            Reply::Joined {
+                members,
+                epoch,
+                seq,
+                recovered,
+                oldest,
+            } => {
+                let _ = write!(dst, "+OK {} epoch=", members.len());
+                put_word(dst, epoch);
+                let _ = write!(dst, " seq={seq}");
+                if let Some(recovered) = recovered {
+                    let _ = write!(dst, " recovered={recovered}");
+                }
+                if let Some(oldest) = oldest {
+                    let _ = write!(dst, " oldest={oldest}");
+                }
+                dst.put_slice(b"\r\n");
                 for member in members {
                     let _ = write!(dst, "= {member}\r\n");
                 }
@@ -191,10 +255,13 @@ impl Dialect for Text {
                 let _ = write!(dst, "+OK {seq}\r\n");
             }
             Reply::Created { epoch, seq } => {
-                let _ = write!(dst, "+OK {epoch} {seq}\r\n");
+                dst.put_slice(b"+OK epoch=");
+                put_word(dst, epoch);
+                let _ = write!(dst, " seq={seq}\r\n");
             }
             Reply::History(page) => {
-                let _ = write!(dst, "+OK {}\r\n", page.messages.len());
+                let _ = write!(dst, "+OK {}", page.messages.len());
+                put_more(dst, page.more);
                 for line in &page.messages {
                     let _ = write!(dst, "= {} {} {}: ", line.seq, line.sent_at, line.from);
                     put_clean(dst, &line.text);
@@ -221,10 +288,15 @@ impl Dialect for Text {
             Event::Left { room, name } => {
                 let _ = write!(dst, "* left {room} {name}");
             }
+            // A replayed message looks like a live one: its seq says where it belongs.
             Event::RoomMessage {
-                room, from, text, ..
+                room,
+                from,
+                text,
+                seq,
+                ..
             } => {
-                let _ = write!(dst, "* room_message {room} {from}: ");
+                let _ = write!(dst, "* room_message {room} {seq} {from}: ");
                 put_clean(dst, text);
             }
             Event::RoomClosed { room, by } => {
@@ -243,6 +315,32 @@ impl Dialect for Text {
             }
         }
         dst.put_slice(b"\r\n");
+    }
+}
+
+/// Ends a list's count line: ` more=true` when a next page holds more.
+fn put_more(dst: &mut BytesMut, more: bool) {
+    if more {
+        dst.put_slice(b" more=true");
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// Appends a value the server made (an epoch, a token) that a reader splits on
+/// spaces: whatever it holds, it stays one word on one line.
+fn put_word(dst: &mut BytesMut, word: &str) {
+    let plain = |c: char| !c.is_whitespace() && !c.is_control();
+    if word.chars().all(plain) {
+        dst.put_slice(word.as_bytes());
+        return;
+    }
+    for c in word.chars() {
+        if plain(c) {
+            let mut utf8 = [0; 4];
+            dst.put_slice(c.encode_utf8(&mut utf8).as_bytes());
+        } else {
+            let _ = write!(dst, "\\u{{{:x}}}", c as u32);
+        }
     }
 }
 
@@ -282,125 +380,9 @@ fn invalid(code: ErrorCode, message: impl Into<String>) -> Incoming {
     }
 }
 
-/// Splits off the first whitespace-separated word; the rest keeps its inner spacing.
-fn first_word(s: &str) -> (&str, &str) {
-    let s = s.trim_start();
-    match s.find(char::is_whitespace) {
-        Some(at) => (&s[..at], s[at..].trim_start()),
-        None => (s, ""),
-    }
-}
+mod parse;
 
-/// One line, without its line break, as a request or the error that answers it.
-pub fn parse_line(line: &[u8]) -> Incoming {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Ok(line) = std::str::from_utf8(line) else {
-        return invalid(ErrorCode::BadRequest, "a line must be UTF-8 text");
-    };
-    let (word, rest) = first_word(line);
-    if word.is_empty() {
-        return invalid(
-            ErrorCode::BadRequest,
-            "empty line: type HELP for the commands, QUIT to leave",
-        );
-    }
-    let mut word = word.to_ascii_lowercase();
-    if word.bytes().all(|b| b.is_ascii_digit()) {
-        // A menu number stands for its entry's command.
-        let entry = Menu::course_project()
-            .options
-            .into_iter()
-            .find(|option| word.parse() == Ok(option.key));
-        match entry {
-            Some(option) => word = option.op,
-            None => {
-                let shown: String = word.chars().take(20).collect();
-                return invalid(
-                    ErrorCode::UnknownOp,
-                    format!("no menu entry {shown}; type MENU for the menu, HELP for the commands"),
-                );
-            }
-        }
-    }
-    let args: Vec<&str> = rest.split_whitespace().collect();
-    let usage = |word: &str| invalid(ErrorCode::BadRequest, format!("usage: {}", usage_of(word)));
-    let one_room = |make: fn(String) -> Request| match args[..] {
-        [room] => Ok(make(room.to_owned())),
-        _ => Err(usage(&word)),
-    };
-    let request = match word.as_str() {
-        "hello" => match args[..] {
-            [name] => Ok(Request::Hello {
-                name: name.to_owned(),
-                password: None,
-                resume: None,
-                seen: None,
-            }),
-            [name, password] => Ok(Request::Hello {
-                name: name.to_owned(),
-                password: Some((*password).into()),
-                resume: None,
-                seen: None,
-            }),
-            _ => Err(usage(&word)),
-        },
-        "ping" | "menu" | "help" | "users" | "inbox" | "bye" | "quit" | "close"
-            if !args.is_empty() =>
-        {
-            Err(usage(&word))
-        }
-        "help" => {
-            return Incoming::Request(Envelope {
-                id: Some(HELP_ID),
-                request: Request::Ping,
-            });
-        }
-        "ping" => Ok(Request::Ping),
-        "menu" => Ok(Request::Menu),
-        "users" => Ok(Request::Users),
-        "inbox" => Ok(Request::Inbox {
-            limit: None,
-            peek: false,
-        }),
-        "bye" | "quit" | "close" => Ok(Request::Bye),
-        "send" => match first_word(rest) {
-            (to, text) if !to.is_empty() && !text.is_empty() => match Recipient::typed(to) {
-                Ok(to) => Ok(Request::Send {
-                    to,
-                    text: text.to_owned(),
-                }),
-                Err(why) => Err(invalid(ErrorCode::BadRequest, why)),
-            },
-            _ => Err(usage(&word)),
-        },
-        "say" => match first_word(rest) {
-            (room, text) if !room.is_empty() && !text.is_empty() => Ok(Request::Say {
-                room: room.to_owned(),
-                text: text.to_owned(),
-            }),
-            _ => Err(usage(&word)),
-        },
-        "create_room" => one_room(|room| Request::CreateRoom { room }),
-        "join_room" => one_room(|room| Request::JoinRoom {
-            room,
-            after: None,
-            epoch: None,
-        }),
-        "leave_room" => one_room(|room| Request::LeaveRoom { room }),
-        "close_room" => one_room(|room| Request::CloseRoom { room }),
-        _ => {
-            let shown: String = word.chars().take(40).collect();
-            Err(invalid(
-                ErrorCode::UnknownOp,
-                format!("unknown command {shown:?}; type HELP for the commands"),
-            ))
-        }
-    };
-    match request {
-        Ok(request) => Incoming::Request(Envelope { id: None, request }),
-        Err(error) => error,
-    }
-}
+pub use parse::parse_line;
 
 #[cfg(test)]
 mod tests;

@@ -382,7 +382,9 @@ impl Hub {
     /// after what is already queued, and closes.
     pub fn drain_all(&self) {
         for member in self.lock().clients.values() {
-            member.outbox.drain();
+            if member.parked_ms.is_none() {
+                member.outbox.drain();
+            }
         }
     }
 
@@ -405,7 +407,9 @@ impl Hub {
     pub fn broadcast(&self, event: Event) {
         let event = SharedEvent::new(event);
         for member in self.lock().clients.values() {
-            let _ = member.outbox.push(Arc::clone(&event));
+            if member.parked_ms.is_none() {
+                let _ = member.outbox.push(Arc::clone(&event));
+            }
         }
     }
 

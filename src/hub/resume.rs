@@ -4,10 +4,23 @@
 //! with the session's token (or the name's password) and is replayed what it missed;
 //! when the grace ends, the session ends as if it had said `bye`.
 
+use std::sync::{Arc, LazyLock};
+
 use super::rooms::replay_items;
 use super::{Hub, HubError, State, Token, name_key};
-use crate::outbound::{OutQueue, Outbound, SharedEvent};
+use crate::outbound::{Bounds, OutQueue, Outbound, Outbox, SharedEvent};
 use crate::protocol::{ClientId, Event, Reply, ResumeToken, RoomPosition, Seen};
+
+/// The outbox of every parked session: one closed queue for all of them, so that a
+/// parked session keeps nothing of its connection.
+static PARKED: LazyLock<Outbox> = LazyLock::new(|| {
+    let queue = OutQueue::new(Bounds {
+        frames: 2,
+        bytes: 1,
+    });
+    queue.close();
+    Outbox::new(Arc::new(queue))
+});
 
 /// How a session's connection ended, in the hub.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +76,7 @@ impl Hub {
             return Departure::Gone(None);
         };
         member.parked_ms = Some(now);
+        member.outbox = PARKED.clone();
         for seat in &mut member.rooms {
             let latest = rooms.get(&seat.room).map_or(0, |room| room.seq());
             seat.queued.get_or_insert(latest);

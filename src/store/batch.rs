@@ -168,11 +168,18 @@ impl Batch<'_, '_> {
                 let to = shown.map_or(to, String::from);
                 Ok(Outcome::Stored(Appended { id, to, from }))
             }
-            Op::TakeInbox {
+            Op::Inbox {
                 name,
                 limit,
                 byte_budget,
-            } => Ok(Outcome::Page(self.take_inbox(&name, limit, byte_budget)?)),
+                peek,
+            } => Ok(Outcome::Page(self.inbox(
+                &name,
+                limit,
+                byte_budget,
+                peek,
+            )?)),
+            Op::Ack { name, up_to } => Ok(Outcome::Acked(self.ack(&name, up_to)?)),
             Op::Forget { name, only_guest } => {
                 if !only_guest {
                     return Ok(Ok(Outcome::Changed(self.forget(&name)?)));
@@ -283,11 +290,14 @@ impl Batch<'_, '_> {
         Ok(users)
     }
 
-    fn take_inbox(
+    /// The oldest unread messages of `name` that fit `limit` and `byte_budget`, marked
+    /// read unless `peek`.
+    fn inbox(
         &mut self,
         name: &str,
         limit: u32,
         byte_budget: usize,
+        peek: bool,
     ) -> Result<InboxPage, rusqlite::Error> {
         let Some(recipient) = self.user(name).map(|u| u.id) else {
             return Ok(InboxPage {
@@ -326,24 +336,49 @@ impl Batch<'_, '_> {
             used += size;
             messages.push(message);
         }
+        if !peek {
+            let ids: Vec<u64> = messages.iter().map(|m| m.message_id).collect();
+            self.mark_read(recipient, &ids)?;
+        }
+        Ok(InboxPage { messages, more })
+    }
+
+    /// Marks read the unread messages of `name` with ids up to `up_to`; how many.
+    fn ack(&mut self, name: &str, up_to: u64) -> Result<u64, rusqlite::Error> {
+        let Some(recipient) = self.user(name).map(|u| u.id) else {
+            return Ok(0);
+        };
+        // Unread ids are kept oldest first: those up to `up_to` are the oldest ones.
+        let ids: Vec<u64> = self
+            .unread
+            .oldest(recipient, usize::MAX)
+            .take_while(|&id| id <= up_to)
+            .collect();
+        self.mark_read(recipient, &ids)?;
+        Ok(ids.len() as u64)
+    }
+
+    /// Marks read `ids`, the oldest unread messages of `recipient`: deletes them, or
+    /// with --keep-read stamps them with the time they were read.
+    fn mark_read(&mut self, recipient: i64, ids: &[u64]) -> Result<(), rusqlite::Error> {
         if self.keep_read == KeepRead::No {
             let mut delete = self
                 .tx
                 .prepare_cached("DELETE FROM messages WHERE id = ?1")?;
-            for message in &messages {
-                delete.execute(params![message.message_id as i64])?;
+            for &id in ids {
+                delete.execute(params![id as i64])?;
             }
-            self.deleted |= !messages.is_empty();
+            self.deleted |= !ids.is_empty();
         } else {
             let mut mark = self
                 .tx
                 .prepare_cached("UPDATE messages SET read = ?2 WHERE id = ?1")?;
             let now = chrono::Utc::now().timestamp().max(1);
-            for message in &messages {
-                mark.execute(params![message.message_id as i64, now])?;
+            for &id in ids {
+                mark.execute(params![id as i64, now])?;
             }
         }
-        self.unread.mark_read(recipient, messages.len());
-        Ok(InboxPage { messages, more })
+        self.unread.mark_read(recipient, ids.len());
+        Ok(())
     }
 }

@@ -128,6 +128,8 @@ enum Outcome {
     Done,
     Stored(Appended),
     Page(InboxPage),
+    /// How many messages an `ack` marked read.
+    Acked(u64),
     /// A name as first stored.
     Name(String),
     /// A name's account; None when it was never seen.
@@ -160,10 +162,16 @@ enum Op {
         from: Arc<str>,
         text: String,
     },
-    TakeInbox {
+    Inbox {
         name: String,
         limit: u32,
         byte_budget: usize,
+        /// Leave the page unread (it is read once acknowledged).
+        peek: bool,
+    },
+    Ack {
+        name: String,
+        up_to: u64,
     },
     /// Forgets a user: its mail and password, and its row unless mail it sent is there.
     Forget {
@@ -397,13 +405,41 @@ impl Store {
     /// in about `byte_budget` bytes (at least one, so the reader always progresses),
     /// and marks them read.
     pub fn take_inbox(&self, name: String, limit: u32, byte_budget: usize) -> Pending<InboxPage> {
-        let op = Op::TakeInbox {
+        self.inbox(name, limit, byte_budget, false)
+    }
+
+    /// The page [`Store::take_inbox`] would take, left unread: a client acknowledges
+    /// it with [`Store::ack`] once it has handed it over, so that a client cut in
+    /// between finds it again.
+    pub fn peek_inbox(&self, name: String, limit: u32, byte_budget: usize) -> Pending<InboxPage> {
+        self.inbox(name, limit, byte_budget, true)
+    }
+
+    fn inbox(
+        &self,
+        name: String,
+        limit: u32,
+        byte_budget: usize,
+        peek: bool,
+    ) -> Pending<InboxPage> {
+        let op = Op::Inbox {
             name,
             limit,
             byte_budget,
+            peek,
         };
         self.call(op, |outcome| match outcome {
             Outcome::Page(page) => Some(page),
+            _ => None,
+        })
+    }
+
+    /// Marks read every unread message of `name` with an id up to `up_to`, as a plain
+    /// inbox read would have; answers how many, once that is committed. Ids that are
+    /// not `name`'s, or not unread, are passed over: acknowledging twice is harmless.
+    pub fn ack(&self, name: String, up_to: u64) -> Pending<u64> {
+        self.call(Op::Ack { name, up_to }, |outcome| match outcome {
+            Outcome::Acked(acked) => Some(acked),
             _ => None,
         })
     }

@@ -1,5 +1,6 @@
 //! Integration tests: a real server over loopback TCP, a real SQLite file in a temp dir.
 
+mod acks;
 mod admin;
 mod adversarial;
 mod auth;
@@ -28,4 +29,5 @@ mod roundtrip;
 mod security;
 mod services;
 mod store_open;
+mod text_delivery;
 mod wire;

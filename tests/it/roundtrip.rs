@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use switchboard::dialect::native::parse_request;
 use switchboard::dialect::{Dialect, Incoming, Lab, Native, Text};
 use switchboard::frame;
-use switchboard::protocol::{Envelope, Recipient, Request};
+use switchboard::protocol::{Envelope, Recipient, Request, ResumeToken};
 
 fn request() -> impl Strategy<Value = Request> {
     let text = ".{0,40}";
@@ -16,12 +16,18 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Menu),
         Just(Request::Users),
         Just(Request::Bye),
-        (name, proptest::option::of(text)).prop_map(|(name, password)| Request::Hello {
+        (
             name,
-            password: password.map(switchboard::protocol::Password),
-            resume: None,
-            seen: None,
-        }),
+            proptest::option::of(text),
+            proptest::option::of(text),
+            proptest::option::of(proptest::collection::btree_map(name, any::<u64>(), 0..4)),
+        )
+            .prop_map(|(name, password, resume, seen)| Request::Hello {
+                name,
+                password: password.map(switchboard::protocol::Password),
+                resume: resume.map(ResumeToken),
+                seen,
+            }),
         (any::<u64>(), text).prop_map(|(id, text)| Request::Send {
             to: Recipient::Id(id),
             text
@@ -69,6 +75,8 @@ fn text_line(request: &Request) -> Option<String> {
         Recipient::Name(name) if name.starts_with('#') => None,
         to => Some(to.to_string()),
     };
+    // A value the grammar carries as one word.
+    let word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
     Some(match request {
         Request::Ping => "PING".into(),
         Request::Menu => "menu".into(),
@@ -91,16 +99,64 @@ fn text_line(request: &Request) -> Option<String> {
         Request::Send { to, text } if text.trim() == text && !text.is_empty() => {
             format!("SEND {} {text}", typed(to)?)
         }
+        Request::Hello {
+            name,
+            password: None,
+            resume: Some(token),
+            seen,
+        } if word(&token.0) => {
+            let mut line = format!("RESUME {name} {}", token.0);
+            match seen {
+                None => {}
+                Some(seen) if seen.is_empty() => return None,
+                Some(seen) => {
+                    for (room, seq) in seen {
+                        line.push_str(&format!(" {room}={seq}"));
+                    }
+                }
+            }
+            line
+        }
         Request::Inbox {
             limit: None,
             peek: false,
         } => "INBOX".into(),
+        Request::Inbox {
+            limit: None,
+            peek: true,
+        } => "inbox Peek".into(),
+        Request::Ack { up_to } => format!("ACK {up_to}"),
+        Request::History {
+            room,
+            limit: None,
+            before: None,
+        } => format!("HISTORY {room}"),
+        Request::History {
+            room,
+            limit: Some(limit),
+            before: None,
+        } => format!("history {room} {limit}"),
+        Request::History {
+            room,
+            limit: Some(limit),
+            before: Some(before),
+        } => format!("HISTORY {room} {limit} {before}"),
         Request::CreateRoom { room } => format!("CREATE_ROOM {room}"),
         Request::JoinRoom {
             room,
             after: None,
             epoch: None,
         } => format!("join_room {room}"),
+        Request::JoinRoom {
+            room,
+            after: Some(after),
+            epoch: None,
+        } => format!("JOIN_ROOM {room} {after}"),
+        Request::JoinRoom {
+            room,
+            after: Some(after),
+            epoch: Some(epoch),
+        } if word(epoch) => format!("JOIN_ROOM {room} {after} {epoch}"),
         Request::Say { room, text } if text.trim() == text && !text.is_empty() => {
             format!("SAY {room} {text}")
         }

@@ -66,9 +66,10 @@ impl TextConn {
                 break next;
             }
         };
+        // The count may be followed by `key=value` words: `+OK 2 epoch=e1 seq=4`.
         let count = status
             .strip_prefix("+OK ")
-            .and_then(|rest| rest.parse::<usize>().ok())
+            .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok())
             .filter(|_| is_list(line));
         let mut items = Vec::new();
         for _ in 0..count.unwrap_or(0) {
@@ -97,7 +98,7 @@ fn is_list(line: &str) -> bool {
     // A menu number stands for its command: 1 is USERS, 3 INBOX.
     matches!(
         word.as_str(),
-        "MENU" | "HELP" | "USERS" | "INBOX" | "JOIN_ROOM" | "1" | "3" | "5"
+        "MENU" | "HELP" | "USERS" | "INBOX" | "JOIN_ROOM" | "HISTORY" | "1" | "3" | "5"
     )
 }
 

@@ -1,5 +1,7 @@
 use super::*;
-use crate::protocol::{InboxPage, StoredMessage, UserInfo};
+use crate::protocol::{
+    InboxPage, Menu, Recipient, Request, ResumeToken, Seen, StoredMessage, UserInfo,
+};
 
 fn decode_all(input: &[u8]) -> Vec<Incoming> {
     let mut text = Text::default();
@@ -142,7 +144,7 @@ fn lists_are_counted_and_text_stays_on_one_line() {
     });
     assert_eq!(
         encoded(Ok(inbox)),
-        "+OK 1\r\n= 2026-11-21T17:45:00Z jose: two\\nlines\r\n"
+        "+OK 1 last=1\r\n= 2026-11-21T17:45:00Z jose: two\\nlines\r\n"
     );
     assert_eq!(
         encoded(Err(ErrorBody::new(ErrorCode::NoSuchUser, "no user\r\nbob"))),
@@ -155,12 +157,12 @@ fn lists_are_counted_and_text_stays_on_one_line() {
             from: "alice".into(),
             text: "hi all".into(),
             sent_at: "x".into(),
-            seq: 0,
+            seq: 7,
             replay: false,
         },
         &mut buf,
     );
-    assert_eq!(&buf[..], b"* room_message 3456 alice: hi all\r\n");
+    assert_eq!(&buf[..], b"* room_message 3456 7 alice: hi all\r\n");
 }
 
 /// A bare word is a name, digits included: `HELLO 20` must be reachable, and a
@@ -267,10 +269,301 @@ fn the_menu_shows_each_entry_with_its_command() {
             "+OK 6",
             "= 1 Get user list: USERS",
             "= 2 Send a message: SEND <name|#id> <text>",
-            "= 3 Get my messages: INBOX",
+            "= 3 Get my messages: INBOX [PEEK]",
             "= 4 Create a new chat room: CREATE_ROOM <room>",
-            "= 5 Join an existing chat room: JOIN_ROOM <room>",
+            "= 5 Join an existing chat room: JOIN_ROOM <room> [after [epoch]]",
             "= 6 Disconnect from server: QUIT",
         ]
+    );
+}
+
+fn event_line(event: Event) -> String {
+    let mut buf = BytesMut::new();
+    Text::default().encode_event(&event, &mut buf);
+    String::from_utf8(buf.to_vec()).unwrap()
+}
+
+#[test]
+fn the_delivery_commands_parse_into_their_requests() {
+    let all = decode_all(
+        b"INBOX PEEK\ninbox peek\nACK 41\nACK 0\n\
+          HISTORY r\nhistory r 20\nHISTORY r 20 300\n\
+          JOIN_ROOM r 0\nJOIN_ROOM r 12 e-7f\n3 PEEK\n5 r 3\n",
+    );
+    let peek = Request::Inbox {
+        limit: None,
+        peek: true,
+    };
+    let history = |limit, before| Request::History {
+        room: "r".into(),
+        before,
+        limit,
+    };
+    let join = |after, epoch: Option<&str>| Request::JoinRoom {
+        room: "r".into(),
+        after,
+        epoch: epoch.map(str::to_owned),
+    };
+    let expected = [
+        peek.clone(),
+        peek.clone(),
+        Request::Ack { up_to: 41 },
+        Request::Ack { up_to: 0 },
+        history(None, None),
+        history(Some(20), None),
+        history(Some(20), Some(300)),
+        join(Some(0), None),
+        join(Some(12), Some("e-7f")),
+        peek,
+        join(Some(3), None),
+    ];
+    assert_eq!(all.len(), expected.len(), "{all:?}");
+    for (got, want) in all.iter().zip(&expected) {
+        assert_eq!(request(got), want);
+    }
+    assert_eq!(
+        request(&decode_all(b"ACK 18446744073709551615\n")[0]),
+        &Request::Ack { up_to: u64::MAX }
+    );
+}
+
+#[test]
+fn resume_is_a_hello_with_its_token_and_what_was_seen() {
+    let all = decode_all(b"RESUME nina 9f86d081 \nresume nina 9f86d081 lobby=3 r.2=0\n");
+    assert_eq!(
+        request(&all[0]),
+        &Request::Hello {
+            name: "nina".into(),
+            password: None,
+            resume: Some(ResumeToken("9f86d081".into())),
+            seen: None,
+        }
+    );
+    assert_eq!(
+        request(&all[1]),
+        &Request::Hello {
+            name: "nina".into(),
+            password: None,
+            resume: Some(ResumeToken("9f86d081".into())),
+            seen: Some(Seen::from([("lobby".into(), 3), ("r.2".into(), 0)])),
+        }
+    );
+    assert!(request(&all[1]).allowed_before_hello());
+}
+
+#[test]
+fn wrong_delivery_arguments_say_what_is_wrong_and_how_to_type_it() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"INBOX 5", "usage: INBOX [PEEK]"),
+        (b"INBOX PEEK now", "usage: INBOX [PEEK]"),
+        (b"ACK", "usage: ACK <id>"),
+        (b"ACK 1 2", "usage: ACK <id>"),
+        (b"ACK x", "id is a whole number, not \"x\"; usage: ACK <id>"),
+        (
+            b"ACK -1",
+            "id is a whole number, not \"-1\"; usage: ACK <id>",
+        ),
+        (
+            b"ACK +1",
+            "id is a whole number, not \"+1\"; usage: ACK <id>",
+        ),
+        (
+            b"ACK 18446744073709551616",
+            "id is at most 18446744073709551615; usage: ACK <id>",
+        ),
+        (b"HISTORY", "usage: HISTORY <room> [limit [before]]"),
+        (b"HISTORY r 1 2 3", "usage: HISTORY <room> [limit [before]]"),
+        (
+            b"HISTORY r 4294967296",
+            "limit is at most 4294967295; usage: HISTORY <room> [limit [before]]",
+        ),
+        (
+            b"HISTORY r 10 soon",
+            "before is a whole number, not \"soon\"; usage: HISTORY <room> [limit [before]]",
+        ),
+        (b"JOIN_ROOM", "usage: JOIN_ROOM <room> [after [epoch]]"),
+        (
+            b"JOIN_ROOM r 1 e extra",
+            "usage: JOIN_ROOM <room> [after [epoch]]",
+        ),
+        (
+            b"JOIN_ROOM r e1",
+            "after is a whole number, not \"e1\"; usage: JOIN_ROOM <room> [after [epoch]]",
+        ),
+        (
+            b"RESUME nina",
+            "usage: RESUME <name> <token> [room=seq ...]",
+        ),
+        (
+            b"RESUME nina tok lobby",
+            "after the token come room=seq words, not \"lobby\"; usage: RESUME <name> <token> [room=seq ...]",
+        ),
+        (
+            b"RESUME nina tok =3",
+            "after the token come room=seq words, not \"=3\"; usage: RESUME <name> <token> [room=seq ...]",
+        ),
+        (
+            b"RESUME nina tok lobby=x",
+            "seq is a whole number, not \"x\"; usage: RESUME <name> <token> [room=seq ...]",
+        ),
+        (b"RESUME nina tok r=1 r=2", "room r is given twice"),
+    ];
+    for (line, why) in cases {
+        let all = decode_all(line);
+        assert_eq!(code(&all[0]), ErrorCode::BadRequest, "{all:?}");
+        assert_eq!(message(&all[0]), *why);
+    }
+    // A number typed long is cut short in the answer.
+    let long = format!("ACK {}", "9".repeat(5000));
+    assert!(message(&decode_all(long.as_bytes())[0]).len() < 100);
+}
+
+#[test]
+fn help_shows_the_delivery_commands() {
+    for word in ["ack", "history", "resume", "inbox", "join_room"] {
+        assert!(COMMANDS.iter().any(|(w, ..)| w.eq_ignore_ascii_case(word)));
+    }
+    assert_eq!(usage_of("ack"), "ACK <id>");
+    assert_eq!(usage_of("Resume"), "RESUME <name> <token> [room=seq ...]");
+}
+
+#[test]
+fn delivery_replies_put_their_extras_on_the_status_line() {
+    use crate::protocol::{HistoryPage, RoomLine, RoomPosition};
+    assert_eq!(encoded(Ok(Reply::Said { seq: 41 })), "+OK 41\r\n");
+    assert_eq!(encoded(Ok(Reply::Acked { acked: 3 })), "+OK 3\r\n");
+    assert_eq!(
+        encoded(Ok(Reply::Created {
+            epoch: "e1a".into(),
+            seq: 0
+        })),
+        "+OK epoch=e1a seq=0\r\n"
+    );
+    let joined = |recovered, oldest| {
+        encoded(Ok(Reply::Joined {
+            members: vec!["ana".into(), "tom".into()],
+            epoch: "e1a".into(),
+            seq: 41,
+            recovered,
+            oldest,
+        }))
+    };
+    assert_eq!(
+        joined(None, None),
+        "+OK 2 epoch=e1a seq=41\r\n= ana\r\n= tom\r\n"
+    );
+    assert_eq!(
+        joined(Some(true), None),
+        "+OK 2 epoch=e1a seq=41 recovered=true\r\n= ana\r\n= tom\r\n"
+    );
+    assert_eq!(
+        joined(Some(false), Some(30)),
+        "+OK 2 epoch=e1a seq=41 recovered=false oldest=30\r\n= ana\r\n= tom\r\n"
+    );
+    let line = |seq, text: &str| RoomLine {
+        seq,
+        from: "ana".into(),
+        text: text.into(),
+        sent_at: "2026-12-07T09:00:00.000Z".into(),
+    };
+    assert_eq!(
+        encoded(Ok(Reply::History(HistoryPage {
+            messages: vec![line(4, "hi"), line(5, "a\nb")],
+            more: true,
+        }))),
+        "+OK 2 more=true\r\n\
+         = 4 2026-12-07T09:00:00.000Z ana: hi\r\n\
+         = 5 2026-12-07T09:00:00.000Z ana: a\\nb\r\n"
+    );
+    assert_eq!(
+        encoded(Ok(Reply::History(HistoryPage {
+            messages: vec![],
+            more: false,
+        }))),
+        "+OK 0\r\n"
+    );
+
+    let hello = |resume_token: Option<&str>, resumed, rooms| {
+        encoded(Ok(Reply::Hello {
+            client_id: 7,
+            name: "Nina".into(),
+            resume_token: resume_token.map(|t| ResumeToken(t.into())),
+            resumed,
+            rooms,
+        }))
+    };
+    assert_eq!(hello(None, None, None), "+OK 7 Nina\r\n");
+    assert_eq!(hello(Some("ab12"), None, None), "+OK 7 Nina token=ab12\r\n");
+    assert_eq!(
+        hello(Some("ab12"), Some(false), None),
+        "+OK 7 Nina token=ab12 resumed=false\r\n"
+    );
+    let position = |room: &str, seq| RoomPosition {
+        room: room.into(),
+        epoch: "e1a".into(),
+        seq,
+    };
+    assert_eq!(
+        hello(
+            Some("ab12"),
+            Some(true),
+            Some(vec![position("lobby", 41), position("r.2", 0)])
+        ),
+        "+OK 7 Nina token=ab12 resumed=true rooms=lobby@e1a:41,r.2@e1a:0\r\n"
+    );
+    assert_eq!(
+        hello(Some("ab12"), Some(true), Some(vec![])),
+        "+OK 7 Nina token=ab12 resumed=true rooms=\r\n"
+    );
+    // Values the server made stay one word whatever they hold.
+    assert_eq!(
+        hello(Some("a b\r\n"), None, None),
+        "+OK 7 Nina token=a\\u{20}b\\u{d}\\u{a}\r\n"
+    );
+}
+
+#[test]
+fn inbox_pages_say_their_last_id_and_whether_more_remain() {
+    let message = |message_id| StoredMessage {
+        message_id,
+        from: "jose".into(),
+        text: "hi".into(),
+        sent_at: "2026-12-07T09:00:00.000Z".into(),
+    };
+    let page = |messages, more| encoded(Ok(Reply::Inbox(InboxPage { messages, more })));
+    assert_eq!(page(vec![], false), "+OK 0\r\n");
+    assert_eq!(
+        page(vec![message(3), message(9)], true),
+        "+OK 2 last=9 more=true\r\n\
+         = 2026-12-07T09:00:00.000Z jose: hi\r\n\
+         = 2026-12-07T09:00:00.000Z jose: hi\r\n"
+    );
+    assert_eq!(
+        page(vec![message(12)], false),
+        "+OK 1 last=12\r\n= 2026-12-07T09:00:00.000Z jose: hi\r\n"
+    );
+}
+
+#[test]
+fn room_messages_carry_their_seq_replayed_or_live() {
+    for replay in [false, true] {
+        assert_eq!(
+            event_line(Event::RoomMessage {
+                room: "r".into(),
+                from: "ana".into(),
+                text: "hi\tthere\n".into(),
+                sent_at: "x".into(),
+                seq: 1,
+                replay,
+            }),
+            "* room_message r 1 ana: hi\tthere\\n\r\n"
+        );
+    }
+    assert_eq!(
+        event_line(Event::ResumeGap {
+            room: "lobby".into(),
+            oldest: 58
+        }),
+        "* resume_gap lobby 58\r\n"
     );
 }
