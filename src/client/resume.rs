@@ -22,9 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::conn::{self, Connection, Sink, within};
-use super::{
-    CLIENT_MAX_FRAME, ClientError, Core, Gone, HelloReply, KEEPALIVE_ID, Link, Opened, open,
-};
+use super::link::{Core, Gone, Link};
+use super::{CLIENT_MAX_FRAME, ClientError, HelloReply, KEEPALIVE_ID, Opened, open};
 use crate::frame;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, Request, RoomPosition, Seen};
 
