@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use switchboard::hub::{After, Hub, HubConfig};
+use switchboard::hub::{After, Ending, Hub, HubConfig};
 use switchboard::outbound::{Bounds, OutQueue, Outbound, Outbox};
 use switchboard::server::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,7 +72,7 @@ fn parked_session() {
         .collect();
     let connected = live();
     for (id, queue) in queues.iter().enumerate() {
-        hub.depart(id as u64, queue, true);
+        hub.depart(id as u64, queue, Ending::Cut);
     }
     drop(queues);
     let parked = live();

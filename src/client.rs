@@ -4,38 +4,48 @@
 //! `welcome`); each op is an async method. Requests may be issued concurrently from
 //! several tasks: they are pipelined on the one connection and matched to their
 //! responses by id. Server pushes arrive on the [`Client::take_events`] stream.
+//!
+//! A client made with [`ClientOptions::reconnect`] comes back by itself after a cut
+//! and resumes its session; its stream is [`Client::take_updates`], which also tells
+//! the cut, the return, and what was missed meanwhile.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::frame::{self, FrameError};
 use crate::protocol::{
-    ClientId, ErrorBody, ErrorCode, Event, InboxPage, Menu, Recipient, Request, UserInfo,
+    ClientId, ErrorBody, ErrorCode, Event, InboxPage, Menu, Recipient, Request, ResumeToken,
+    RoomPosition, UserInfo,
 };
 
 mod addr;
 mod conn;
 mod greeting;
+mod link;
 mod mail;
 mod options;
+mod resume;
 
 pub use addr::{DEFAULT_PORT, normalize_addr, resolve_addr};
 pub use greeting::{Greeting, in_words};
 pub use mail::Peeked;
 pub use options::ClientOptions;
+pub use resume::{Gap, Reconnected, Update};
 
-use conn::{Shared, within};
+use conn::{Sink, within};
+use link::{Core, Gone, Link};
+use resume::Marks;
 
 /// The client accepts frames up to this size, generously above the server's default, so
 /// that a server configured for larger frames still works.
@@ -86,25 +96,33 @@ pub enum ClientError {
     Unresponsive(Duration),
     #[error("the connection is closed")]
     Closed,
+    /// A reconnecting client was cut while this request waited for its answer.
+    #[error(
+        "the connection was cut before the server answered; the client is reconnecting, \
+         and the request may or may not have been carried out"
+    )]
+    Interrupted,
+    #[error("the connection was lost and could not be made again: {0}")]
+    GaveUp(String),
 }
 
 /// A connection to a switchboard server.
 pub struct Client {
-    client_id: ClientId,
     server: String,
-    next_id: AtomicU64,
-    shared: Arc<Shared>,
-    writer: mpsc::Sender<Bytes>,
+    core: Arc<Core>,
     events: Option<mpsc::Receiver<Event>>,
-    listening: Arc<AtomicBool>,
-    tasks: [JoinHandle<()>; 2],
+    updates: Option<mpsc::Receiver<Update>>,
+    /// The reconnecting client's watch over its connection.
+    supervisor: Option<JoinHandle<()>>,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.abort();
         }
+        // Dropping the connection stops its tasks, which closes the socket.
+        self.core.link.send_replace(Link::Gone(Gone::Closed));
     }
 }
 
@@ -126,10 +144,16 @@ impl From<ClientId> for Recipient {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct HelloReply {
     client_id: ClientId,
     name: String,
+    #[serde(default)]
+    resume_token: Option<ResumeToken>,
+    #[serde(default)]
+    resumed: Option<bool>,
+    #[serde(default)]
+    rooms: Option<Vec<RoomPosition>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -181,6 +205,44 @@ async fn read_welcome(
     }
 }
 
+/// A connection whose welcome has been read; `buf` holds what arrived after it.
+struct Opened {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    buf: BytesMut,
+    client_id: ClientId,
+    server: String,
+}
+
+/// Connects to `addr` (called `name` in errors) and reads the welcome, all within `after`.
+async fn open(
+    addr: impl ToSocketAddrs,
+    name: &str,
+    after: Duration,
+) -> Result<Opened, ClientError> {
+    let name = name.to_owned();
+    let deadline = Instant::now().checked_add(after);
+    let stream = match within(deadline, TcpStream::connect(addr)).await {
+        None => return Err(ClientError::ConnectTimeout { addr: name, after }),
+        Some(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
+        Some(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut read, write) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+    let Some(welcome) = within(deadline, read_welcome(&mut read, &mut buf)).await else {
+        return Err(ClientError::NoWelcome { addr: name, after });
+    };
+    let (client_id, server) = welcome?;
+    Ok(Opened {
+        read,
+        write,
+        buf,
+        client_id,
+        server,
+    })
+}
+
 impl Client {
     /// Connects and waits for the server's `welcome`, with the default
     /// [`ClientOptions`]: 10 s to connect, a ping after 30 s of quiet.
@@ -190,48 +252,81 @@ impl Client {
         Self::connect_with(addr, &ClientOptions::default()).await
     }
 
-    /// Connects and waits for the server's `welcome`, as `options` say.
+    /// Connects and waits for the server's `welcome`, as `options` say. A reconnecting
+    /// client connects again to the address as written here (resolving it anew).
     pub async fn connect_with(
         addr: impl ToSocketAddrs + std::fmt::Display,
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
         let name = addr.to_string();
-        let after = options.connect_timeout;
-        let deadline = Instant::now().checked_add(after);
-        let stream = match within(deadline, TcpStream::connect(addr)).await {
-            None => return Err(ClientError::ConnectTimeout { addr: name, after }),
-            Some(Err(source)) => return Err(ClientError::Connect { addr: name, source }),
-            Some(Ok(stream)) => stream,
+        let opened = open(addr, &name, options.connect_timeout).await?;
+        let listening = Arc::new(AtomicBool::new(false));
+        let marks = Arc::new(Mutex::new(Marks::default()));
+        let (sink, events, updates) = if options.reconnect.is_some() {
+            let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+            let marks = Arc::clone(&marks);
+            (Sink::Updates { updates: tx, marks }, None, Some(rx))
+        } else {
+            let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+            (Sink::Events(tx), Some(rx), None)
         };
-        let _ = stream.set_nodelay(true);
-        let (mut read_half, write_half) = stream.into_split();
-        let mut buf = BytesMut::with_capacity(4096);
-        let Some(welcome) = within(deadline, read_welcome(&mut read_half, &mut buf)).await else {
-            return Err(ClientError::NoWelcome { addr: name, after });
+        let updates_tx = match &sink {
+            Sink::Updates { updates, .. } => Some(updates.clone()),
+            Sink::Events(_) => None,
         };
-        let (client_id, server) = welcome?;
-        let conn = conn::start(read_half, write_half, buf, options.keepalive);
-        Ok(Client {
+        let Opened {
+            read,
+            write,
+            buf,
             client_id,
             server,
+        } = opened;
+        let line = Arc::new(conn::start(
+            read,
+            write,
+            buf,
+            options.keepalive,
+            sink,
+            Arc::clone(&listening),
+        ));
+        let (link, _) = watch::channel(Link::Up(Arc::clone(&line)));
+        let core = Arc::new(Core {
+            addr: name,
+            options: options.clone(),
+            client_id: AtomicU64::new(client_id),
             next_id: AtomicU64::new(KEEPALIVE_ID + 1),
-            shared: conn.shared,
-            writer: conn.writer,
-            events: Some(conn.events),
-            listening: conn.listening,
-            tasks: conn.tasks,
+            link,
+            listening,
+            login: Arc::new(Mutex::new(None)),
+            marks,
+            leaving: AtomicBool::new(false),
+            leave: Notify::new(),
+        });
+        let supervisor = updates_tx
+            .map(|updates| tokio::spawn(resume::supervise(Arc::clone(&core), updates, line)));
+        Ok(Client {
+            server,
+            core,
+            events,
+            updates,
+            supervisor,
         })
     }
 
     /// Why the connection ended, once it has: [`ClientError::Closed`], or the server's
-    /// last words ([`ClientError::Dropped`]), or [`ClientError::Unresponsive`].
+    /// last words ([`ClientError::Dropped`]), or [`ClientError::Unresponsive`]; for a
+    /// reconnecting client, only once it has stopped trying ([`ClientError::GaveUp`]).
     pub fn ended(&self) -> Option<ClientError> {
-        self.shared.ended_error()
+        match &*self.core.link.borrow() {
+            Link::Up(line) if !self.core.reconnects() => line.shared.ended_error(),
+            Link::Up(_) | Link::Down => None,
+            Link::Gone(gone) => Some(gone.error()),
+        }
     }
 
-    /// The id the server assigned to this connection.
+    /// The id the server assigned to this session.
     pub fn client_id(&self) -> ClientId {
-        self.client_id
+        self.core.client_id.load(Ordering::Relaxed)
     }
 
     /// The server's name and version, from `welcome`.
@@ -242,29 +337,60 @@ impl Client {
     /// The stream of server events (mail notices, room traffic, shutdown). Until it is
     /// taken, and after it is dropped, events are discarded. Once taken, drain it: when
     /// [`EVENT_BUFFER`] events wait unread, the connection stops reading until there is
-    /// room, as a server would for a slow reader.
+    /// room, as a server would for a slow reader. A reconnecting client has none: see
+    /// [`Client::take_updates`].
     pub fn take_events(&mut self) -> Option<mpsc::Receiver<Event>> {
-        self.listening.store(true, Ordering::Relaxed);
+        self.core.listening.store(true, Ordering::Relaxed);
         self.events.take()
     }
 
+    /// The stream of a reconnecting client ([`ClientOptions::reconnect`]): the server's
+    /// events, and the cuts and returns between them, in order. It ends after `bye`, or
+    /// after [`Update::GaveUp`]. Drain it as [`Client::take_events`] says.
+    pub fn take_updates(&mut self) -> Option<mpsc::Receiver<Update>> {
+        self.core.listening.store(true, Ordering::Relaxed);
+        self.updates.take()
+    }
+
     /// Sends any request and returns the response's fields, or the server's error.
+    /// A reconnecting client sends it on the connection it has, or, while it is
+    /// reconnecting, once it is back; a request cut off before its answer fails with
+    /// [`ClientError::Interrupted`] and is not sent again.
     pub async fn request(&self, request: &Request) -> Result<Value, ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.shared.wait_for(id, tx)?;
-        if self
-            .writer
-            .send(conn::request_frame(id, request))
-            .await
-            .is_err()
-        {
-            return Err(self.ended().unwrap_or(ClientError::Closed));
+        if let Request::Bye = request {
+            self.core.leaving.store(true, Ordering::Relaxed);
+            self.core.leave.notify_one();
         }
-        match rx.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(body)) => Err(ClientError::Server(body)),
-            Err(_) => Err(self.ended().unwrap_or(ClientError::Closed)),
+        let reconnects = self.core.reconnects();
+        let mut ended = None;
+        loop {
+            let line = self.core.line(ended.as_ref()).await?;
+            let id = self.core.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            let on_ok = self.core.on_answer(request);
+            let sent = match line.shared.wait_for(id, tx, on_ok) {
+                Ok(()) => line
+                    .writer
+                    .send(conn::request_frame(id, request))
+                    .await
+                    .is_ok(),
+                Err(e) if !reconnects => return Err(e),
+                Err(_) => false,
+            };
+            if !sent {
+                if !reconnects {
+                    return Err(line.shared.ended_error().unwrap_or(ClientError::Closed));
+                }
+                // Never sent: it goes on the next connection.
+                ended = Some(line);
+                continue;
+            }
+            return match rx.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(body)) => Err(ClientError::Server(body)),
+                Err(_) if self.core.would_return() => Err(ClientError::Interrupted),
+                Err(_) => Err(line.shared.ended_error().unwrap_or(ClientError::Closed)),
+            };
         }
     }
 
@@ -297,6 +423,9 @@ impl Client {
             })
             .await?;
         debug_assert!(reply.name.eq_ignore_ascii_case(name));
+        self.core
+            .client_id
+            .store(reply.client_id, Ordering::Relaxed);
         Ok(reply.client_id)
     }
 

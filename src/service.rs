@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::Hasher;
-use crate::hub::{After, Departure, Holder, Hub, HubConfig, Proof};
+use crate::hub::{After, Departure, Ending, Holder, Hub, HubConfig, Proof};
 use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{
     ClientId, DEFAULT_HISTORY_LIMIT, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_HISTORY_LIMIT,
@@ -408,12 +408,11 @@ impl Services {
         }
     }
 
-    /// The connection whose session is `id` and whose queue is `queue` ended; with
-    /// `park` (it did not say `bye`) its session waits for its client to resume.
-    /// What ends for good is forgotten: in the hub, and a guest's name and mail in the
-    /// store.
-    pub fn depart(&self, id: ClientId, queue: &OutQueue, park: bool) -> Departure {
-        let departure = self.hub.depart(id, queue, park);
+    /// The connection whose session is `id` and whose queue is `queue` ended; if it
+    /// was cut, its session waits for its client to resume. What ends for good is
+    /// forgotten: in the hub, and a guest's name and mail in the store.
+    pub fn depart(&self, id: ClientId, queue: &OutQueue, how: Ending) -> Departure {
+        let departure = self.hub.depart(id, queue, how);
         if let Departure::Gone(Some(name)) = &departure {
             self.forget_if_guest(name);
         }

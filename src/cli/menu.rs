@@ -2,15 +2,16 @@
 //! was not given, connects, shows the client info, fetches the menu from the server and
 //! loops over it; rooms are entered from the menu and left with `exit` or `bye`.
 //! Ctrl-C inside an option or a room goes back to the menu; at the menu, and at the
-//! first prompts, it leaves (saying bye).
+//! first prompts, it leaves (saying bye). After a cut it reconnects by itself and shows
+//! what was missed meanwhile.
 
 use tokio::sync::mpsc;
 
 mod login;
 
 use super::console::{Console, Input};
-use super::{CliError, local_time, resolve};
-use crate::client::{Client, ClientError, in_words};
+use super::{CliError, local_time, reconnecting, resolve};
+use crate::client::{Client, ClientError, Reconnected, Update, in_words};
 use crate::protocol::{ErrorBody, Event, MAX_TEXT, Menu, Recipient};
 use login::{LoggedIn, log_in};
 
@@ -35,7 +36,7 @@ enum Asked {
     Interrupted,
     /// Ctrl-D or the end of input.
     Eof,
-    /// The room the user was in was closed by its owner.
+    /// The room the user was in was closed by its owner, or lost with the session.
     RoomClosed,
 }
 
@@ -48,7 +49,7 @@ enum Next {
 struct Session {
     console: Console,
     client: Client,
-    events: mpsc::Receiver<Event>,
+    updates: mpsc::Receiver<Update>,
     place: Place,
     name: String,
     /// An `error` event was shown: when the connection then ends, that was why.
@@ -76,10 +77,10 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
         },
     };
     let peer = resolve(&addr).await?;
-    let mut client = Client::connect(peer)
+    let mut client = Client::connect_with(peer, &reconnecting())
         .await
         .map_err(|e| super::connect_error(&peer.to_string(), e))?;
-    let events = client.take_events().unwrap_or_else(|| mpsc::channel(1).1);
+    let updates = client.take_updates().unwrap_or_else(|| mpsc::channel(1).1);
     let LoggedIn { client_id, name } =
         match log_in(&mut console, &client, name, options.password).await? {
             Some(done) => done,
@@ -100,7 +101,7 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
     let mut session = Session {
         console,
         client,
-        events,
+        updates,
         place: Place::Menu,
         name,
         told: false,
@@ -189,8 +190,8 @@ impl Session {
                         continue;
                     }
                 }),
-                event = self.events.recv() => match event {
-                    Some(event) => {
+                update = self.updates.recv() => match update {
+                    Some(Update::Event(event)) => {
                         let closes_here = matches!(&self.place, Place::Room { room }
                             if matches!(&event, Event::RoomClosed { room: closed, .. } if closed == room));
                         if closes_here {
@@ -201,6 +202,19 @@ impl Session {
                             return Ok(Asked::RoomClosed);
                         }
                     }
+                    Some(Update::Lost(why)) => self.console.say(super::lost_line(&why)),
+                    Some(Update::Reconnected(back)) => {
+                        let leaves_here = matches!(&self.place, Place::Room { room }
+                            if back.gone.contains(room));
+                        if leaves_here {
+                            self.console.cancel().await;
+                        }
+                        self.show_return(back);
+                        if leaves_here {
+                            return Ok(Asked::RoomClosed);
+                        }
+                    }
+                    Some(Update::GaveUp(why)) => return Err(CliError::Connect(why.to_string())),
                     None => return Err(self.ended()),
                 },
             }
@@ -266,6 +280,50 @@ impl Session {
         false
     }
 
+    /// Tells what a reconnection brought back, and what it could not.
+    fn show_return(&mut self, back: Reconnected) {
+        let back_to_menu = match &self.place {
+            Place::Room { room } if back.gone.contains(room) => {
+                self.place = Place::Menu;
+                " Back to the menu."
+            }
+            _ => "",
+        };
+        let rooms = match back.gone.len() {
+            1 => format!("chat room {}", back.gone[0]),
+            _ => format!("chat rooms {}", back.gone.join(", ")),
+        };
+        if !back.resumed && !back.gone.is_empty() {
+            self.console.say(format!(
+                "Reconnected, but the server did not resume the session (it may have \
+                 restarted): you are no longer in {rooms}.{back_to_menu}"
+            ));
+            return;
+        }
+        match back.missed.len() {
+            0 => self.console.say("Reconnected."),
+            1 => self.console.say("Reconnected; 1 message you missed:"),
+            n => self
+                .console
+                .say(format!("Reconnected; {n} messages you missed:")),
+        }
+        for event in back.missed {
+            self.show(event);
+        }
+        for gap in back.gaps {
+            self.console.say(format!(
+                "Some messages of chat room {} are no longer kept by the server \
+                 (the oldest kept is number {}).",
+                gap.room, gap.oldest
+            ));
+        }
+        if !back.gone.is_empty() {
+            self.console.say(format!(
+                "You are no longer in {rooms}: it was closed while you were away.{back_to_menu}"
+            ));
+        }
+    }
+
     async fn menu_loop(&mut self, menu: &Menu) -> Result<(), CliError> {
         let keys: Vec<String> = menu.options.iter().map(|o| o.key.to_string()).collect();
         loop {
@@ -281,20 +339,30 @@ impl Session {
                 .iter()
                 .find(|o| o.key.to_string() == choice)
                 .map(|o| o.op.clone());
-            let next = match op.as_deref() {
-                Some("users") => self.users().await?,
-                Some("send") => self.send().await?,
-                Some("inbox") => self.inbox().await?,
-                Some("create_room") => self.create_room().await?,
-                Some("join_room") => self.join_room().await?,
+            let done = match op.as_deref() {
+                Some("users") => self.users().await,
+                Some("send") => self.send().await,
+                Some("inbox") => self.inbox().await,
+                Some("create_room") => self.create_room().await,
+                Some("join_room") => self.join_room().await,
                 Some("bye") => return self.quit().await,
                 _ => {
                     self.console.say(format!(
                         "Please enter the number of an option ({}).",
                         keys.join(", ")
                     ));
+                    Ok(Next::Menu)
+                }
+            };
+            let next = match done {
+                Err(CliError::Client(ClientError::Interrupted)) => {
+                    self.console.say(
+                        "The connection was cut before the server answered; \
+                         once it is back, please try again.",
+                    );
                     Next::Menu
                 }
+                other => other?,
             };
             if let Next::Quit = next {
                 return self.quit().await;
@@ -478,6 +546,10 @@ impl Session {
             if let Err(e) = self.client.say(&room, &line).await {
                 match e {
                     ClientError::Server(e) => self.console.say(format!("Not sent: {}.", e.message)),
+                    ClientError::Interrupted => self.console.say(
+                        "The connection was cut before the server answered: \
+                         that line may not have been sent.",
+                    ),
                     e => return Err(e.into()),
                 }
             }

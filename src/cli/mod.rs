@@ -12,8 +12,9 @@ pub mod serve;
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use crate::client::ClientError;
+use crate::client::{ClientError, ClientOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -65,6 +66,37 @@ fn connect_error(addr: &str, e: ClientError) -> CliError {
         | ClientError::NoWelcome { .. }) => e.to_string(),
         e => format!("{addr}: {e}"),
     })
+}
+
+/// How the long-lived clients (the menu client, `listen`) connect: they come back by
+/// themselves after a cut. The environment variable `SWITCHBOARD_GIVE_UP_AFTER`
+/// (seconds) shortens the two minutes they keep trying, for tests.
+pub fn reconnecting() -> ClientOptions {
+    let options = ClientOptions::default().reconnect();
+    let given = std::env::var("SWITCHBOARD_GIVE_UP_AFTER").ok();
+    match given.and_then(|secs| Duration::try_from_secs_f64(secs.parse().ok()?).ok()) {
+        Some(give_up_after) => options.reconnect_backoff(
+            ClientOptions::DEFAULT_RETRY_FIRST,
+            ClientOptions::DEFAULT_RETRY_MOST,
+            give_up_after,
+        ),
+        None => options,
+    }
+}
+
+/// What a reconnecting client says when its connection is cut: why, unless the
+/// connection simply ended.
+pub fn lost_line(why: &ClientError) -> String {
+    match why {
+        ClientError::Closed => "Connection lost; reconnecting...".to_owned(),
+        ClientError::Dropped(body) => {
+            format!(
+                "Connection lost ({}); reconnecting...",
+                crate::client::in_words(body)
+            )
+        }
+        why => format!("Connection lost ({why}); reconnecting..."),
+    }
 }
 
 /// The first address `addr` resolves to; a bare port is on this machine.

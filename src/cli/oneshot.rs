@@ -14,10 +14,10 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{CliError, connect_error, local_time};
-use crate::client::Client;
+use crate::client::{Client, ClientError, Update};
 use tokio::sync::mpsc;
 
-use crate::protocol::{Event, Recipient};
+use crate::protocol::{ErrorCode, Event, Recipient};
 
 /// What every one-shot command takes.
 #[derive(Debug, Clone)]
@@ -175,51 +175,149 @@ pub async fn inbox(common: &Common) -> Result<(), CliError> {
 }
 
 /// Joins `room` and prints each of its lines until Ctrl-C or until the room closes.
+/// After a cut it reconnects and resumes, printing what was said meanwhile once and in
+/// order; when the session could not be resumed, it waits for the room to exist again
+/// and rejoins it.
 pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
-    let (client, mut events, name, _) = open(common).await?;
+    let mut client = Client::connect_with(common.addr.as_str(), &super::reconnecting())
+        .await
+        .map_err(|e| connect_error(&common.addr, e))?;
+    let name = common.name.clone().unwrap_or_else(guest_name);
+    let mut updates = client.take_updates().ok_or(CliError::Lost)?;
+    client.hello_with(&name, common.password.as_deref()).await?;
     // Listening for Ctrl-C starts before anything is printed, so that an interrupt
     // arriving between two room lines is never missed.
     let mut interrupt = Interrupt::new()?;
     let members = client.join_room(room).await?;
-    let _ = writeln!(
-        std::io::stderr(),
+    say(&format!(
         "Listening to chat room {room} as {name} with {}; Ctrl-C to stop.",
         members.join(", ")
-    );
+    ));
+    // Set while the room is gone (the session was not resumed): when to look again.
+    let mut rejoin_at: Option<tokio::time::Instant> = None;
+    // The server said it is stopping; reset by the return.
+    let mut stopping = false;
     loop {
-        let event = tokio::select! {
+        let update = tokio::select! {
             () = interrupt.recv() => {
                 let _ = client.leave_room(room).await;
                 let _ = client.bye().await;
                 return Ok(());
             }
-            event = events.recv() => event.ok_or(CliError::Lost)?,
-        };
-        let ours = match &event {
-            Event::RoomMessage { room: r, .. }
-            | Event::Joined { room: r, .. }
-            | Event::Left { room: r, .. }
-            | Event::RoomClosed { room: r, .. } => r == room,
-            Event::Shutdown { reason } => {
-                let _ = writeln!(std::io::stderr(), "The server is shutting down: {reason}.");
-                false
+            () = until(rejoin_at) => {
+                rejoin_at = rejoin(&client, room).await?;
+                continue;
             }
-            _ => false,
+            update = updates.recv() => update.ok_or(CliError::Lost)?,
         };
-        if !ours {
+        let event = match update {
+            Update::Event(event) => event,
+            Update::Lost(why) => {
+                say(&super::lost_line(&why));
+                continue;
+            }
+            Update::Reconnected(back) => {
+                stopping = false;
+                let gone = back.gone.iter().any(|r| r == room);
+                if gone && back.resumed {
+                    // As when it closes before one's eyes: nothing more to listen to.
+                    say("Reconnected; the chat room was closed while the connection was down.");
+                    let _ = client.bye().await;
+                    return Ok(());
+                }
+                if gone {
+                    say(&format!(
+                        "Reconnected, but the server did not resume the session (it may have \
+                         restarted): chat room {room} is gone; waiting for it to exist again."
+                    ));
+                    rejoin_at = rejoin(&client, room).await?;
+                    continue;
+                }
+                let missed: Vec<&Event> = back.missed.iter().filter(|e| in_room(e, room)).collect();
+                match missed.len() {
+                    0 => say("Reconnected."),
+                    1 => say("Reconnected; 1 message you missed:"),
+                    n => say(&format!("Reconnected; {n} messages you missed:")),
+                }
+                for event in missed {
+                    print_room_event(common.json, event)?;
+                }
+                for gap in back.gaps.iter().filter(|g| g.room == room) {
+                    say(&format!(
+                        "Some messages of chat room {room} are no longer kept by the server \
+                         (the oldest kept is number {}).",
+                        gap.oldest
+                    ));
+                }
+                continue;
+            }
+            Update::GaveUp(why) => return Err(CliError::Connect(why.to_string())),
+        };
+        if let Event::Shutdown { reason } = &event {
+            say(&format!("The server is shutting down: {reason}."));
+            stopping = true;
+        }
+        // Rooms end with a stopping server, and the room is waited for after it.
+        if !in_room(&event, room) || stopping && matches!(event, Event::RoomClosed { .. }) {
             continue;
         }
-        line(common.json, &event, || match &event {
-            Event::RoomMessage { from, text, .. } => format!("{from}> {text}"),
-            Event::Joined { name, .. } => format!("{name} joined."),
-            Event::Left { name, .. } => format!("{name} left."),
-            Event::RoomClosed { by, .. } => format!("The chat room was closed by {by}."),
-            _ => String::new(),
-        })?;
+        print_room_event(common.json, &event)?;
         if matches!(event, Event::RoomClosed { .. }) {
             let _ = client.bye().await;
             return Ok(());
         }
+    }
+}
+
+/// A line for the person running `listen`, on stderr (stdout carries the room).
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// Whether `event` is about `room`.
+fn in_room(event: &Event, room: &str) -> bool {
+    match event {
+        Event::RoomMessage { room: r, .. }
+        | Event::Joined { room: r, .. }
+        | Event::Left { room: r, .. }
+        | Event::RoomClosed { room: r, .. } => r == room,
+        _ => false,
+    }
+}
+
+fn print_room_event(json: bool, event: &Event) -> Result<(), CliError> {
+    line(json, event, || match event {
+        Event::RoomMessage { from, text, .. } => format!("{from}> {text}"),
+        Event::Joined { name, .. } => format!("{name} joined."),
+        Event::Left { name, .. } => format!("{name} left."),
+        Event::RoomClosed { by, .. } => format!("The chat room was closed by {by}."),
+        _ => String::new(),
+    })
+}
+
+/// How often `listen` looks for its room again while it is gone.
+const REJOIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Joins `room` again if it exists; otherwise, when to look next.
+async fn rejoin(client: &Client, room: &str) -> Result<Option<tokio::time::Instant>, CliError> {
+    match client.join_room(room).await {
+        Ok(_) => {
+            say(&format!("Chat room {room} is back; listening again."));
+            Ok(None)
+        }
+        Err(ClientError::Server(e)) if e.code == ErrorCode::NoSuchRoom => {
+            Ok(Some(tokio::time::Instant::now() + REJOIN_EVERY))
+        }
+        Err(ClientError::Interrupted) => Ok(Some(tokio::time::Instant::now() + REJOIN_EVERY)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

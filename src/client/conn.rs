@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::options::Keepalive;
-use super::{CLIENT_MAX_FRAME, ClientError, EVENT_BUFFER, KEEPALIVE_ID};
+use super::resume::{Marks, Update};
+use super::{CLIENT_MAX_FRAME, ClientError, KEEPALIVE_ID};
 use crate::frame;
 use crate::protocol::{ErrorBody, ErrorCode, Event, Request};
 
@@ -29,6 +30,17 @@ struct Outgoing<'a> {
 }
 
 pub(super) type Answer = Result<Value, ErrorBody>;
+
+/// What a successful answer changes in the client's own state (a room joined, a
+/// resume token given); run by the reader before it routes the next frame, so that
+/// the events after the answer are judged by it.
+pub(super) type OnAnswer = Box<dyn FnOnce(&serde_json::Map<String, Value>) + Send>;
+
+/// A request waiting for its answer.
+struct Waiter {
+    answer: oneshot::Sender<Answer>,
+    on_ok: Option<OnAnswer>,
+}
 
 /// Why the connection ended.
 #[derive(Debug, Clone)]
@@ -51,7 +63,7 @@ impl Ended {
 /// Requests sent and not yet answered, by id.
 #[derive(Default)]
 struct Pending {
-    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    waiting: HashMap<u64, Waiter>,
     ended: Option<Ended>,
 }
 
@@ -69,6 +81,8 @@ pub(super) struct Shared {
     heard: Mutex<Heard>,
     /// Tells the read task that the keepalive gave up on the server.
     lost: Notify,
+    /// Told once the read task has routed its last frame.
+    finished: Notify,
 }
 
 impl Shared {
@@ -78,13 +92,24 @@ impl Shared {
     }
 
     /// Registers the waiter for request `id`, unless the connection has ended.
-    pub(super) fn wait_for(&self, id: u64, tx: oneshot::Sender<Answer>) -> Result<(), ClientError> {
+    pub(super) fn wait_for(
+        &self,
+        id: u64,
+        answer: oneshot::Sender<Answer>,
+        on_ok: Option<OnAnswer>,
+    ) -> Result<(), ClientError> {
         let mut pending = self.pending.lock().map_err(|_| ClientError::Closed)?;
         if let Some(why) = &pending.ended {
             return Err(why.error());
         }
-        pending.waiting.insert(id, tx);
+        pending.waiting.insert(id, Waiter { answer, on_ok });
         Ok(())
+    }
+
+    /// Resolves once the connection has ended and everything that arrived before the
+    /// end has been routed.
+    pub(super) async fn finished(&self) {
+        self.finished.notified().await;
     }
 
     /// Marks the connection ended (the first reason stays) and answers every waiter.
@@ -122,21 +147,41 @@ impl Shared {
 }
 
 /// A running connection: its tasks and the ends the [`Client`](super::Client) keeps.
+/// Dropping it stops both tasks, which closes the socket.
 pub(super) struct Connection {
     pub(super) shared: Arc<Shared>,
     pub(super) writer: mpsc::Sender<Bytes>,
-    pub(super) events: mpsc::Receiver<Event>,
-    pub(super) listening: Arc<AtomicBool>,
-    pub(super) tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Where the reader hands server events.
+pub(super) enum Sink {
+    /// As they come: a client that does not reconnect.
+    Events(mpsc::Sender<Event>),
+    /// Wrapped, with each room's messages passed once (a reconnecting client).
+    Updates {
+        updates: mpsc::Sender<Update>,
+        marks: Arc<Mutex<Marks>>,
+    },
 }
 
 /// Starts the reader and the writer on a connection whose welcome has been read;
-/// `buf` holds what arrived after it.
+/// `buf` holds what arrived after it. Events go to `sink` once `listening` is set.
 pub(super) fn start(
     read_half: OwnedReadHalf,
     write_half: OwnedWriteHalf,
     buf: BytesMut,
     keepalive: Option<Keepalive>,
+    sink: Sink,
+    listening: Arc<AtomicBool>,
 ) -> Connection {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending::default()),
@@ -145,14 +190,13 @@ pub(super) fn start(
             stalled: false,
         }),
         lost: Notify::new(),
+        finished: Notify::new(),
     });
     let (writer, outgoing) = mpsc::channel(1024);
-    let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
-    let listening = Arc::new(AtomicBool::new(false));
     let router = Router {
         shared: Arc::clone(&shared),
-        events: event_tx,
-        listening: Arc::clone(&listening),
+        sink,
+        listening,
         last_words: None,
     };
     let tasks = [
@@ -167,8 +211,6 @@ pub(super) fn start(
     Connection {
         shared,
         writer,
-        events,
-        listening,
         tasks,
     }
 }
@@ -183,7 +225,7 @@ pub(super) fn request_frame(id: u64, request: &Request) -> Bytes {
 /// Where the read task sends what arrives.
 struct Router {
     shared: Arc<Shared>,
-    events: mpsc::Sender<Event>,
+    sink: Sink,
     listening: Arc<AtomicBool>,
     /// The `error` event that came last, if nothing came after it: why the server is
     /// closing the connection.
@@ -214,6 +256,7 @@ async fn read_task(mut socket: OwnedReadHalf, mut buf: BytesMut, mut router: Rou
         Some(body) => Ended::Dropped(body),
         None => Ended::Closed,
     });
+    shared.finished.notify_one();
 }
 
 impl Router {
@@ -229,17 +272,14 @@ impl Router {
             if let Event::Error { code, message } = &event {
                 self.last_words = Some(ErrorBody::new(*code, message.clone()));
             }
-            if !self.listening.load(Ordering::Relaxed) {
-                return;
-            }
-            match self.events.try_send(event) {
-                Err(mpsc::error::TrySendError::Full(event)) => {
-                    self.shared.hear(true);
-                    // A dropped receiver means the application stopped listening: fine.
-                    let _ = self.events.send(event).await;
-                    self.shared.hear(false);
+            match &self.sink {
+                Sink::Events(events) => self.deliver(events, event).await,
+                Sink::Updates { updates, marks } => {
+                    let fresh = marks.lock().map(|mut m| m.admit(&event)).unwrap_or(true);
+                    if fresh {
+                        self.deliver(updates, Update::Event(event)).await;
+                    }
                 }
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
             return;
         }
@@ -256,6 +296,9 @@ impl Router {
             return;
         };
         let answer = if map.get("ok") == Some(&Value::Bool(true)) {
+            if let Some(on_ok) = waiter.on_ok {
+                on_ok(&map);
+            }
             Ok(Value::Object(map))
         } else {
             Err(map
@@ -264,7 +307,24 @@ impl Router {
                 .and_then(|e| serde_json::from_value::<ErrorBody>(e).ok())
                 .unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "malformed error response")))
         };
-        let _ = waiter.send(answer);
+        let _ = waiter.answer.send(answer);
+    }
+
+    /// Hands `item` to the application, once it listens. A full stream holds the
+    /// reader (the server's silence meanwhile proves nothing); a dropped one means the
+    /// application stopped listening: fine.
+    async fn deliver<T>(&self, to: &mpsc::Sender<T>, item: T) {
+        if !self.listening.load(Ordering::Relaxed) {
+            return;
+        }
+        match to.try_send(item) {
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                self.shared.hear(true);
+                let _ = to.send(item).await;
+                self.shared.hear(false);
+            }
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 

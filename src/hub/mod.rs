@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::outbound::{Outbox, SharedEvent};
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
 
-pub use resume::{Departure, Proof};
+pub use resume::{Departure, Ending, Proof};
 use rooms::Room;
 pub use rooms::{After, RoomLimits};
 pub use token::Token;
@@ -453,6 +453,23 @@ impl State {
         for seat in member.rooms {
             self.depart(id, &name, &seat.room);
         }
+        Some(name)
+    }
+
+    /// Takes client `id` out of the hub and its rooms telling no one: the server is
+    /// stopping, and its rooms end with it.
+    fn remove_quietly(&mut self, id: ClientId) -> Option<String> {
+        let member = self.clients.remove(&id)?;
+        if member.parked_ms.is_some() {
+            self.parked -= 1;
+        }
+        for seat in &member.rooms {
+            if let Some(room) = self.rooms.get_mut(&seat.room) {
+                room.remove_member(id);
+            }
+        }
+        let name = member.name?;
+        self.by_name.remove(name_key(&name).as_ref());
         Some(name)
     }
 

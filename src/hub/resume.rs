@@ -33,6 +33,18 @@ pub enum Departure {
     Replaced,
 }
 
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client said `bye`: its session ends.
+    Bye,
+    /// Without `bye`: its session is parked for resuming, when it can be.
+    Cut,
+    /// The server is stopping: the session ends without a word to anyone, since
+    /// rooms end with the server and are not closed one by one.
+    Shutdown,
+}
+
 /// What proves a `hello` may take a session over.
 #[derive(Debug, Clone, Copy)]
 pub enum Proof<'a> {
@@ -44,10 +56,10 @@ pub enum Proof<'a> {
 }
 
 impl Hub {
-    /// The connection whose queue is `queue` ended: with `park`, and while resume is on
-    /// and there is room, its session is parked; otherwise it ends. A connection
+    /// The connection whose queue is `queue` ended: when it was cut, and while resume
+    /// is on and there is room, its session is parked; otherwise it ends. A connection
     /// whose session was taken over by another leaves nothing behind.
-    pub fn depart(&self, id: ClientId, queue: &OutQueue, park: bool) -> Departure {
+    pub fn depart(&self, id: ClientId, queue: &OutQueue, how: Ending) -> Departure {
         let now = self.now_ms();
         let mut state = self.lock();
         let Some(member) = state.clients.get(&id) else {
@@ -56,6 +68,10 @@ impl Hub {
         if !member.outbox.is(queue) {
             return Departure::Replaced;
         }
+        if how == Ending::Shutdown {
+            return Departure::Gone(state.remove_quietly(id));
+        }
+        let park = how == Ending::Cut;
         let parkable = park
             && self.resumes()
             && member.name.is_some()

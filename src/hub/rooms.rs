@@ -62,6 +62,10 @@ impl Room {
         &self.epoch
     }
 
+    pub(super) fn remove_member(&mut self, id: ClientId) {
+        self.members.retain(|&m| m != id);
+    }
+
     pub(super) fn seq(&self) -> u64 {
         self.seq
     }

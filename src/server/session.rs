@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
-use crate::hub::Departure;
+use crate::hub::{Departure, Ending};
 use crate::outbound::{Bounds, OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
@@ -121,8 +121,14 @@ impl Session {
         };
         // A connection that ends without `bye` leaves its session to be resumed, unless
         // the server itself is stopping.
-        let park = !state.said_bye && !self.shutdown.is_cancelled();
-        let departure = self.services.depart(state.client_id, &queue, park);
+        let how = if self.shutdown.is_cancelled() {
+            Ending::Shutdown
+        } else if state.said_bye {
+            Ending::Bye
+        } else {
+            Ending::Cut
+        };
+        let departure = self.services.depart(state.client_id, &queue, how);
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
         if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {

@@ -23,6 +23,7 @@ mod native;
 mod oneshot;
 mod python_example;
 mod readme;
+mod reconnect;
 mod resume;
 mod resume_dialects;
 mod resume_takeover;

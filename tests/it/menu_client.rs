@@ -12,6 +12,8 @@ use crate::common::{PATIENCE, TestServer};
 fn spawn(args: &[&str]) -> OsSession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     command.arg("connect").args(args).env("NO_COLOR", "1");
+    // A cut is given up on after 1 s, not 2 minutes: a vanished server ends a test soon.
+    command.env("SWITCHBOARD_GIVE_UP_AFTER", "1");
     let mut session = Session::spawn(command).expect("spawn on a pty");
     session.set_expect_timeout(Some(PATIENCE));
     session
@@ -192,9 +194,10 @@ async fn ctrl_c_says_bye_and_a_vanished_server_is_one_line_and_exit_1() {
     tokio::task::spawn_blocking(move || {
         let mut leo = session;
         expect(&mut leo, "The server is shutting down");
+        expect(&mut leo, "Connection lost; reconnecting...");
         expect(
             &mut leo,
-            "switchboard: the connection to the server was lost",
+            "switchboard: the connection was lost and could not be made again: not back within 1 s",
         );
         assert_eq!(exit_code(&leo), 1);
     })

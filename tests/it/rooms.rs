@@ -165,3 +165,34 @@ async fn without_resume_an_owner_who_disconnects_closes_its_rooms_and_members_le
     server.client("host").await;
     server.stop().await;
 }
+
+/// A shutdown ends rooms with the server: members hear `shutdown`, never that a room
+/// closed because its owner's session ended first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_closes_no_room_one_by_one() {
+    let server = TestServer::start().await;
+    let mut members = Vec::new();
+    for i in 0..8 {
+        let mut owner = server.raw().await;
+        owner.hello(&format!("owner{i}")).await;
+        let room = format!("room{i}");
+        owner.call(json!({"op": "create_room", "room": room})).await;
+        let mut member = server.raw().await;
+        member.hello(&format!("member{i}")).await;
+        member.call(json!({"op": "join_room", "room": room})).await;
+        members.push(member);
+        members.push(owner);
+    }
+    server.stop().await;
+    for mut member in members {
+        let frames = member.until_closed().await;
+        assert!(
+            frames.iter().all(|f| f["event"] != "room_closed"),
+            "{frames:?}"
+        );
+        assert!(
+            frames.iter().any(|f| f["event"] == "shutdown"),
+            "{frames:?}"
+        );
+    }
+}
