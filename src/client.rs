@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 use crate::frame::{self, FrameError};
 use crate::protocol::{
-    ClientId, ErrorBody, ErrorCode, Event, InboxPage, Menu, Recipient, Request, ResumeToken,
-    RoomPosition, UserInfo,
+    ClientId, ErrorBody, ErrorCode, Event, HistoryPage, InboxPage, Menu, Recipient, Request,
+    ResumeToken, RoomLine, RoomPosition, UserInfo,
 };
 
 mod addr;
@@ -169,6 +169,8 @@ struct SentReply {
 #[derive(serde::Deserialize)]
 struct JoinedReply {
     members: Vec<String>,
+    #[serde(default)]
+    seq: u64,
 }
 
 /// Reads the server's first frame: its welcome, or why there is none.
@@ -471,6 +473,44 @@ impl Client {
             })
             .await?
             .members)
+    }
+
+    /// Joins `room` and returns its members and its last `last` messages, oldest
+    /// first: those said up to the moment of the join, which no live `room_message`
+    /// repeats.
+    pub async fn join_room_with_history(
+        &self,
+        room: &str,
+        last: u32,
+    ) -> Result<(Vec<String>, Vec<RoomLine>), ClientError> {
+        let joined: JoinedReply = self
+            .call(Request::JoinRoom {
+                room: room.to_owned(),
+                after: None,
+                epoch: None,
+            })
+            .await?;
+        if joined.seq == 0 || last == 0 {
+            return Ok((joined.members, Vec::new()));
+        }
+        let page = self.history(room, Some(joined.seq + 1), Some(last)).await?;
+        Ok((joined.members, page.messages))
+    }
+
+    /// A page of `room`'s kept messages: the newest `limit` before `before` (or the
+    /// newest of all), oldest first.
+    pub async fn history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ClientError> {
+        self.call(Request::History {
+            room: room.to_owned(),
+            before,
+            limit,
+        })
+        .await
     }
 
     pub async fn say(&self, room: &str, text: &str) -> Result<(), ClientError> {

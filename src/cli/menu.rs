@@ -15,6 +15,9 @@ use crate::client::{Client, ClientError, Reconnected, Update, in_words};
 use crate::protocol::{ErrorBody, Event, MAX_TEXT, Menu, Recipient};
 use login::{LoggedIn, log_in};
 
+/// Messages of a room's conversation so far shown to who joins it.
+const LAST_SHOWN: u32 = 20;
+
 pub const DEFAULT_ADDR: &str = "127.0.0.1:12000";
 
 pub struct ConnectOptions {
@@ -497,8 +500,8 @@ impl Session {
             Ok(room) => room.trim().to_owned(),
             Err(next) => return Ok(next),
         };
-        let members = match self.client.join_room(&room).await {
-            Ok(members) => members,
+        let (members, last) = match self.client.join_room_with_history(&room, LAST_SHOWN).await {
+            Ok(joined) => joined,
             Err(ClientError::Server(e)) => {
                 self.console
                     .say(format!("Could not join the room: {}.", e.message));
@@ -518,6 +521,15 @@ impl Session {
         self.console.say(format!(
             "Joined chat room {room} with {with}. Type 'bye' to exit this chat room."
         ));
+        if !last.is_empty() {
+            self.console.say(match last.len() {
+                1 => "The last message said here:".to_owned(),
+                n => format!("The last {n} messages said here:"),
+            });
+            for line in last {
+                self.console.say(format!("{}> {}", line.from, line.text));
+            }
+        }
         self.in_room(room, false).await
     }
 

@@ -452,3 +452,64 @@ async fn a_quiet_person_at_the_menu_outlasts_the_idle_timeout() {
     .unwrap();
     server.stop().await;
 }
+
+/// Who joins a room sees the conversation so far: its last messages, oldest first, and
+/// then what is said live, with nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn joining_shows_the_rooms_last_messages() {
+    let server = TestServer::start().await;
+    let owner = server.client("olga").await;
+    owner.create_room("den").await.unwrap();
+    for i in 1..=25 {
+        owner.say("den", &format!("line {i}")).await.unwrap();
+    }
+    let addr = server.addr.to_string();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut max = spawn(&["--addr", &addr, "--name", "max"]);
+        menu(&mut max);
+        choose(&mut max, "5");
+        expect(&mut max, "Enter chat room id to join:");
+        choose(&mut max, "den");
+        let shown = max.expect("olga> line 25").expect("the last line");
+        let shown = String::from_utf8_lossy(shown.before()).into_owned();
+        assert!(
+            shown.contains("The last 20 messages said here:"),
+            "{shown:?}"
+        );
+        assert!(shown.contains("olga> line 6\r\n"), "{shown:?}");
+        assert!(
+            !shown.contains("olga> line 5\r\n"),
+            "only the last 20: {shown:?}"
+        );
+        let order: Vec<usize> = (6..=24)
+            .map(|i| {
+                shown
+                    .find(&format!("olga> line {i}\r\n"))
+                    .expect("each line once")
+            })
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "oldest first: {shown:?}"
+        );
+        expect(&mut max, "> ");
+        max
+    })
+    .await
+    .unwrap();
+    owner.say("den", "live now").await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut max = joined;
+        let live = max.expect("olga> live now").expect("the live line");
+        let before = String::from_utf8_lossy(live.before()).into_owned();
+        assert!(!before.contains("line 25"), "nothing twice: {before:?}");
+        choose(&mut max, "bye");
+        expect(&mut max, "You left chat room den.");
+        menu(&mut max);
+        choose(&mut max, "6");
+        assert_eq!(exit_code(&max), 0);
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
