@@ -1,7 +1,8 @@
 //! A model of room delivery (DESIGN "Delivery: acknowledged reads, room sequence,
 //! resume") checked against a real server: random interleavings of says, connection
 //! resets, resumes with and without `seen`, joins with `after`, leaves, fresh joins and
-//! rooms opened again under the same name, with a short room history. The model says
+//! rooms opened again under the same name, with a short room history; one room is a
+//! member's, so it stays open while that member is parked. The model says
 //! what every member must receive: for each member and room, the `room_message` seqs it
 //! receives (live and replayed) come one by one from where it came in to the room's
 //! latest, never twice; the only gaps are those the server announces (`resume_gap`,
@@ -61,7 +62,7 @@ enum Op {
         talk: Option<(usize, u8)>,
     },
     /// A parked member says hello with a used-up token: a plain hello, which ends
-    /// the parked session (its rooms left).
+    /// the parked session (its rooms left, the one it owns closed).
     Restart { member: usize },
     /// An online member not in the room joins it: with `after` what it knows of the
     /// room, if it was in it before (the epoch it knows sent, or left out when
@@ -78,7 +79,8 @@ enum Op {
     Leave { member: usize, room: usize },
     /// A member (the talker for `None`) reads everything queued to it.
     Read { member: Option<usize> },
-    /// The talker closes the room and opens it again under its name: a new epoch.
+    /// The room's owner, if online, closes it, and the talker opens it again under its
+    /// name: a new epoch.
     Reopen { room: usize },
 }
 
@@ -154,6 +156,8 @@ fn text_of(room: usize, round: u32, seq: u64) -> String {
 
 #[derive(Debug)]
 struct RoomState {
+    /// Who opened it (an index into the people).
+    owner: usize,
     epoch: String,
     /// How many times it was opened again.
     round: u32,
@@ -364,25 +368,24 @@ impl World {
         };
         let talker = world.person("talker").await?;
         world.people.push(talker);
-        for room in 0..rooms {
-            let reply = world.people[0]
-                .conn()?
-                .call(json!({"op": "create_room", "room": room_name(room)}))
-                .await;
-            ensure!(reply["ok"] == true && reply["seq"] == 0, "create: {reply}");
-            let state = RoomState {
-                epoch: reply["epoch"].as_str().unwrap_or_default().to_owned(),
-                round: 0,
-                seq: 0,
-            };
-            world.people[0].seats.insert(room, Seat::new(&state, 0));
-            world.rooms.push(state);
+        let first = world.person("m1").await?;
+        world.people.push(first);
+        // room0 is m1's: it stays open while m1 is parked, and closes when m1 leaves it
+        // or its parked session is ended.
+        world.open(0, 1).await?;
+        world.join(0, 0, false, false).await?;
+        for room in 1..rooms {
+            world.open(room, 0).await?;
         }
         for member in 1..=members {
-            let person = world.person(&format!("m{member}")).await?;
-            world.people.push(person);
+            if member > 1 {
+                let person = world.person(&format!("m{member}")).await?;
+                world.people.push(person);
+            }
             for room in 0..rooms {
-                world.join(member, room, false, false).await?;
+                if !world.people[member].seats.contains_key(&room) {
+                    world.join(member, room, false, false).await?;
+                }
             }
         }
         Ok(world)
@@ -918,17 +921,22 @@ impl World {
             .to_owned();
         person.conn = Some(conn);
         let rooms: Vec<usize> = person.seats.keys().copied().collect();
-        for &room in &rooms {
-            person.forget(room);
-        }
-        person.gaps.clear();
         let name = person.name.clone();
-        for room in rooms {
-            self.announce("left", room, who);
-        }
         self.note(format!(
             "{name} says hello with a spent token: a new session"
         ));
+        // Its rooms were all left (or closed) before the answer: announce every `left`
+        // before anyone reads.
+        let (owned, joined): (Vec<usize>, Vec<usize>) = rooms
+            .into_iter()
+            .partition(|&room| self.rooms[room].owner == who);
+        for room in joined {
+            self.people[who].forget(room);
+            self.announce("left", room, who);
+        }
+        for room in owned {
+            self.closed(room, who).await?;
+        }
         Ok(())
     }
 
@@ -1030,48 +1038,90 @@ impl World {
             "{} leaves room{room}: {reply}",
             person.name
         );
-        person.forget(room);
         let name = person.name.clone();
-        self.announce("left", room, who);
         self.note(format!("{name} leaves room{room}"));
+        if self.rooms[room].owner == who {
+            return self.closed(room, who).await;
+        }
+        self.people[who].forget(room);
+        self.announce("left", room, who);
         Ok(())
     }
 
-    async fn reopen(&mut self, room: usize) -> Result<(), String> {
-        // The talker reads the old incarnation's messages before it is gone.
-        self.read(0).await?;
-        let talker = self.people[0].conn()?;
-        let closed = talker
-            .call(json!({"op": "close_room", "room": room_name(room)}))
-            .await;
-        let created = talker
+    /// Opens `room` (again, under its name) owned by `by`: a new epoch.
+    async fn open(&mut self, room: usize, by: usize) -> Result<(), String> {
+        let person = &mut self.people[by];
+        let created = person
+            .conn()?
             .call(json!({"op": "create_room", "room": room_name(room)}))
             .await;
         let epoch = created["epoch"].as_str().unwrap_or_default().to_owned();
+        let fresh = self
+            .rooms
+            .get(room)
+            .is_none_or(|state| state.epoch != epoch);
         ensure!(
-            closed["ok"] == true
-                && created["ok"] == true
-                && created["seq"] == 0
-                && epoch != self.rooms[room].epoch,
-            "reopen room{room}: {closed} then {created}"
+            created["ok"] == true && created["seq"] == 0 && fresh,
+            "{} opens room{room}: {created}",
+            person.name
         );
-        let state = &mut self.rooms[room];
-        state.epoch = epoch;
-        state.round += 1;
-        state.seq = 0;
-        for person in &mut self.people[1..] {
-            if person.conn.is_some() {
-                if let Some(seat) = person.seats.get_mut(&room) {
-                    seat.closing = true;
-                }
-            } else {
-                // A parked session is taken out of the room; it learns so at resume.
-                person.forget(room);
+        let round = self.rooms.get(room).map_or(0, |state| state.round + 1);
+        let state = RoomState {
+            owner: by,
+            epoch,
+            round,
+            seq: 0,
+        };
+        person.seats.insert(room, Seat::new(&state, 0));
+        if room < self.rooms.len() {
+            self.rooms[room] = state;
+        } else {
+            self.rooms.push(state);
+        }
+        Ok(())
+    }
+
+    /// `room` was closed by its owner `by` (closing it, leaving it, or its session
+    /// ended): every other online member is owed `room_closed`; a parked session is
+    /// taken out of it silently and learns so when it resumes. The talker opens it
+    /// again at once.
+    async fn closed(&mut self, room: usize, by: usize) -> Result<(), String> {
+        for (i, person) in self.people.iter_mut().enumerate() {
+            let online = i == 0 || person.conn.is_some();
+            match person.seats.get_mut(&room) {
+                Some(seat) if online && i != by => seat.closing = true,
+                Some(_) => person.forget(room),
+                None => {}
             }
         }
-        self.people[0].seats.insert(room, Seat::new(state, 0));
-        self.note(format!("talker reopens room{room}"));
-        Ok(())
+        let name = self.people[by].name.clone();
+        self.note(format!(
+            "room{room} closed by {name}; the talker opens it again"
+        ));
+        // The talker reads the old incarnation's messages, and room_closed, first.
+        self.read(0).await?;
+        self.open(room, 0).await
+    }
+
+    /// The room's owner, if online, closes it; the talker opens it again.
+    async fn reopen(&mut self, room: usize) -> Result<(), String> {
+        let owner = self.rooms[room].owner;
+        if !self.online(owner) {
+            return Ok(());
+        }
+        // The owner reads the old incarnation's messages before it is gone.
+        self.read(owner).await?;
+        let person = &mut self.people[owner];
+        let closed = person
+            .conn()?
+            .call(json!({"op": "close_room", "room": room_name(room)}))
+            .await;
+        ensure!(
+            closed["ok"] == true,
+            "{} closes room{room}: {closed}",
+            person.name
+        );
+        self.closed(room, owner).await
     }
 
     /// Every parked member resumes with all it has seen, then everyone reads.
@@ -1084,6 +1134,23 @@ impl World {
         for who in 0..self.people.len() {
             self.read(who).await?;
         }
+        // Each listed once, under the client id its session has had since its hello.
+        let reply = self.people[0].conn()?.call(json!({"op": "users"})).await;
+        let mut listed: Vec<(u64, String)> = (reply["users"].as_array().into_iter().flatten())
+            .map(|u| {
+                let name = u["name"].as_str().unwrap_or_default().to_owned();
+                (u["client_id"].as_u64().unwrap_or_default(), name)
+            })
+            .collect();
+        listed.sort();
+        let mut expected: Vec<(u64, String)> = (self.people.iter())
+            .map(|p| (p.client_id, p.name.clone()))
+            .collect();
+        expected.sort();
+        ensure!(
+            listed == expected,
+            "users lists {listed:?}, expected {expected:?}"
+        );
         Ok(())
     }
 }
@@ -1126,7 +1193,7 @@ async fn play(server: SocketAddr, case: &Case) -> Result<(), String> {
 proptest! {
     // PROPTEST_CASES=1000 for a longer search.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24),
         max_shrink_iters: 400,
         ..ProptestConfig::default()
     })]
