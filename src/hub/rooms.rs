@@ -6,8 +6,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{Hub, HubError, Seat, State};
-use crate::outbound::{Outbound, Replay};
-use crate::protocol::{ClientId, Event, HistoryPage, Reply, RoomLine, now_rfc3339};
+use crate::outbound::{Kept, Outbound, Replay};
+use crate::protocol::{
+    ClientId, Event, HistoryPage, Reply, RoomLine, now_millis, rfc3339_of_millis,
+};
 
 /// How many rooms there may be, and how large: every room costs the server memory and
 /// every member a delivery per message, so none of it is left to clients alone.
@@ -46,7 +48,7 @@ pub(super) struct Room {
     /// The latest message's number; 0 before the first.
     seq: u64,
     /// The last messages, oldest first, with no gap up to `seq`.
-    history: VecDeque<Arc<RoomLine>>,
+    history: VecDeque<Arc<Kept>>,
 }
 
 /// A join's request to replay: the last `seq` the client has, in which incarnation.
@@ -76,7 +78,7 @@ impl Room {
     }
 
     /// Every message after `seq`, if all of them are kept.
-    pub(super) fn since(&self, seq: u64) -> Option<Vec<Arc<RoomLine>>> {
+    pub(super) fn since(&self, seq: u64) -> Option<Vec<Arc<Kept>>> {
         if seq >= self.seq {
             return Some(Vec::new());
         }
@@ -90,7 +92,7 @@ impl Room {
 }
 
 /// `lines` of `room` as queue items of a bounded size each.
-pub(super) fn replay_items(room: &str, lines: Vec<Arc<RoomLine>>) -> Vec<Outbound> {
+pub(super) fn replay_items(room: &str, lines: Vec<Arc<Kept>>) -> Vec<Outbound> {
     let mut items = Vec::new();
     let mut chunk = Vec::new();
     let mut bytes = 0;
@@ -103,7 +105,7 @@ pub(super) fn replay_items(room: &str, lines: Vec<Arc<RoomLine>>) -> Vec<Outboun
             })));
             bytes = 0;
         }
-        bytes += line.text.len();
+        bytes += line.text().len();
         chunk.push(line);
     }
     if !chunk.is_empty() {
@@ -117,7 +119,7 @@ pub(super) fn replay_items(room: &str, lines: Vec<Arc<RoomLine>>) -> Vec<Outboun
 
 /// Bytes `line` takes in a reply as JSON, found without encoding it (the hub's lock is
 /// held): a control character is written as six, a quote or backslash as two.
-fn encoded_len(line: &RoomLine) -> usize {
+fn encoded_len(line: &Kept) -> usize {
     fn string(s: &str) -> usize {
         2 + s
             .bytes()
@@ -130,7 +132,8 @@ fn encoded_len(line: &RoomLine) -> usize {
     }
     // `{"seq":…,"from":…,"text":…,"sent_at":…},` around the values.
     const FIELDS: usize = 40;
-    FIELDS + 20 + string(&line.from) + string(&line.text) + string(&line.sent_at)
+    // A `sent_at` is 24 characters and a `seq` at most 20 digits.
+    FIELDS + 20 + string(line.from()) + string(line.text()) + 26
 }
 
 impl Hub {
@@ -250,18 +253,16 @@ impl Hub {
         let seq = entry.seq;
         seat.said = seq;
         let from = member.name.clone().unwrap_or_default();
-        let sent_at = now_rfc3339();
+        let sent_ms = now_millis();
         if self.config.history > 0 {
             if entry.history.len() >= self.config.history {
                 entry.history.pop_front();
             }
-            entry.history.push_back(Arc::new(RoomLine {
-                seq,
-                from: from.clone(),
-                text: text.to_owned(),
-                sent_at: sent_at.clone(),
-            }));
+            entry
+                .history
+                .push_back(Arc::new(Kept::new(seq, sent_ms, &from, text)));
         }
+        let sent_at = rfc3339_of_millis(sent_ms);
         let event = Event::RoomMessage {
             room: room.to_owned(),
             from,
@@ -299,7 +300,7 @@ impl Hub {
                 break;
             }
             spent += cost;
-            messages.push(Some(RoomLine::clone(line)));
+            messages.push(Some(line.to_line()));
         }
         let more = messages.last().is_some_and(Option::is_none);
         let mut messages: Vec<RoomLine> = messages.into_iter().flatten().collect();
@@ -427,14 +428,12 @@ mod tests {
 
     #[test]
     fn a_line_is_costed_at_least_at_its_json_size() {
+        let line = Kept::new(7, 1_765_000_000_000, "ana", "hi");
+        assert_eq!((line.from(), line.text()), ("ana", "hi"));
+        assert_eq!(line.sent_at(), "2025-12-06T05:46:40.000Z");
         for text in ["plain", "quote \" back \\ ", "\u{1}\u{1f}\n\t", "é ü ✓", ""] {
-            let line = RoomLine {
-                seq: u64::MAX,
-                from: "ana".into(),
-                text: text.into(),
-                sent_at: "2026-12-07T09:12:03.120Z".into(),
-            };
-            let json = serde_json::to_vec(&line).unwrap().len() + 1;
+            let line = Kept::new(u64::MAX, 1_765_000_000_000, "ana", text);
+            let json = serde_json::to_vec(&line.to_line()).unwrap().len() + 1;
             assert!(
                 encoded_len(&line) >= json,
                 "{text:?}: {} < {json}",

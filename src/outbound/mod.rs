@@ -3,6 +3,7 @@
 //! the signal that ends a session.
 
 mod queue;
+mod replay;
 mod signal;
 
 use std::num::NonZeroU64;
@@ -12,10 +13,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 
 pub use queue::{Bounds, HARD_FACTOR, OutQueue};
+pub use replay::{Kept, Replay};
 pub use signal::{Signal, StopSignal};
 
 use crate::dialect::DialectKind;
-use crate::protocol::{Event, Reply, Response, RoomLine};
+use crate::protocol::{Event, Reply, Response};
 
 /// One item in a connection's bounded outbound queue.
 #[derive(Debug)]
@@ -72,27 +74,6 @@ impl OkNumber {
         } else {
             Reply::Said { seq: n & !SEQ_BIT }
         }
-    }
-}
-
-/// Kept room messages to send again, as `room_message` events with `replay: true`.
-#[derive(Debug)]
-pub struct Replay {
-    pub room: String,
-    pub lines: Vec<Arc<RoomLine>>,
-}
-
-impl Replay {
-    /// The replayed lines as events, in order.
-    pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
-        self.lines.iter().map(|line| Event::RoomMessage {
-            room: self.room.clone(),
-            from: line.from.clone(),
-            text: line.text.clone(),
-            sent_at: line.sent_at.clone(),
-            seq: line.seq,
-            replay: true,
-        })
     }
 }
 
