@@ -417,12 +417,12 @@ impl Client {
         password: Option<&str>,
     ) -> Result<ClientId, ClientError> {
         let reply: HelloReply = self
-            .call(Request::Hello {
+            .call(Request::Hello(Box::new(crate::protocol::Hello {
                 name: name.to_owned(),
                 password: password.map(Into::into),
                 resume: None,
                 seen: None,
-            })
+            })))
             .await?;
         debug_assert!(reply.name.eq_ignore_ascii_case(name));
         self.core

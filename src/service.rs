@@ -7,9 +7,9 @@ use crate::auth::Hasher;
 use crate::hub::{After, Departure, Ending, Holder, Hub, HubConfig, Proof};
 use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{
-    ClientId, DEFAULT_HISTORY_LIMIT, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, MAX_HISTORY_LIMIT,
-    MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password, Recipient, Reply, Request, Response, ResumeToken,
-    Seen, check_name, check_room,
+    ClientId, DEFAULT_HISTORY_LIMIT, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, Hello,
+    MAX_HISTORY_LIMIT, MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password, Recipient, Reply, Request,
+    Response, Seen, check_name, check_room,
 };
 use crate::store::{Appended, Pending, Store, StoreError, is_guest};
 
@@ -217,19 +217,8 @@ impl Services {
         Some(match request {
             // Boxed: checking a password is the largest future here, and sends and
             // inbox reads should not each allocate room for it.
-            Request::Hello {
-                name,
-                password,
-                resume,
-                seen,
-            } => {
-                let hello = Hello {
-                    name,
-                    password,
-                    resume,
-                    seen,
-                };
-                return Box::pin(self.hello(session, request_id, hello)).await;
+            Request::Hello(hello) => {
+                return Box::pin(self.hello(session, request_id, *hello)).await;
             }
             Request::Inbox { limit, peek } => self.inbox(name(), limit, peek).await,
             Request::Ack { up_to } => self.ack(name(), up_to).await,
@@ -507,14 +496,6 @@ impl Services {
         let acked = self.store.ack(name, up_to).await?;
         Ok(Reply::Acked { acked })
     }
-}
-
-/// A `hello`'s fields.
-struct Hello {
-    name: String,
-    password: Option<Password>,
-    resume: Option<ResumeToken>,
-    seen: Option<Seen>,
 }
 
 /// The queue item answering request `id` with `reply`, for the hub to queue.

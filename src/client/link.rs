@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 use super::conn::{Connection, OnAnswer};
 use super::resume::Marks;
 use super::{ClientError, ClientOptions};
-use crate::protocol::{Password, Request, ResumeToken};
+use crate::protocol::{Hello, Password, Request, ResumeToken};
 
 /// What the client and its supervisor share.
 pub(super) struct Core {
@@ -115,7 +115,8 @@ impl Core {
             }
         };
         Some(match request.clone() {
-            Request::Hello { name, password, .. } => {
+            Request::Hello(hello) => {
+                let Hello { name, password, .. } = *hello;
                 let login = Arc::clone(&self.login);
                 Box::new(move |reply| {
                     let token = reply

@@ -247,12 +247,12 @@ async fn attempt(core: &Core) -> Result<Back, ClientError> {
         });
     };
     let seen = core.marks.lock().map(|m| m.seen()).unwrap_or_default();
-    let hello = Request::Hello {
+    let hello = Request::Hello(Box::new(crate::protocol::Hello {
         name: login.name,
         password: login.password,
         resume: login.token,
         seen: (!seen.is_empty()).then_some(seen),
-    };
+    }));
     let hello_id = core.next_id.fetch_add(1, Ordering::Relaxed);
     let deadline = Instant::now().checked_add(after);
     match within(deadline, exchange(&mut opened, hello_id, &hello)).await {

@@ -191,12 +191,12 @@ fn parse_fast(payload: &[u8]) -> Option<Envelope> {
     let f: Fields<'_> = serde_json::from_str(std::str::from_utf8(payload).ok()?).ok()?;
     let request = match &*f.op {
         "ping" => Request::Ping,
-        "hello" => Request::Hello {
+        "hello" => Request::Hello(Box::new(crate::protocol::Hello {
             name: f.name?,
             password: f.password,
             resume: f.resume,
             seen: f.seen,
-        },
+        })),
         "menu" => Request::Menu,
         "users" => Request::Users,
         "send" => Request::Send {
@@ -212,7 +212,7 @@ fn parse_fast(payload: &[u8]) -> Option<Envelope> {
         "join_room" => Request::JoinRoom {
             room: f.room?,
             after: f.after,
-            epoch: f.epoch,
+            epoch: f.epoch.map(String::into_boxed_str),
         },
         "history" => Request::History {
             room: f.room?,

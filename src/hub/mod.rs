@@ -80,12 +80,13 @@ struct Member {
     outbox: Outbox,
     /// Rooms this client is in, in the order it entered them.
     rooms: Vec<Seat>,
-    /// When it connected, in milliseconds of the hub's clock.
-    connected_ms: u64,
+    /// When it connected, or while it is parked since when, in milliseconds of the
+    /// hub's clock.
+    since_ms: u64,
     /// What takes the session over after a cut; none while resume is off.
     token: Option<Token>,
-    /// Since when the session has been parked, in milliseconds of the hub's clock.
-    parked_ms: Option<u64>,
+    /// The session is parked (see `resume.rs`).
+    parked: bool,
     /// A push to its queue failed: the connection is ending, and nothing more is
     /// queued for it.
     lost: bool,
@@ -94,7 +95,7 @@ struct Member {
 impl Member {
     /// Online: named, and neither parked nor losing its connection.
     fn reachable(&self) -> bool {
-        self.parked_ms.is_none() && !self.lost
+        !self.parked && !self.lost
     }
 }
 
@@ -245,8 +246,8 @@ impl Hub {
         let mut state = self.lock();
         let mut expired = Vec::new();
         for (&id, member) in &state.clients {
-            if let Some(since) = member.parked_ms {
-                if now.saturating_sub(since) >= grace {
+            if member.parked {
+                if now.saturating_sub(member.since_ms) >= grace {
                     expired.push(id);
                 }
                 continue;
@@ -254,7 +255,7 @@ impl Hub {
             let signal = member.outbox.signal();
             if member.name.is_none()
                 && !signal.is_greeted()
-                && now.saturating_sub(member.connected_ms) >= handshake
+                && now.saturating_sub(member.since_ms) >= handshake
             {
                 signal.expire("handshake timeout: no hello in time");
             }
@@ -288,9 +289,9 @@ impl Hub {
                 name: None,
                 outbox,
                 rooms: Vec::new(),
-                connected_ms: now,
+                since_ms: now,
                 token: None,
-                parked_ms: None,
+                parked: false,
                 lost: false,
             },
         );
@@ -308,12 +309,7 @@ impl Hub {
         }
         match state.by_name.get(name_key(name).as_ref()) {
             None => Ok(Holder::Free),
-            Some(holder)
-                if state
-                    .clients
-                    .get(holder)
-                    .is_some_and(|m| m.parked_ms.is_some()) =>
-            {
+            Some(holder) if state.clients.get(holder).is_some_and(|m| m.parked) => {
                 Ok(Holder::Parked)
             }
             Some(_) => Err(HubError::NameTaken(name.to_owned())),
@@ -353,7 +349,7 @@ impl Hub {
         let mut users: Vec<UserInfo> = state
             .clients
             .iter()
-            .filter(|(_, member)| member.parked_ms.is_none())
+            .filter(|(_, member)| !member.parked)
             .filter_map(|(&client_id, member)| {
                 Some(UserInfo {
                     client_id,
@@ -368,8 +364,8 @@ impl Hub {
     /// The name of the named client online as `id`.
     pub fn name_of(&self, id: ClientId) -> Option<String> {
         let state = self.lock();
-        let member = state.clients.get(&id)?;
-        member.parked_ms.is_none().then(|| member.name.clone())?
+        let member = state.clients.get(&id).filter(|m| !m.parked)?;
+        member.name.clone()
     }
 
     /// Connections now (parked sessions have none).
@@ -382,7 +378,7 @@ impl Hub {
     /// after what is already queued, and closes.
     pub fn drain_all(&self) {
         for member in self.lock().clients.values() {
-            if member.parked_ms.is_none() {
+            if !member.parked {
                 member.outbox.drain();
             }
         }
@@ -407,7 +403,7 @@ impl Hub {
     pub fn broadcast(&self, event: Event) {
         let event = SharedEvent::new(event);
         for member in self.lock().clients.values() {
-            if member.parked_ms.is_none() {
+            if !member.parked {
                 let _ = member.outbox.push(Arc::clone(&event));
             }
         }
@@ -445,7 +441,7 @@ impl State {
     /// Takes client `id` out of the hub (see [`Hub::disconnect`]).
     fn remove(&mut self, id: ClientId) -> Option<String> {
         let member = self.clients.remove(&id)?;
-        if member.parked_ms.is_some() {
+        if member.parked {
             self.parked -= 1;
         }
         let name = member.name?;
@@ -460,7 +456,7 @@ impl State {
     /// stopping, and its rooms end with it.
     fn remove_quietly(&mut self, id: ClientId) -> Option<String> {
         let member = self.clients.remove(&id)?;
-        if member.parked_ms.is_some() {
+        if member.parked {
             self.parked -= 1;
         }
         for seat in &member.rooms {

@@ -91,7 +91,8 @@ impl Hub {
         let Some(member) = clients.get_mut(&id) else {
             return Departure::Gone(None);
         };
-        member.parked_ms = Some(now);
+        member.parked = true;
+        member.since_ms = now;
         member.outbox = PARKED.clone();
         for seat in &mut member.rooms {
             let latest = rooms.get(&seat.room).map_or(0, |room| room.seq());
@@ -106,7 +107,7 @@ impl Hub {
     pub fn end_parked(&self, name: &str) -> Option<String> {
         let mut state = self.lock();
         let id = *state.by_name.get(name_key(name).as_ref())?;
-        state.clients.get(&id)?.parked_ms?;
+        state.clients.get(&id).filter(|m| m.parked)?;
         state.remove(id)
     }
 
@@ -138,7 +139,7 @@ impl Hub {
         let holder = state.clients.get(&old_id).ok_or_else(refused)?;
         let proven = match proof {
             Proof::Token(given) => holder.token.as_ref().is_some_and(|t| t.matches(given)),
-            Proof::Password => holder.parked_ms.is_some(),
+            Proof::Password => holder.parked,
         };
         if !proven {
             return Err(refused());
@@ -163,7 +164,7 @@ impl Hub {
         let Some(member) = clients.get_mut(&old_id) else {
             return Err(refused());
         };
-        if member.parked_ms.take().is_some() {
+        if std::mem::take(&mut member.parked) {
             *parked -= 1;
         } else {
             member

@@ -128,7 +128,10 @@ impl Session {
         } else {
             Ending::Cut
         };
-        let departure = self.services.depart(state.client_id, &queue, how);
+        let parked = matches!(
+            self.services.depart(state.client_id, &queue, how),
+            Departure::Parked(_)
+        );
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
         if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
@@ -137,7 +140,7 @@ impl Session {
                 "gave up flushing to a client that does not read"
             );
         }
-        let parked = if matches!(departure, Departure::Parked(_)) {
+        let parked = if parked {
             "; session parked for resuming"
         } else {
             ""

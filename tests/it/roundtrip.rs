@@ -22,12 +22,14 @@ fn request() -> impl Strategy<Value = Request> {
             proptest::option::of(text),
             proptest::option::of(proptest::collection::btree_map(name, any::<u64>(), 0..4)),
         )
-            .prop_map(|(name, password, resume, seen)| Request::Hello {
-                name,
-                password: password.map(switchboard::protocol::Password),
-                resume: resume.map(ResumeToken),
-                seen,
-            }),
+            .prop_map(|(name, password, resume, seen)| Request::Hello(Box::new(
+                switchboard::protocol::Hello {
+                    name,
+                    password: password.map(switchboard::protocol::Password),
+                    resume: resume.map(ResumeToken),
+                    seen,
+                }
+            ))),
         (any::<u64>(), text).prop_map(|(id, text)| Request::Send {
             to: Recipient::Id(id),
             text
@@ -45,7 +47,11 @@ fn request() -> impl Strategy<Value = Request> {
             proptest::option::of(any::<u64>()),
             proptest::option::of(name)
         )
-            .prop_map(|(room, after, epoch)| Request::JoinRoom { room, after, epoch }),
+            .prop_map(|(room, after, epoch)| Request::JoinRoom {
+                room,
+                after,
+                epoch: epoch.map(String::into_boxed_str)
+            }),
         (
             name,
             proptest::option::of(any::<u64>()),
@@ -67,28 +73,17 @@ fn request() -> impl Strategy<Value = Request> {
 #[path = "../../fuzz/fuzz_targets/common.rs"]
 mod split_check;
 
-/// `request` as a line of the text dialect, when the grammar can say it.
-fn text_line(request: &Request) -> Option<String> {
-    // A recipient is written as a person types it: a client id as `#17`, and a name
-    // bare, whatever it is made of (digits too), unless it starts with '#'.
-    let typed = |to: &Recipient| match to {
-        Recipient::Name(name) if name.starts_with('#') => None,
-        to => Some(to.to_string()),
-    };
-    // A value the grammar carries as one word.
+/// A `hello` as a text line (`HELLO` or `RESUME`), when the grammar can say it.
+fn hello_line(hello: &switchboard::protocol::Hello) -> Option<String> {
     let word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
-    Some(match request {
-        Request::Ping => "PING".into(),
-        Request::Menu => "menu".into(),
-        Request::Users => "Users".into(),
-        Request::Bye => "BYE".into(),
-        Request::Hello {
+    Some(match hello.clone() {
+        switchboard::protocol::Hello {
             name,
             password: None,
             resume: None,
             seen: None,
         } => format!("HELLO {name}"),
-        Request::Hello {
+        switchboard::protocol::Hello {
             name,
             password: Some(p),
             resume: None,
@@ -96,10 +91,7 @@ fn text_line(request: &Request) -> Option<String> {
         } if !p.0.is_empty() && !p.0.contains(char::is_whitespace) => {
             format!("HELLO {name} {}", p.0)
         }
-        Request::Send { to, text } if text.trim() == text && !text.is_empty() => {
-            format!("SEND {} {text}", typed(to)?)
-        }
-        Request::Hello {
+        switchboard::protocol::Hello {
             name,
             password: None,
             resume: Some(token),
@@ -117,6 +109,31 @@ fn text_line(request: &Request) -> Option<String> {
             }
             line
         }
+        _ => return None,
+    })
+}
+
+/// `request` as a line of the text dialect, when the grammar can say it.
+fn text_line(request: &Request) -> Option<String> {
+    // A recipient is written as a person types it: a client id as `#17`, and a name
+    // bare, whatever it is made of (digits too), unless it starts with '#'.
+    let typed = |to: &Recipient| match to {
+        Recipient::Name(name) if name.starts_with('#') => None,
+        to => Some(to.to_string()),
+    };
+    // A value the grammar carries as one word.
+    let word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
+    Some(match request {
+        Request::Hello(hello) => return hello_line(hello),
+        Request::Ping => "PING".into(),
+        Request::Menu => "menu".into(),
+        Request::Users => "Users".into(),
+        Request::Bye => "BYE".into(),
+
+        Request::Send { to, text } if text.trim() == text && !text.is_empty() => {
+            format!("SEND {} {text}", typed(to)?)
+        }
+
         Request::Inbox {
             limit: None,
             peek: false,

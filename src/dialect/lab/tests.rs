@@ -73,12 +73,12 @@ fn dicts_are_data_and_op_dicts_are_requests() {
         all[1],
         Incoming::Request(Envelope {
             id: None,
-            request: Request::Hello {
+            request: Request::Hello(Box::new(crate::protocol::Hello {
                 name: "jose".into(),
                 password: None,
                 resume: None,
                 seen: None,
-            }
+            }))
         })
     );
 }
@@ -204,12 +204,12 @@ fn delivery_dicts_decode_into_their_requests() {
                 ("resume", s("tok")),
                 ("seen", seen),
             ]),
-            Request::Hello {
+            Request::Hello(Box::new(crate::protocol::Hello {
                 name: "n".into(),
                 password: None,
                 resume: Some(ResumeToken("tok".into())),
                 seen: Some(Seen::from([("r".into(), 3)])),
-            },
+            })),
         ),
     ];
     for (pickle, request) in cases {

@@ -114,18 +114,18 @@ pub fn parse_line(line: &[u8]) -> Incoming {
     };
     let request = match word.as_str() {
         "hello" => match args[..] {
-            [name] => Ok(Request::Hello {
+            [name] => Ok(Request::Hello(Box::new(crate::protocol::Hello {
                 name: name.to_owned(),
                 password: None,
                 resume: None,
                 seen: None,
-            }),
-            [name, password] => Ok(Request::Hello {
+            }))),
+            [name, password] => Ok(Request::Hello(Box::new(crate::protocol::Hello {
                 name: name.to_owned(),
                 password: Some((*password).into()),
                 resume: None,
                 seen: None,
-            }),
+            }))),
             _ => Err(usage(&word)),
         },
         "ping" | "menu" | "help" | "users" | "bye" | "quit" | "close" if !args.is_empty() => {
@@ -156,11 +156,13 @@ pub fn parse_line(line: &[u8]) -> Incoming {
             _ => Err(usage(&word)),
         },
         "resume" => match args[..] {
-            [name, token, ref seen @ ..] => parse_seen(seen, &word).map(|seen| Request::Hello {
-                name: name.to_owned(),
-                password: None,
-                resume: Some(ResumeToken(token.to_owned())),
-                seen,
+            [name, token, ref seen @ ..] => parse_seen(seen, &word).map(|seen| {
+                Request::Hello(Box::new(crate::protocol::Hello {
+                    name: name.to_owned(),
+                    password: None,
+                    resume: Some(ResumeToken(token.to_owned())),
+                    seen,
+                }))
             }),
             _ => Err(usage(&word)),
         },
@@ -193,7 +195,7 @@ pub fn parse_line(line: &[u8]) -> Incoming {
                 number(after, "after", &word).map(|after| Request::JoinRoom {
                     room: room.to_owned(),
                     after: Some(after),
-                    epoch: args.get(2).map(|epoch| (*epoch).to_owned()),
+                    epoch: args.get(2).map(|epoch| Box::from(*epoch)),
                 })
             }
             _ => Err(usage(&word)),
