@@ -76,7 +76,9 @@ impl From<HubError> for ErrorBody {
 /// was cut (see `resume.rs`).
 #[derive(Debug)]
 struct Member {
-    name: Option<String>,
+    /// A boxed `str`, not a `String`: names never change, and every connection holds
+    /// a member.
+    name: Option<Box<str>>,
     outbox: Outbox,
     /// Rooms this client is in, in the order it entered them.
     rooms: Vec<Seat>,
@@ -98,6 +100,10 @@ impl Member {
         !self.parked && !self.lost
     }
 }
+
+// Every connection has a member, idle or not: resume added a token and two flags to
+// it, and must not add more.
+const _MEMBERS_STAY_SMALL: () = assert!(std::mem::size_of::<Member>() <= 80);
 
 /// A member's place in one room: what resuming it must replay from.
 #[derive(Debug)]
@@ -305,7 +311,7 @@ impl Hub {
         let state = self.lock();
         let member = state.clients.get(&id).ok_or(HubError::NotRegistered)?;
         if let Some(current) = &member.name {
-            return Err(HubError::AlreadyRegistered(current.clone()));
+            return Err(HubError::AlreadyRegistered(current.to_string()));
         }
         match state.by_name.get(name_key(name).as_ref()) {
             None => Ok(Holder::Free),
@@ -328,7 +334,7 @@ impl Hub {
         } = &mut *state;
         let member = clients.get_mut(&id).ok_or(HubError::NotRegistered)?;
         if let Some(current) = &member.name {
-            return Err(HubError::AlreadyRegistered(current.clone()));
+            return Err(HubError::AlreadyRegistered(current.to_string()));
         }
         match by_name.entry(name_key(name).into_owned()) {
             std::collections::hash_map::Entry::Occupied(_) => {
@@ -338,7 +344,7 @@ impl Hub {
                 slot.insert(id);
             }
         }
-        member.name = Some(name.to_owned());
+        member.name = Some(name.into());
         member.token.clone_from(&token);
         Ok(token)
     }
@@ -353,7 +359,7 @@ impl Hub {
             .filter_map(|(&client_id, member)| {
                 Some(UserInfo {
                     client_id,
-                    name: member.name.clone()?,
+                    name: member.name.as_deref()?.to_owned(),
                 })
             })
             .collect();
@@ -365,7 +371,7 @@ impl Hub {
     pub fn name_of(&self, id: ClientId) -> Option<String> {
         let state = self.lock();
         let member = state.clients.get(&id).filter(|m| !m.parked)?;
-        member.name.clone()
+        member.name.as_deref().map(str::to_owned)
     }
 
     /// Connections now (parked sessions have none).
@@ -444,7 +450,7 @@ impl State {
         if member.parked {
             self.parked -= 1;
         }
-        let name = member.name?;
+        let name = String::from(member.name?);
         self.by_name.remove(name_key(&name).as_ref());
         for seat in member.rooms {
             self.depart(id, &name, &seat.room);
@@ -464,7 +470,7 @@ impl State {
                 room.remove_member(id);
             }
         }
-        let name = member.name?;
+        let name = String::from(member.name?);
         self.by_name.remove(name_key(&name).as_ref());
         Some(name)
     }

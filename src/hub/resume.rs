@@ -98,7 +98,7 @@ impl Hub {
             let latest = rooms.get(&seat.room).map_or(0, |room| room.seq());
             seat.queued.get_or_insert(latest);
         }
-        Departure::Parked(member.name.clone().unwrap_or_default())
+        Departure::Parked(member.name.as_deref().unwrap_or_default().to_owned())
     }
 
     /// Ends the parked session holding `name`, as if it had said `bye`; returns its
@@ -147,7 +147,7 @@ impl Hub {
         match state.clients.get(&new_id) {
             Some(newcomer) if newcomer.name.is_none() => {}
             Some(newcomer) => {
-                let current = newcomer.name.clone().unwrap_or_default();
+                let current = newcomer.name.as_deref().unwrap_or_default().to_owned();
                 return Err(HubError::AlreadyRegistered(current));
             }
             None => return Err(HubError::NotRegistered),
@@ -175,7 +175,7 @@ impl Hub {
         member.outbox = newcomer.outbox;
         member.lost = false;
         member.token = Some(token.clone());
-        let display = member.name.clone().unwrap_or_default();
+        let display = member.name.as_deref().unwrap_or_default().to_owned();
         let mut positions = Vec::with_capacity(member.rooms.len());
         let mut then = Vec::new();
         for seat in &mut member.rooms {

@@ -252,7 +252,7 @@ impl Hub {
         entry.seq += 1;
         let seq = entry.seq;
         seat.said = seq;
-        let from = member.name.clone().unwrap_or_default();
+        let from = member.name.as_deref().unwrap_or_default().to_owned();
         let sent_ms = now_millis();
         if self.config.history > 0 {
             if entry.history.len() >= self.config.history {
@@ -371,7 +371,11 @@ impl State {
                 entry
                     .members
                     .iter()
-                    .filter_map(|id| self.clients.get(id).and_then(|m| m.name.clone()))
+                    .filter_map(|id| {
+                        self.clients
+                            .get(id)
+                            .and_then(|m| m.name.as_deref().map(str::to_owned))
+                    })
                     .collect()
             })
             .unwrap_or_default()
