@@ -10,17 +10,22 @@ use expectrl::{ControlCode, Eof, Expect, Session};
 use crate::common::{PATIENCE, TestServer};
 
 fn spawn(args: &[&str]) -> OsSession {
+    // A cut is given up on after 1 s, not 2 minutes: a vanished server ends a test soon.
+    spawn_giving_up_after(args, "1")
+}
+
+/// The menu client on a pseudo-terminal, giving a cut connection up after `secs`.
+pub fn spawn_giving_up_after(args: &[&str], secs: &str) -> OsSession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     command.arg("connect").args(args).env("NO_COLOR", "1");
-    // A cut is given up on after 1 s, not 2 minutes: a vanished server ends a test soon.
-    command.env("SWITCHBOARD_GIVE_UP_AFTER", "1");
+    command.env("SWITCHBOARD_GIVE_UP_AFTER", secs);
     let mut session = Session::spawn(command).expect("spawn on a pty");
     session.set_expect_timeout(Some(PATIENCE));
     session
 }
 
 #[track_caller]
-fn expect(session: &mut OsSession, text: &str) {
+pub fn expect(session: &mut OsSession, text: &str) {
     if let Err(e) = session.expect(text) {
         panic!("waiting for {text:?}: {e}");
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use expectrl::session::OsSession;
-use expectrl::{Eof, Expect, Session};
+use expectrl::{Eof, Expect};
 use switchboard::Client;
 use switchboard::client::{ClientError, ClientOptions, Reconnected, Update};
 use switchboard::protocol::Event;
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::common::{PATIENCE, TestServer, unused_addr};
+use crate::menu_client::expect;
 
 /// A TCP proxy between clients and a server, which the test can cut.
 struct Proxy {
@@ -518,20 +519,9 @@ async fn listen_gives_up_in_one_line_with_exit_1() {
     );
 }
 
-/// The menu client on a pseudo-terminal, as in menu_client.rs.
+/// The menu client on a pseudo-terminal, trying for the real two minutes after a cut.
 fn menu_client(args: &[&str]) -> OsSession {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    command.arg("connect").args(args).env("NO_COLOR", "1");
-    let mut session = Session::spawn(command).expect("spawn on a pty");
-    session.set_expect_timeout(Some(PATIENCE));
-    session
-}
-
-#[track_caller]
-fn expect(session: &mut OsSession, text: &str) {
-    if let Err(e) = session.expect(text) {
-        panic!("waiting for {text:?}: {e}");
-    }
+    crate::menu_client::spawn_giving_up_after(args, "120")
 }
 
 #[tokio::test(flavor = "multi_thread")]
