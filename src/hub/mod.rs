@@ -237,8 +237,9 @@ impl Hub {
     /// outbound queue over its bounds for longer than the write deadline. One sweep of
     /// the table replaces a timer in every session (a timer was a tenth of an idle
     /// session). Silence is no deadline: a quiet client is kept, and a dead one is
-    /// found by TCP keepalive. Parked sessions whose grace is over are ended; their
-    /// names are returned.
+    /// found by TCP keepalive. Parked sessions whose grace is over are ended, as is
+    /// (parked, if it can be) a session whose connection is gone without a word (its
+    /// task panicked); the names of the sessions ended are returned.
     pub fn sweep(&self, timeouts: Timeouts) -> Vec<String> {
         let real = self.epoch.elapsed().as_millis() as u64;
         let last = self.clock.last_real_ms.swap(real, Ordering::Relaxed);
@@ -251,11 +252,16 @@ impl Hub {
         let grace = self.config.resume_grace.as_millis() as u64;
         let mut state = self.lock();
         let mut expired = Vec::new();
+        let mut orphaned = Vec::new();
         for (&id, member) in &state.clients {
             if member.parked {
                 if now.saturating_sub(member.since_ms) >= grace {
                     expired.push(id);
                 }
+                continue;
+            }
+            if member.outbox.is_orphaned() {
+                orphaned.push(id);
                 continue;
             }
             let signal = member.outbox.signal();
@@ -267,10 +273,20 @@ impl Hub {
             }
             member.outbox.check(now, deadline);
         }
-        expired
+        let mut ended: Vec<String> = expired
             .into_iter()
             .filter_map(|id| state.remove(id))
-            .collect()
+            .collect();
+        for id in orphaned {
+            tracing::warn!(
+                client_id = id,
+                "a session's connection ended without cleaning up"
+            );
+            if let Departure::Gone(Some(name)) = self.leave(&mut state, id, Ending::Cut, now) {
+                ended.push(name);
+            }
+        }
+        ended
     }
 
     /// Sessions parked now.

@@ -68,6 +68,20 @@ impl Hub {
         if !member.outbox.is(queue) {
             return Departure::Replaced;
         }
+        self.leave(&mut state, id, how, now)
+    }
+
+    /// What [`Hub::depart`] does once it knows the session is the connection's own.
+    pub(super) fn leave(
+        &self,
+        state: &mut State,
+        id: ClientId,
+        how: Ending,
+        now: u64,
+    ) -> Departure {
+        let Some(member) = state.clients.get(&id) else {
+            return Departure::Gone(None);
+        };
         if how == Ending::Shutdown {
             return Departure::Gone(state.remove_quietly(id));
         }
@@ -87,7 +101,7 @@ impl Hub {
             return Departure::Gone(state.remove(id));
         }
         state.parked += 1;
-        let State { clients, rooms, .. } = &mut *state;
+        let State { clients, rooms, .. } = state;
         let Some(member) = clients.get_mut(&id) else {
             return Departure::Gone(None);
         };

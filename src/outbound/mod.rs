@@ -225,6 +225,12 @@ impl Outbox {
         })
     }
 
+    /// Whether no connection holds the queue any more, only this handle: its session
+    /// ended without taking it out of the hub.
+    pub fn is_orphaned(&self) -> bool {
+        Arc::strong_count(&self.queue) == 1
+    }
+
     /// Whether this is the handle of `queue`.
     pub fn is(&self, queue: &OutQueue) -> bool {
         std::ptr::eq(Arc::as_ptr(&self.queue), queue)

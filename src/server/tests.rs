@@ -38,10 +38,17 @@ impl Dialect for Buggy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _closer) = Store::open(&dir.path().join("panic.db")).unwrap();
+/// A server of buggy sessions on loopback: its services, its address, its connection
+/// slots (4), and what closes its store.
+async fn buggy_server(
+    dir: &std::path::Path,
+) -> (
+    Arc<Services>,
+    std::net::SocketAddr,
+    Arc<Semaphore>,
+    crate::store::StoreCloser,
+) {
+    let (store, closer) = Store::open(&dir.join("panic.db")).unwrap();
     let config = Config::default();
     let services = Arc::new(Services::new(
         store,
@@ -81,7 +88,13 @@ async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
             }
         });
     }
+    (services, addr, slots, closer)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_services, addr, slots, _closer) = buggy_server(dir.path()).await;
     let bystander = Client::connect(addr).await.unwrap();
     bystander.hello("bystander").await.unwrap();
     let victim = Client::connect(addr).await.unwrap();
@@ -125,4 +138,70 @@ async fn a_panicking_session_is_cleaned_up_and_the_server_serves_on() {
         slots.available_permits() >= 2,
         "the panicked session's slot is back"
     );
+}
+
+/// Reads frames until one answers a request; returns it.
+async fn answer(stream: &mut TcpStream) -> serde_json::Value {
+    loop {
+        let len = stream.read_u32().await.unwrap() as usize;
+        let mut payload = vec![0; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        if value.get("id").is_some() {
+            return value;
+        }
+    }
+}
+
+async fn request(stream: &mut TcpStream, json: serde_json::Value) -> serde_json::Value {
+    let mut out = BytesMut::new();
+    frame::encode(&serde_json::to_vec(&json).unwrap(), &mut out);
+    stream.write_all(&out).await.unwrap();
+    answer(stream).await
+}
+
+/// A session that panics after it took a parked session over leaves that session in
+/// the hub under another client id than its connection's: the sweep finds it by its
+/// queue, which nothing but the hub holds any more, and parks it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_panics_after_a_resume_is_parked_by_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let (services, addr, _slots, _closer) = buggy_server(dir.path()).await;
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let hello = request(
+        &mut first,
+        serde_json::json!({"id": 1, "op": "hello", "name": "ghost"}),
+    )
+    .await;
+    let token = hello["resume_token"].as_str().unwrap().to_owned();
+    first.set_zero_linger().unwrap();
+    drop(first);
+    while services.hub.parked_count() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    let resumed = request(
+        &mut second,
+        serde_json::json!({"id": 1, "op": "hello", "name": "ghost", "resume": token}),
+    )
+    .await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    second.write_all(b"boom").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = second.read_to_end(&mut rest).await;
+    let timeouts = crate::hub::Timeouts {
+        handshake: std::time::Duration::from_secs(10),
+        write_deadline: std::time::Duration::from_secs(10),
+    };
+    let mut parked = false;
+    for _ in 0..1000 {
+        services.sweep(timeouts);
+        if services.hub.parked_count() == 1 {
+            parked = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(parked, "the orphaned session was parked again");
+    assert!(services.hub.users().is_empty(), "and is no longer listed");
 }
