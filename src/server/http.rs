@@ -108,8 +108,11 @@ impl Http {
             let connection =
                 graceful.watch(builder.serve_connection(TokioIo::new(stream), app.clone()));
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::info!(%peer, "http connection closed: {e}");
+                match connection.await {
+                    // A kept-alive connection left idle ends this way too: routine.
+                    Err(e) if e.is_timeout() => tracing::debug!(%peer, "http: {e}"),
+                    Err(e) => tracing::info!(%peer, "http connection closed: {e}"),
+                    Ok(()) => {}
                 }
                 drop(slot);
             });
