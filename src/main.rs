@@ -71,7 +71,7 @@ enum Command {
     /// Run the server with its SQLite store: the native protocol, and optionally the
     /// text dialect (nc, telnet) and the lab dialect (the course's pickle programs).
     #[command(allow_negative_numbers = true)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The interactive menu client of the course project (or, with `--dialect lab`,
     /// the lab #2 pickle client).
     Connect(ConnectArgs),
@@ -328,7 +328,7 @@ fn run() -> anyhow::Result<ExitCode> {
     }
     .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => runtime.block_on(serve(*args)).map(|()| ExitCode::SUCCESS),
         Command::Connect(args) => runtime.block_on(connect(args)),
         Command::Users(args) => done(runtime.block_on(oneshot::users(&args.common()))),
         Command::Send(args) => {

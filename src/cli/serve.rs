@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use crate::cli::args::{count, seconds};
 use crate::client::normalize_addr;
-use crate::server::{Config, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, RoomLimits};
+use crate::server::{
+    Config, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, HttpListen,
+    RoomLimits,
+};
 
 /// Most threads `--threads` takes: more would only cost memory and switching.
 const MAX_THREADS: u64 = 1024;
@@ -33,6 +36,11 @@ pub struct ServeArgs {
     /// (off unless given).
     #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     pub lab_listen: Option<SocketAddr>,
+    /// Address for HTTP (`/healthz`), or `off` [default: 127.0.0.1:12080]. When the
+    /// default address is taken the server warns and runs without HTTP; an address
+    /// given here that cannot be bound stops the start.
+    #[arg(long, value_name = "ADDR|off", value_parser = http_listen)]
+    pub http_listen: Option<HttpListen>,
     /// SQLite file for names and inboxes; created if missing.
     #[arg(long, value_name = "FILE", default_value = "switchboard.db")]
     pub db: PathBuf,
@@ -120,6 +128,9 @@ impl ServeArgs {
             listen: self.listen,
             text_listen: self.text_listen,
             lab_listen: self.lab_listen,
+            http_listen: self
+                .http_listen
+                .unwrap_or(HttpListen::Default(DEFAULT_HTTP_LISTEN)),
             db: self.db.clone(),
             max_frame: self.max_frame,
             max_text: self.max_text,
@@ -162,6 +173,26 @@ pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// The HTTP listener's address as people type it: `off`, or as [`listen_addr`] takes
+/// it except that a host without a port gets HTTP's 12080.
+pub fn http_listen(s: &str) -> Result<HttpListen, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(HttpListen::Off);
+    }
+    let port = DEFAULT_HTTP_LISTEN.port();
+    let full = match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) if !s.is_empty() && !s.contains(':') && !s.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{s}:{port}")
+        }
+        Err(_) => s.to_owned(),
+    };
+    listen_addr(&full)
+        .map(HttpListen::Given)
+        .map_err(|_| format!("{s:?} is not an address to listen on; expected HOST:PORT (0.0.0.0:12080), a bare port, or off"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +207,21 @@ mod tests {
         assert!(listen_addr("localhost:12000").unwrap().ip().is_loopback());
         assert!(listen_addr("nowhere at all").is_err());
         assert!(listen_addr("70000").is_err());
+    }
+
+    #[test]
+    fn http_addresses_as_people_type_them() {
+        let given = |s| match http_listen(s) {
+            Ok(HttpListen::Given(addr)) => addr.to_string(),
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(http_listen("off"), Ok(HttpListen::Off));
+        assert_eq!(http_listen("OFF"), Ok(HttpListen::Off));
+        assert_eq!(given("8080"), "127.0.0.1:8080");
+        assert_eq!(given("0.0.0.0"), "0.0.0.0:12080");
+        assert_eq!(given("0.0.0.0:80"), "0.0.0.0:80");
+        assert!(given("localhost").ends_with(":12080"));
+        assert!(http_listen("nowhere at all").is_err());
+        assert!(http_listen("").is_err());
     }
 }

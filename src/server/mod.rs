@@ -2,6 +2,7 @@
 //! shutdown. The only layer, with the sessions, that touches sockets.
 
 pub mod admin;
+mod http;
 mod partial;
 mod session;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::{Policy, Services};
 use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, StoreError};
 
+pub use http::{DEFAULT_HTTP_LISTEN, HttpListen};
 use session::Session;
 
 /// How the server runs; every bound has a default here.
@@ -42,6 +44,9 @@ pub struct Config {
     pub text_listen: Option<SocketAddr>,
     /// Where the lab dialect (the course's pickle programs) listens, if anywhere.
     pub lab_listen: Option<SocketAddr>,
+    /// Where HTTP (`/healthz`) listens, if anywhere. Off here; the command line's
+    /// default is [`HttpListen::Default`] on [`DEFAULT_HTTP_LISTEN`].
+    pub http_listen: HttpListen,
     /// The SQLite file that keeps names and inboxes.
     pub db: PathBuf,
     /// Largest frame accepted from or sent to a client, in bytes.
@@ -91,6 +96,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 12000)),
             text_listen: None,
             lab_listen: None,
+            http_listen: HttpListen::Off,
             db: PathBuf::from("switchboard.db"),
             max_frame: DEFAULT_MAX_FRAME,
             max_text: crate::protocol::MAX_TEXT,
@@ -149,6 +155,7 @@ pub struct Server {
     listener: TcpListener,
     text_listener: Option<TcpListener>,
     lab_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
     services: Arc<Services>,
     store_closer: StoreCloser,
     config: Config,
@@ -185,10 +192,25 @@ impl Server {
         let listener = bind(config.listen)?;
         let text_listener = config.text_listen.map(bind).transpose()?;
         let lab_listener = config.lab_listen.map(bind).transpose()?;
+        let http_listener = match config.http_listen {
+            HttpListen::Off => None,
+            HttpListen::Given(addr) => Some(bind(addr)?),
+            HttpListen::Default(addr) => match listen(addr) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    tracing::warn!(
+                        "not serving HTTP: cannot listen on {addr}: {e} (--http-listen \
+                         chooses another address, --http-listen off silences this)"
+                    );
+                    None
+                }
+            },
+        };
         Ok(Server {
             listener,
             text_listener,
             lab_listener,
+            http_listener,
             services: Arc::new(Services::new(
                 store,
                 Policy {
@@ -223,6 +245,11 @@ impl Server {
         self.lab_listener.as_ref()?.local_addr().ok()
     }
 
+    /// The HTTP listener's bound address, if it listens.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener.as_ref()?.local_addr().ok()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, tells every client,
     /// flushes their queues (for at most the drain timeout), and closes the store.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
@@ -230,6 +257,7 @@ impl Server {
             listener,
             text_listener,
             lab_listener,
+            http_listener,
             services,
             store_closer,
             config,
@@ -243,6 +271,9 @@ impl Server {
             if let Some(Ok(addr)) = listener.map(TcpListener::local_addr) {
                 tracing::info!(db = %config.db.display(), "listening on {addr} ({})", kind.name());
             }
+        }
+        if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
+            tracing::info!("listening on http://{addr}/ (http: /healthz)");
         }
         let beyond_loopback = [
             Some(listener.local_addr()),
@@ -291,6 +322,18 @@ impl Server {
         let shared = Arc::new(session::Shared {
             partial: partial::PartialBudget::new(config.max_partial_total),
             text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        });
+        let http_stop = CancellationToken::new();
+        let http = http_listener.map(|listener| {
+            let http = http::Http {
+                listener,
+                slots: Arc::clone(&slots),
+                max_connections: config.max_connections,
+                draining: stopping.clone(),
+                header_timeout: config.handshake_timeout,
+                idle_timeout: config.idle_timeout,
+            };
+            tokio::spawn(http.run(http_stop.clone(), config.drain_timeout))
         });
         let mut sessions = JoinSet::new();
         let mut next_id: ClientId = 1;
@@ -359,6 +402,11 @@ impl Server {
                 "drain timeout: closing the remaining connections"
             );
             sessions.shutdown().await;
+        }
+        // HTTP stays up through the drain, answering /healthz with 503.
+        http_stop.cancel();
+        if let Some(http) = http {
+            let _ = http.await;
         }
         drop(services);
         // The store finishes its last batch and closes the file once the last handle

@@ -24,6 +24,9 @@ pub struct TestServer {
     pub text: Option<SocketAddr>,
     /// The lab dialect's address, when started with [`TestServer::start_dialects`].
     pub lab: Option<SocketAddr>,
+    /// The HTTP listener's address, when the configuration turned it on (it is off
+    /// unless a test says otherwise, see tests/it/http.rs).
+    pub http: Option<SocketAddr>,
     pub db: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -83,7 +86,7 @@ impl TestServer {
         let db = config.db.clone();
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().expect("local addr");
-        let (text, lab) = (server.text_addr(), server.lab_addr());
+        let (text, lab, http) = (server.text_addr(), server.lab_addr(), server.http_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -97,6 +100,7 @@ impl TestServer {
             addr,
             text,
             lab,
+            http,
             db,
             stop: Some(stop),
             task: Some(task),
@@ -328,4 +332,14 @@ pub async fn run_switchboard(args: &[&str], input: &str) -> std::process::Output
 pub fn unused_addr() -> String {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     free.local_addr().unwrap().to_string()
+}
+
+impl TestServer {
+    /// Begins a graceful shutdown without waiting for it; [`TestServer::stop`] then
+    /// waits for the end.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

@@ -16,6 +16,7 @@ mod crash;
 mod delivery_model;
 mod dialects;
 mod durability;
+mod http;
 mod lifecycle;
 mod limits;
 mod liveness;
