@@ -82,6 +82,8 @@ pub(super) struct WsKit {
     /// Client ids, from the same sequence as the protocol listeners'.
     pub ids: Arc<ClientIds>,
     pub max_frame: usize,
+    /// After how long without a message from its client a WebSocket is pinged.
+    pub ping_after: Duration,
     /// The WebSocket sessions, which outlive their HTTP connection: shutdown waits
     /// for them as it does for the protocol sessions.
     pub sessions: TaskTracker,
@@ -210,7 +212,7 @@ async fn websocket(
             .into_response();
     }
     let ws = app.ws;
-    let max_frame = ws.max_frame;
+    let (max_frame, ping_after) = (ws.max_frame, ws.ping_after);
     upgrade
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
@@ -220,7 +222,7 @@ async fn websocket(
             let session = Session::new(client_id, &ws.kit);
             let services = Arc::clone(&ws.kit.services);
             // A panic ends this session alone, cleaned up as any disconnect.
-            let session = AssertUnwindSafe(session.run_ws(socket, max_frame))
+            let session = AssertUnwindSafe(session.run_ws(socket, max_frame, ping_after))
                 .catch_unwind()
                 .map(move |outcome| {
                     if outcome.is_err() {

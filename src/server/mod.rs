@@ -91,6 +91,8 @@ pub struct Config {
     pub inline_store: bool,
     /// How long read mail is kept (`--keep-read`).
     pub keep_read: KeepRead,
+    /// After how long without a message from its client a WebSocket is pinged.
+    pub ws_ping: Duration,
 }
 
 impl Default for Config {
@@ -118,6 +120,7 @@ impl Default for Config {
             resume_grace: Duration::from_secs(30),
             max_partial_total: DEFAULT_MAX_PARTIAL_TOTAL,
             keep_read: KeepRead::No,
+            ws_ping: ws::DEFAULT_WS_PING,
         }
     }
 }
@@ -349,6 +352,7 @@ impl Server {
                     },
                     ids: Arc::clone(&ids),
                     max_frame: config.max_frame,
+                    ping_after: config.ws_ping,
                     sessions: ws_sessions.clone(),
                 }),
             };

@@ -29,7 +29,7 @@ use super::session::{FLUSH_GRACE, Queue, Session};
 /// After this long without a message from the client, the server sends a ping: it
 /// keeps NATs and proxies from dropping a quiet connection (a dead peer is found by
 /// TCP keepalive, as for every connection).
-pub(super) const PING_AFTER: Duration = Duration::from_secs(30);
+pub const DEFAULT_WS_PING: Duration = Duration::from_secs(30);
 
 /// The writer sends what is queued in batches of up to about this many bytes before it
 /// flushes.
@@ -39,6 +39,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_UNSUPPORTED: u16 = 1003;
+const CLOSE_INVALID_DATA: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -82,7 +83,7 @@ impl Link {
 impl Session {
     /// Serves a WebSocket until it ends; cleans up the client in the hub and logs why
     /// it ended, as [`Session::run`] does for a TCP connection.
-    pub(super) async fn run_ws(self, socket: WebSocket, max_frame: usize) {
+    pub(super) async fn run_ws(self, socket: WebSocket, max_frame: usize, ping_after: Duration) {
         let (sink, stream) = socket.split();
         let queue = Arc::new(OutQueue::new(self.bounds));
         let stop = &queue.signal;
@@ -98,7 +99,14 @@ impl Session {
 
         let link = Link::new();
         let mut state = SessionState::new(self.client_id);
-        let writer = write_loop(sink, Native::new(max_frame), &queue, stop, &link);
+        let writer = write_loop(
+            sink,
+            Native::new(max_frame),
+            &queue,
+            stop,
+            &link,
+            ping_after,
+        );
         tokio::pin!(writer);
         let (reason, writer_done) = tokio::select! {
             biased;
@@ -184,16 +192,24 @@ impl Session {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Close(_))) | None => return "closed by the client".into(),
                 Some(Err(e)) => {
-                    if is_too_large(e) {
-                        return refuse(
+                    return match e.into_inner().downcast_ref::<tungstenite::Error>() {
+                        Some(tungstenite::Error::Capacity(_)) => refuse(
                             tx,
                             link,
                             CLOSE_TOO_BIG,
                             ErrorCode::TooLarge,
                             "the message is larger than the server accepts (--max-frame)",
-                        );
-                    }
-                    return "read failed: the websocket broke".into();
+                        ),
+                        Some(tungstenite::Error::Utf8(_)) => refuse(
+                            tx,
+                            link,
+                            CLOSE_INVALID_DATA,
+                            ErrorCode::BadRequest,
+                            "a text message must be UTF-8",
+                        ),
+                        Some(e) => format!("read failed: {e}"),
+                        None => "read failed".into(),
+                    };
                 }
             };
             if let Some(reason) = self
@@ -204,14 +220,6 @@ impl Session {
             }
         }
     }
-}
-
-/// Whether a read failed because a message or frame was over the size limit.
-fn is_too_large(error: axum::Error) -> bool {
-    error
-        .into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// Ends the connection with an error event and then a close with `code`.
@@ -230,19 +238,20 @@ async fn write_loop(
     rx: &OutQueue,
     stop: &StopSignal,
     link: &Link,
+    ping_after: Duration,
 ) {
     let stopped = stop.stopped();
     tokio::pin!(stopped);
     let mut pinged = Instant::now();
     let mut batch = Vec::new();
     loop {
-        let due = link.heard().max(pinged) + PING_AFTER;
+        let due = link.heard().max(pinged) + ping_after;
         let first = tokio::select! {
             biased;
             item = rx.recv() => item,
             () = &mut stopped => return,
             () = tokio::time::sleep_until(due) => {
-                if link.heard() + PING_AFTER <= Instant::now() {
+                if link.heard() + ping_after <= Instant::now() {
                     pinged = Instant::now();
                     if !send(&mut sink, vec![Message::Ping(Bytes::new())], rx, stopped.as_mut(), stop).await {
                         return;
@@ -290,6 +299,7 @@ fn close_reason(code: u16) -> &'static str {
     match code {
         CLOSE_GOING_AWAY => "the server is shutting down",
         CLOSE_UNSUPPORTED => "binary message",
+        CLOSE_INVALID_DATA => "not UTF-8",
         CLOSE_POLICY => "see the error event",
         CLOSE_TOO_BIG => "message too large",
         _ => "",

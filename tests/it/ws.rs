@@ -4,15 +4,18 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard::server::{Config, HttpListen};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::common::{PATIENCE, Raw, TestServer, code};
+use crate::wire::TextConn;
 
 /// A server with HTTP (and so `/ws`) on a port of the system's choosing.
 async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
@@ -334,6 +337,101 @@ async fn a_websocket_keeps_its_connection_slot_for_its_whole_life() {
     let mut refused: Raw = server.raw().await;
     let event = refused.event().await;
     assert_eq!(code(&event), "server_full", "{event}");
+    let pong = ws.call(json!({"op": "ping"})).await;
+    assert_eq!(pong["ok"], true, "{pong}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_text_dialect_user_and_a_websocket_user_share_a_room() {
+    let server = start(|c| c.text_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let mut web = Ws::connect(&server).await;
+    web.hello("web").await;
+    let (mut tom, _) = TextConn::connect(server.text.unwrap()).await;
+    assert!(tom.call("HELLO tom").await.0.starts_with("+OK"));
+    let created = web.call(json!({"op": "create_room", "room": "r"})).await;
+    assert_eq!(created["ok"], true, "{created}");
+    let (status, members) = tom.call("JOIN_ROOM r").await;
+    assert!(status.starts_with("+OK 2 "), "{status}");
+    assert_eq!(members, ["= web", "= tom"]);
+    assert_eq!(web.event().await["event"], "joined");
+    assert_eq!(tom.call("SAY r from nc").await.0, "+OK 1");
+    let heard = web.event().await;
+    assert_eq!(
+        (&heard["from"], &heard["text"]),
+        (&json!("tom"), &json!("from nc"))
+    );
+    let said = web
+        .call(json!({"op": "say", "room": "r", "text": "from the web"}))
+        .await;
+    assert_eq!(said["seq"], 2, "{said}");
+    assert_eq!(tom.event().await, "* room_message r 2 web: from the web");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_that_says_no_hello_in_time_is_told_and_closed() {
+    let server = start(|c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let mut ws = Ws::connect(&server).await;
+    let (values, close) = ws.until_closed().await;
+    assert_eq!(values.len(), 2, "{values:?}");
+    assert_eq!(values[0]["event"], "welcome");
+    assert_eq!(code(&values[1]), "timeout", "{values:?}");
+    assert_eq!(close, Some(1008));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_text_message_that_is_not_utf8_is_refused_with_1007() {
+    let server = start(|_| {}).await;
+    let http = server.http.unwrap();
+    // A client library will not send invalid UTF-8 as text: write the frame by hand
+    // after the library's handshake, masked with a zero key.
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+        .await
+        .expect("websocket handshake");
+    let mut stream = match socket.into_inner() {
+        MaybeTlsStream::Plain(stream) => stream,
+        _ => unreachable!("ws:// is plain TCP"),
+    };
+    stream
+        .write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
+    let mut ws = Ws {
+        socket: WebSocketStream::from_raw_socket(
+            MaybeTlsStream::Plain(stream),
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await,
+        events: VecDeque::new(),
+        next_id: 0,
+    };
+    let (values, close) = ws.until_closed().await;
+    assert_eq!(values.last().map(code), Some("bad_request"), "{values:?}");
+    assert_eq!(close, Some(1007));
+    server.stop().await;
+}
+
+/// A quiet client is pinged (after 30 s by default; here sooner, in real time); the
+/// client's pong is traffic, and requests are served as before.
+#[tokio::test]
+async fn a_quiet_websocket_client_is_pinged() {
+    let ping = Duration::from_millis(300);
+    let server = start(|c| c.ws_ping = ping).await;
+    let mut ws = Ws::connect(&server).await;
+    ws.hello("quiet").await;
+    for _ in 0..2 {
+        let start = tokio::time::Instant::now();
+        let next = tokio::time::timeout(PATIENCE, ws.socket.next())
+            .await
+            .expect("a ping in time");
+        assert!(matches!(next, Some(Ok(Message::Ping(_)))), "{next:?}");
+        assert!(start.elapsed() >= ping * 9 / 10, "{:?}", start.elapsed());
+        // The library queues the pong; a flush sends it.
+        ws.socket.flush().await.unwrap();
+    }
     let pong = ws.call(json!({"op": "ping"})).await;
     assert_eq!(pong["ok"], true, "{pong}");
     server.stop().await;
