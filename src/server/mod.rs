@@ -279,7 +279,7 @@ impl Server {
             }
         }
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
-            tracing::info!("listening on http://{addr}/ (http: /healthz)");
+            tracing::info!("listening on http://{addr}/ (http: /healthz, websocket: /ws)");
         }
         let beyond_loopback = [
             Some(listener.local_addr()),

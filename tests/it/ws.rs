@@ -436,3 +436,36 @@ async fn a_quiet_websocket_client_is_pinged() {
     assert_eq!(pong["ok"], true, "{pong}");
     server.stop().await;
 }
+
+/// A WebSocket client that does not read is cut as a slow consumer, as a TCP one is:
+/// the `slow_consumer` error comes last, then close 1008.
+#[tokio::test]
+async fn a_websocket_client_that_does_not_read_is_cut_as_a_slow_consumer() {
+    let server = start(|c| {
+        c.queue_depth = 16;
+        c.write_deadline = Duration::from_millis(300);
+    })
+    .await;
+    let mut slow = Ws::connect(&server).await;
+    slow.hello("slow").await;
+    let created = slow
+        .call(json!({"op": "create_room", "room": "flood"}))
+        .await;
+    assert_eq!(created["ok"], true, "{created}");
+    let mut fast = server.raw().await;
+    fast.hello("fast").await;
+    let joined = fast.call(json!({"op": "join_room", "room": "flood"})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    let text = "x".repeat(60 * 1024);
+    for _ in 0..150 {
+        let said = fast
+            .call(json!({"op": "say", "room": "flood", "text": text}))
+            .await;
+        assert_eq!(said["ok"], true, "{said}");
+    }
+    let (values, close) = slow.until_closed().await;
+    let last = values.last().expect("something before the close");
+    assert_eq!(code(last), "slow_consumer", "{last}");
+    assert_eq!(close, Some(1008));
+    server.stop().await;
+}
