@@ -1,25 +1,34 @@
 //! The HTTP listener: axum routes served by hyper, one connection at a time under the
-//! same connection limit as the protocol listeners. For now it answers `GET /healthz`
-//! and nothing else (404).
+//! same connection limit as the protocol listeners. It answers `GET /healthz` and
+//! `GET /ws` (a WebSocket speaking the native protocol, see `ws.rs`), and nothing else
+//! (404).
 //!
 //! It is served connection by connection rather than with `axum::serve`, which has no
 //! header read timeout and no way to take a slot under `--max-connections`.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt;
 use hyper::server::conn::http1;
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::session::Session;
+use super::{ClientIds, SessionKit};
 
 /// Where the HTTP listener listens when nothing else is said.
 pub const DEFAULT_HTTP_LISTEN: SocketAddr =
@@ -63,6 +72,38 @@ pub(super) struct Http {
     pub header_timeout: Duration,
     /// Within how long a dead peer is found (TCP keepalive).
     pub idle_timeout: Duration,
+    /// What a WebSocket session needs.
+    pub ws: Arc<WsKit>,
+}
+
+/// What a WebSocket session needs from the server, beside its connection.
+pub(super) struct WsKit {
+    pub kit: SessionKit,
+    /// Client ids, from the same sequence as the protocol listeners'.
+    pub ids: Arc<ClientIds>,
+    pub max_frame: usize,
+    /// After how long without a message from its client a WebSocket is pinged.
+    pub ping_after: Duration,
+    /// The WebSocket sessions, which outlive their HTTP connection: shutdown waits
+    /// for them as it does for the protocol sessions.
+    pub sessions: TaskTracker,
+}
+
+/// What each request learns of its connection.
+#[derive(Clone)]
+struct Conn {
+    peer: SocketAddr,
+    /// The connection's place under `--max-connections`, held by the connection and,
+    /// once it is upgraded, by its WebSocket session until that ends: it is given
+    /// back when the last of them drops it.
+    _slot: Arc<OwnedSemaphorePermit>,
+}
+
+/// The routes' state.
+#[derive(Clone)]
+struct App {
+    draining: CancellationToken,
+    ws: Arc<WsKit>,
 }
 
 impl Http {
@@ -76,14 +117,15 @@ impl Http {
             draining,
             header_timeout,
             idle_timeout,
+            ws,
         } = self;
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_header_size(MAX_HEAD);
-        let app = TowerToHyperService::new(router(draining));
-        let graceful = GracefulShutdown::new();
+        let app = TowerToHyperService::new(router(App { draining, ws }));
+        let connections = TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => break,
@@ -105,20 +147,43 @@ impl Http {
                 tracing::warn!(%peer, "cannot set TCP keepalive: {e}");
             }
             let _ = stream.set_nodelay(true);
-            let connection =
-                graceful.watch(builder.serve_connection(TokioIo::new(stream), app.clone()));
-            tokio::spawn(async move {
-                match connection.await {
+            let conn = Conn {
+                peer,
+                _slot: Arc::new(slot),
+            };
+            let app = app.clone();
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(conn.clone());
+                    app.call(request)
+                },
+            );
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let stop = stop.clone();
+            // Stopped as hyper_util's GracefulShutdown would, which does not take
+            // connections that may be upgraded.
+            connections.spawn(async move {
+                tokio::pin!(connection);
+                let served = tokio::select! {
+                    served = connection.as_mut() => served,
+                    () = stop.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                match served {
                     // A kept-alive connection left idle ends this way too: routine.
                     Err(e) if e.is_timeout() => tracing::debug!(%peer, "http: {e}"),
                     Err(e) => tracing::info!(%peer, "http connection closed: {e}"),
                     Ok(()) => {}
                 }
-                drop(slot);
             });
         }
         drop(listener);
-        if tokio::time::timeout(grace, graceful.shutdown())
+        connections.close();
+        if tokio::time::timeout(grace, connections.wait())
             .await
             .is_err()
         {
@@ -128,17 +193,59 @@ impl Http {
 }
 
 /// The routes; whatever is not routed is 404.
-fn router(draining: CancellationToken) -> Router {
+fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/ws", get(websocket))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(draining)
+        .with_state(app)
+}
+
+/// Upgrades to a WebSocket and serves the native protocol on it (`ws.rs`).
+async fn websocket(
+    State(app): State<App>,
+    Extension(conn): Extension<Conn>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if app.draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+            .into_response();
+    }
+    let ws = app.ws;
+    let (max_frame, ping_after) = (ws.max_frame, ws.ping_after);
+    upgrade
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| {
+            let client_id = ws.ids.next();
+            tracing::info!(client_id, peer = %conn.peer, "connect (websocket)");
+            let session = Session::new(client_id, &ws.kit);
+            let services = Arc::clone(&ws.kit.services);
+            // A panic ends this session alone, cleaned up as any disconnect.
+            let session = AssertUnwindSafe(session.run_ws(socket, max_frame, ping_after))
+                .catch_unwind()
+                .map(move |outcome| {
+                    if outcome.is_err() {
+                        let name = services.disconnect(client_id);
+                        tracing::error!(
+                            client_id,
+                            name = %name.as_deref().unwrap_or("-"),
+                            "websocket session panicked; client disconnected and cleaned up"
+                        );
+                    }
+                    drop(conn);
+                });
+            ws.sessions.track_future(session)
+        })
 }
 
 /// 200 `ok` while the server serves, 503 once it has begun to shut down, so that a
 /// load balancer stops sending clients here before the listener goes away.
-async fn healthz(State(draining): State<CancellationToken>) -> (StatusCode, &'static str) {
-    if draining.is_cancelled() {
+async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
+    if app.draining.is_cancelled() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: the server is shutting down",

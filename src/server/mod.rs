@@ -8,12 +8,14 @@ mod session;
 #[cfg(test)]
 mod tests;
 mod writer;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -22,6 +24,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 use crate::frame::DEFAULT_MAX_FRAME;
@@ -88,6 +91,8 @@ pub struct Config {
     pub inline_store: bool,
     /// How long read mail is kept (`--keep-read`).
     pub keep_read: KeepRead,
+    /// After how long without a message from its client a WebSocket is pinged.
+    pub ws_ping: Duration,
 }
 
 impl Default for Config {
@@ -115,6 +120,7 @@ impl Default for Config {
             resume_grace: Duration::from_secs(30),
             max_partial_total: DEFAULT_MAX_PARTIAL_TOTAL,
             keep_read: KeepRead::No,
+            ws_ping: ws::DEFAULT_WS_PING,
         }
     }
 }
@@ -273,7 +279,7 @@ impl Server {
             }
         }
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
-            tracing::info!("listening on http://{addr}/ (http: /healthz)");
+            tracing::info!("listening on http://{addr}/ (http: /healthz, websocket: /ws)");
         }
         let beyond_loopback = [
             Some(listener.local_addr()),
@@ -323,6 +329,8 @@ impl Server {
             partial: partial::PartialBudget::new(config.max_partial_total),
             text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
         });
+        let ids = Arc::new(ClientIds::new());
+        let ws_sessions = TaskTracker::new();
         let http_stop = CancellationToken::new();
         let http = http_listener.map(|listener| {
             let http = http::Http {
@@ -332,11 +340,25 @@ impl Server {
                 draining: stopping.clone(),
                 header_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
+                ws: Arc::new(http::WsKit {
+                    kit: SessionKit {
+                        services: Arc::clone(&services),
+                        bounds: Bounds {
+                            frames: config.queue_depth,
+                            bytes: config.max_pending,
+                        },
+                        shared: Arc::clone(&shared),
+                        shutdown: stopping.clone(),
+                    },
+                    ids: Arc::clone(&ids),
+                    max_frame: config.max_frame,
+                    ping_after: config.ws_ping,
+                    sessions: ws_sessions.clone(),
+                }),
             };
             tokio::spawn(http.run(http_stop.clone(), config.drain_timeout))
         });
         let mut sessions = JoinSet::new();
-        let mut next_id: ClientId = 1;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -358,7 +380,7 @@ impl Server {
                             tracing::warn!(%peer, "cannot set TCP keepalive: {e}");
                         }
                         let session = Session {
-                            client_id: next_id,
+                            client_id: ids.next(),
                             services: Arc::clone(&services),
                             bounds: Bounds {
                                 frames: config.queue_depth,
@@ -367,7 +389,6 @@ impl Server {
                             shared: Arc::clone(&shared),
                             shutdown: stopping.clone(),
                         };
-                        next_id += 1;
                         match kind {
                             DialectKind::Native => sessions.spawn(contained(session, stream, peer, Native::new(max), slot)),
                             DialectKind::Text => sessions.spawn(contained(session, stream, peer, Text::default(), slot)),
@@ -392,8 +413,11 @@ impl Server {
         );
         stopping.cancel();
         services.hub.drain_all();
+        // No WebSocket session starts once draining has begun.
+        ws_sessions.close();
         let drained = tokio::time::timeout(config.drain_timeout, async {
             while sessions.join_next().await.is_some() {}
+            ws_sessions.wait().await;
         })
         .await;
         if drained.is_err() {
@@ -520,6 +544,41 @@ fn contained<D: Dialect>(
             }
             drop(slot);
         })
+}
+
+/// Where client ids come from: one sequence for every listener, so that an id names
+/// one connection whatever it speaks.
+#[derive(Debug)]
+struct ClientIds(AtomicU64);
+
+impl ClientIds {
+    fn new() -> Self {
+        ClientIds(AtomicU64::new(1))
+    }
+
+    fn next(&self) -> ClientId {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// What every session of a server is made with, beside its client id.
+struct SessionKit {
+    services: Arc<Services>,
+    bounds: Bounds,
+    shared: Arc<session::Shared>,
+    shutdown: CancellationToken,
+}
+
+impl Session {
+    fn new(client_id: ClientId, kit: &SessionKit) -> Self {
+        Session {
+            client_id,
+            services: Arc::clone(&kit.services),
+            bounds: kit.bounds,
+            shared: Arc::clone(&kit.shared),
+            shutdown: kit.shutdown.clone(),
+        }
+    }
 }
 
 /// Binds per `config` and serves until `shutdown` completes.

@@ -26,7 +26,7 @@ use super::writer::write_loop;
 use std::net::SocketAddr;
 
 /// After the reader is done, the writer gets this long to flush what is queued.
-const FLUSH_GRACE: Duration = Duration::from_secs(5);
+pub(super) const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// Most bytes taken from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -467,7 +467,7 @@ impl Session {
     }
 
     /// Serves one unit, waiting if it must.
-    async fn serve(
+    pub(super) async fn serve(
         &self,
         incoming: Incoming,
         state: &mut SessionState,
@@ -509,14 +509,14 @@ enum Slow {
 }
 
 /// The reader's side of the connection's queue.
-struct Queue<'a> {
-    tx: &'a OutQueue,
-    stop: &'a StopSignal,
+pub(super) struct Queue<'a> {
+    pub tx: &'a OutQueue,
+    pub stop: &'a StopSignal,
 }
 
 impl Queue<'_> {
     /// Why the session is over once the queue refuses items.
-    fn ended(&self) -> String {
+    pub(super) fn ended(&self) -> String {
         self.stop
             .reason()
             .unwrap_or_else(|| "connection closed".into())

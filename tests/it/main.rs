@@ -37,3 +37,4 @@ mod services;
 mod store_open;
 mod text_delivery;
 mod wire;
+mod ws;

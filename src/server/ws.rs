@@ -1,0 +1,393 @@
+//! A WebSocket connection (`GET /ws`): the native protocol's JSON objects, one per text
+//! message both ways, served by the same services and hub as the TCP sessions.
+//!
+//! A connection runs as a TCP session does (`session.rs`): one reader serving requests
+//! in order, one writer draining the connection's bounded queue, in one task. Answers
+//! and events are encoded by the native dialect and each frame goes out as one text
+//! message without its length prefix, so an event shared by many connections is still
+//! encoded once for all of them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+
+use crate::dialect::native::parse_request;
+use crate::dialect::{Dialect, DialectKind, Native};
+use crate::hub::{Departure, Ending};
+use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
+use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
+use crate::service::SessionState;
+
+use super::session::{FLUSH_GRACE, Queue, Session};
+
+/// After this long without a message from the client, the server sends a ping: it
+/// keeps NATs and proxies from dropping a quiet connection (a dead peer is found by
+/// TCP keepalive, as for every connection).
+pub const DEFAULT_WS_PING: Duration = Duration::from_secs(30);
+
+/// The writer sends what is queued in batches of up to about this many bytes before it
+/// flushes.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Close codes (RFC 6455, 7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_UNSUPPORTED: u16 = 1003;
+const CLOSE_INVALID_DATA: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// What the reader tells the writer. Both run in the connection's one task, but the
+/// task must be `Send`, so these are atomics rather than cells.
+struct Link {
+    start: Instant,
+    /// When the client last sent anything (pongs included), in ms after `start`.
+    heard: AtomicU64,
+    /// The close code the connection ends with.
+    close: AtomicU16,
+}
+
+impl Link {
+    fn new() -> Self {
+        Link {
+            start: Instant::now(),
+            heard: AtomicU64::new(0),
+            close: AtomicU16::new(CLOSE_NORMAL),
+        }
+    }
+
+    fn heard_now(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard.store(ms, Ordering::Relaxed);
+    }
+
+    fn heard(&self) -> Instant {
+        self.start + Duration::from_millis(self.heard.load(Ordering::Relaxed))
+    }
+
+    fn set_close(&self, code: u16) {
+        self.close.store(code, Ordering::Relaxed);
+    }
+
+    fn close(&self) -> u16 {
+        self.close.load(Ordering::Relaxed)
+    }
+}
+
+impl Session {
+    /// Serves a WebSocket until it ends; cleans up the client in the hub and logs why
+    /// it ended, as [`Session::run`] does for a TCP connection.
+    pub(super) async fn run_ws(self, socket: WebSocket, max_frame: usize, ping_after: Duration) {
+        let (sink, stream) = socket.split();
+        let queue = Arc::new(OutQueue::new(self.bounds));
+        let stop = &queue.signal;
+        let welcome = SharedEvent::new(Event::welcome(self.client_id));
+        // The queue is new and holds at least two items, so this cannot fail.
+        let _ = queue.try_send(Outbound::Event(welcome));
+        self.services
+            .hub
+            .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
+        if self.shutdown.is_cancelled() {
+            stop.drain();
+        }
+
+        let link = Link::new();
+        let mut state = SessionState::new(self.client_id);
+        let writer = write_loop(
+            sink,
+            Native::new(max_frame),
+            &queue,
+            stop,
+            &link,
+            ping_after,
+        );
+        tokio::pin!(writer);
+        let (reason, writer_done) = tokio::select! {
+            biased;
+            reason = self.read_ws(stream, &queue, stop, &mut state, &link) => (reason, false),
+            () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
+        };
+        let how = if self.shutdown.is_cancelled() {
+            Ending::Shutdown
+        } else if state.said_bye {
+            Ending::Bye
+        } else {
+            Ending::Cut
+        };
+        let parked = matches!(
+            self.services.depart(state.client_id, &queue, how),
+            Departure::Parked(_)
+        );
+        queue.close();
+        if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
+            tracing::debug!(
+                client_id = self.client_id,
+                "gave up flushing to a websocket client that does not read"
+            );
+        }
+        let parked = if parked {
+            "; session parked for resuming"
+        } else {
+            ""
+        };
+        tracing::info!(
+            client_id = state.client_id,
+            name = %state.name.as_deref().unwrap_or("-"),
+            reason = %reason,
+            "disconnect (websocket){parked}"
+        );
+    }
+
+    /// Reads and serves messages until the connection should end; returns why.
+    async fn read_ws(
+        &self,
+        mut stream: SplitStream<WebSocket>,
+        tx: &OutQueue,
+        stop: &StopSignal,
+        state: &mut SessionState,
+        link: &Link,
+    ) -> String {
+        let queue = Queue { tx, stop };
+        loop {
+            let message = tokio::select! {
+                biased;
+                message = stream.next() => message,
+                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
+                    Signal::Stop => return queue.ended(),
+                    Signal::Cut => {
+                        link.set_close(CLOSE_POLICY);
+                        return queue.ended();
+                    }
+                    Signal::Drain => {
+                        link.set_close(CLOSE_GOING_AWAY);
+                        tx.finish(Outbound::Event(SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() })));
+                        return "server shutting down".into();
+                    }
+                    Signal::Expired(why) => {
+                        link.set_close(CLOSE_POLICY);
+                        tx.finish(Outbound::Event(SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why)))));
+                        return why.into();
+                    }
+                },
+            };
+            link.heard_now();
+            let text = match message {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Binary(_))) => {
+                    return refuse(
+                        tx,
+                        link,
+                        CLOSE_UNSUPPORTED,
+                        ErrorCode::BadRequest,
+                        "binary messages are not understood: send each request as one \
+                         text message holding a JSON object",
+                    );
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => return "closed by the client".into(),
+                Some(Err(e)) => {
+                    return match e.into_inner().downcast_ref::<tungstenite::Error>() {
+                        Some(tungstenite::Error::Capacity(_)) => refuse(
+                            tx,
+                            link,
+                            CLOSE_TOO_BIG,
+                            ErrorCode::TooLarge,
+                            "the message is larger than the server accepts (--max-frame)",
+                        ),
+                        Some(tungstenite::Error::Utf8(_)) => refuse(
+                            tx,
+                            link,
+                            CLOSE_INVALID_DATA,
+                            ErrorCode::BadRequest,
+                            "a text message must be UTF-8",
+                        ),
+                        Some(e) => format!("read failed: {e}"),
+                        None => "read failed".into(),
+                    };
+                }
+            };
+            if let Some(reason) = self
+                .serve(parse_request(text.as_bytes()), state, &queue)
+                .await
+            {
+                return reason;
+            }
+        }
+    }
+}
+
+/// Ends the connection with an error event and then a close with `code`.
+fn refuse(tx: &OutQueue, link: &Link, code: u16, error: ErrorCode, why: &str) -> String {
+    link.set_close(code);
+    let event = Event::error(ErrorBody::new(error, why));
+    tx.finish(Outbound::Event(SharedEvent::new(event)));
+    format!("{error}: {why}")
+}
+
+/// The connection's only writer: sends what is queued, a ping when the client has been
+/// quiet, and the close when the queue ends.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    dialect: Native,
+    rx: &OutQueue,
+    stop: &StopSignal,
+    link: &Link,
+    ping_after: Duration,
+) {
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
+    let mut pinged = Instant::now();
+    let mut batch = Vec::new();
+    loop {
+        let due = link.heard().max(pinged) + ping_after;
+        let first = tokio::select! {
+            biased;
+            item = rx.recv() => item,
+            () = &mut stopped => return,
+            () = tokio::time::sleep_until(due) => {
+                if link.heard() + ping_after <= Instant::now() {
+                    pinged = Instant::now();
+                    if !send(&mut sink, vec![Message::Ping(Bytes::new())], rx, stopped.as_mut(), stop).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        if stop.is_stopped() {
+            return;
+        }
+        let Some(first) = first else { break };
+        let mut close = encode(&dialect, first, &mut batch);
+        let mut size: usize = batch.iter().map(message_len).sum();
+        while !close && size < WRITE_BATCH {
+            let Some(item) = rx.try_recv() else { break };
+            let before = batch.len();
+            close = encode(&dialect, item, &mut batch);
+            size += batch[before..].iter().map(message_len).sum::<usize>();
+        }
+        if !send(
+            &mut sink,
+            std::mem::take(&mut batch),
+            rx,
+            stopped.as_mut(),
+            stop,
+        )
+        .await
+        {
+            return;
+        }
+        if close {
+            break;
+        }
+    }
+    let code = link.close();
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(close_reason(code)),
+    };
+    let _ = tokio::time::timeout(FLUSH_GRACE, sink.send(Message::Close(Some(frame)))).await;
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        CLOSE_GOING_AWAY => "the server is shutting down",
+        CLOSE_UNSUPPORTED => "binary message",
+        CLOSE_INVALID_DATA => "not UTF-8",
+        CLOSE_POLICY => "see the error event",
+        CLOSE_TOO_BIG => "message too large",
+        _ => "",
+    }
+}
+
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        _ => 0,
+    }
+}
+
+/// Sends `messages` and flushes; false when the session is over. The queue is told
+/// the writer is blocked meanwhile, and each message that gets through, so that the
+/// server's sweep can tell a client that reads slowly from one that stopped.
+async fn send(
+    sink: &mut SplitSink<WebSocket, Message>,
+    messages: Vec<Message>,
+    queue: &OutQueue,
+    mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
+    stop: &StopSignal,
+) -> bool {
+    queue.set_blocked(true);
+    let sent = async {
+        for message in messages {
+            let len = message_len(&message);
+            sink.feed(message).await?;
+            queue.wrote(len);
+        }
+        sink.flush().await
+    };
+    let done = tokio::select! {
+        biased;
+        sent = sent => match sent {
+            Ok(()) => true,
+            Err(e) => {
+                stop.stop(format!("write failed: {e}"));
+                false
+            }
+        },
+        () = stopped.as_mut() => false,
+    };
+    queue.set_blocked(false);
+    done
+}
+
+/// Appends `item` to `out` as text messages, one per native frame; true when it is the
+/// order to close.
+fn encode(dialect: &Native, item: Outbound, out: &mut Vec<Message>) -> bool {
+    let mut buf = BytesMut::new();
+    match item {
+        Outbound::Response(response) => dialect.encode_response(&response, &mut buf),
+        Outbound::Ok { id, number } => {
+            let outcome = Ok(number.map_or(Reply::Done {}, |n| n.reply()));
+            dialect.encode_response(&Response { id, outcome }, &mut buf);
+        }
+        Outbound::Replay(replay) => {
+            for event in replay.events() {
+                dialect.encode_event(&event, &mut buf);
+            }
+        }
+        Outbound::Event(event) => {
+            let frame = event.encoded(DialectKind::Native, |e| dialect.event_bytes(e));
+            push_frames(frame.clone(), out);
+            return false;
+        }
+        Outbound::Raw(bytes) => {
+            out.push(Message::Text(
+                String::from_utf8_lossy(&bytes).as_ref().into(),
+            ));
+            return false;
+        }
+        Outbound::Close => return true,
+    }
+    push_frames(buf.freeze(), out);
+    false
+}
+
+/// Splits length-prefixed frames into text messages, without copying their bytes.
+fn push_frames(mut frames: Bytes, out: &mut Vec<Message>) {
+    while frames.len() >= 4 {
+        let len = (&frames[..4]).get_u32() as usize;
+        frames.advance(4);
+        let payload = frames.split_to(len.min(frames.len()));
+        // The native dialect writes JSON, which is UTF-8.
+        if let Ok(text) = Utf8Bytes::try_from(payload) {
+            out.push(Message::Text(text));
+        }
+    }
+}
