@@ -119,19 +119,7 @@ impl Session {
             reason = self.read_loop(read_half, dialect, &queue, stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
-        // A connection that ends without `bye` leaves its session to be resumed, unless
-        // the server itself is stopping.
-        let how = if self.shutdown.is_cancelled() {
-            Ending::Shutdown
-        } else if state.said_bye {
-            Ending::Bye
-        } else {
-            Ending::Cut
-        };
-        let parked = matches!(
-            self.services.depart(state.client_id, &queue, how),
-            Departure::Parked(_)
-        );
+        let parked = self.depart(&state, &queue);
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
         if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
@@ -140,6 +128,35 @@ impl Session {
                 "gave up flushing to a client that does not read"
             );
         }
+        self.log_disconnect(&state, &reason, parked, "");
+    }
+
+    /// Takes the ended connection's session out of the hub: a connection that ends
+    /// without `bye` leaves it to be resumed, unless the server itself is stopping.
+    /// True when it was parked.
+    pub(super) fn depart(&self, state: &SessionState, queue: &OutQueue) -> bool {
+        let how = if self.shutdown.is_cancelled() {
+            Ending::Shutdown
+        } else if state.said_bye {
+            Ending::Bye
+        } else {
+            Ending::Cut
+        };
+        matches!(
+            self.services.depart(state.client_id, queue, how),
+            Departure::Parked(_)
+        )
+    }
+
+    /// The one line that says a connection ended, and why; `transport` is said after
+    /// the word (` (websocket)`).
+    pub(super) fn log_disconnect(
+        &self,
+        state: &SessionState,
+        reason: &str,
+        parked: bool,
+        transport: &str,
+    ) {
         let parked = if parked {
             "; session parked for resuming"
         } else {
@@ -149,7 +166,7 @@ impl Session {
             client_id = state.client_id,
             name = %state.name.as_deref().unwrap_or("-"),
             reason = %reason,
-            "disconnect{parked}"
+            "disconnect{transport}{parked}"
         );
     }
 

@@ -19,7 +19,6 @@ use tokio::time::Instant;
 
 use crate::dialect::native::parse_request;
 use crate::dialect::{Dialect, DialectKind, Native};
-use crate::hub::{Departure, Ending};
 use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 use crate::service::SessionState;
@@ -113,17 +112,7 @@ impl Session {
             reason = self.read_ws(stream, &queue, stop, &mut state, &link) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
-        let how = if self.shutdown.is_cancelled() {
-            Ending::Shutdown
-        } else if state.said_bye {
-            Ending::Bye
-        } else {
-            Ending::Cut
-        };
-        let parked = matches!(
-            self.services.depart(state.client_id, &queue, how),
-            Departure::Parked(_)
-        );
+        let parked = self.depart(&state, &queue);
         queue.close();
         if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
             tracing::debug!(
@@ -131,17 +120,7 @@ impl Session {
                 "gave up flushing to a websocket client that does not read"
             );
         }
-        let parked = if parked {
-            "; session parked for resuming"
-        } else {
-            ""
-        };
-        tracing::info!(
-            client_id = state.client_id,
-            name = %state.name.as_deref().unwrap_or("-"),
-            reason = %reason,
-            "disconnect (websocket){parked}"
-        );
+        self.log_disconnect(&state, &reason, parked, " (websocket)");
     }
 
     /// Reads and serves messages until the connection should end; returns why.
