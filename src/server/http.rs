@@ -7,7 +7,6 @@
 //! header read timeout and no way to take a slot under `--max-connections`.
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::FutureExt;
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -225,19 +223,12 @@ async fn websocket(
             let session = Session::new(client_id, &ws.kit);
             let services = Arc::clone(&ws.kit.services);
             // A panic ends this session alone, cleaned up as any disconnect.
-            let session = AssertUnwindSafe(session.run_ws(socket, max_frame, ping_after))
-                .catch_unwind()
-                .map(move |outcome| {
-                    if outcome.is_err() {
-                        let name = services.disconnect(client_id);
-                        tracing::error!(
-                            client_id,
-                            name = %name.as_deref().unwrap_or("-"),
-                            "websocket session panicked; client disconnected and cleaned up"
-                        );
-                    }
-                    drop(conn);
-                });
+            let session = super::guarded(
+                services,
+                client_id,
+                session.run_ws(socket, max_frame, ping_after),
+                conn,
+            );
             ws.sessions.track_future(session)
         })
 }

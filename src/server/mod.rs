@@ -529,9 +529,20 @@ fn contained<D: Dialect>(
     let services = Arc::clone(&session.services);
     let _ = stream.set_nodelay(true);
     tracing::info!(client_id, %peer, "connect");
-    // A combinator rather than an `async` block, which would hold the session's future
-    // twice: as what it captured and as what it awaits.
-    AssertUnwindSafe(session.run(stream, dialect))
+    guarded(services, client_id, session.run(stream, dialect), slot)
+}
+
+/// `session`, whose panic is logged and cleaned up like any other disconnect; `held`
+/// (its connection's slot) is dropped when it ends, however it ends. A combinator
+/// rather than an `async` block, which would hold the session's future twice: as what
+/// it captured and as what it awaits.
+fn guarded<T>(
+    services: Arc<Services>,
+    client_id: ClientId,
+    session: impl Future<Output = ()>,
+    held: T,
+) -> impl Future<Output = ()> {
+    AssertUnwindSafe(session)
         .catch_unwind()
         .map(move |outcome| {
             if outcome.is_err() {
@@ -542,7 +553,7 @@ fn contained<D: Dialect>(
                     "session panicked; client disconnected and cleaned up"
                 );
             }
-            drop(slot);
+            drop(held);
         })
 }
 
