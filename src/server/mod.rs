@@ -325,10 +325,19 @@ impl Server {
         ));
         let stopping = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(config.max_connections));
-        let shared = Arc::new(session::Shared {
-            partial: partial::PartialBudget::new(config.max_partial_total),
-            text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
-        });
+        // What every session is made with, whichever listener accepted it.
+        let kit = SessionKit {
+            services: Arc::clone(&services),
+            bounds: Bounds {
+                frames: config.queue_depth,
+                bytes: config.max_pending,
+            },
+            shared: Arc::new(session::Shared {
+                partial: partial::PartialBudget::new(config.max_partial_total),
+                text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            }),
+            shutdown: stopping.clone(),
+        };
         let ids = Arc::new(ClientIds::new());
         let ws_sessions = TaskTracker::new();
         let http_stop = CancellationToken::new();
@@ -341,15 +350,7 @@ impl Server {
                 header_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
                 ws: Arc::new(http::WsKit {
-                    kit: SessionKit {
-                        services: Arc::clone(&services),
-                        bounds: Bounds {
-                            frames: config.queue_depth,
-                            bytes: config.max_pending,
-                        },
-                        shared: Arc::clone(&shared),
-                        shutdown: stopping.clone(),
-                    },
+                    kit: kit.clone(),
                     ids: Arc::clone(&ids),
                     max_frame: config.max_frame,
                     ping_after: config.ws_ping,
@@ -379,16 +380,7 @@ impl Server {
                         if let Err(e) = keepalive(&stream, config.idle_timeout) {
                             tracing::warn!(%peer, "cannot set TCP keepalive: {e}");
                         }
-                        let session = Session {
-                            client_id: ids.next(),
-                            services: Arc::clone(&services),
-                            bounds: Bounds {
-                                frames: config.queue_depth,
-                                bytes: config.max_pending,
-                            },
-                            shared: Arc::clone(&shared),
-                            shutdown: stopping.clone(),
-                        };
+                        let session = Session::new(ids.next(), &kit);
                         match kind {
                             DialectKind::Native => sessions.spawn(contained(session, stream, peer, Native::new(max), slot)),
                             DialectKind::Text => sessions.spawn(contained(session, stream, peer, Text::default(), slot)),
@@ -432,7 +424,7 @@ impl Server {
         if let Some(http) = http {
             let _ = http.await;
         }
-        drop(services);
+        drop((services, kit));
         // The store finishes its last batch and closes the file once the last handle
         // is gone.
         store_closer.closed().await;
@@ -573,6 +565,7 @@ impl ClientIds {
 }
 
 /// What every session of a server is made with, beside its client id.
+#[derive(Clone)]
 struct SessionKit {
     services: Arc<Services>,
     bounds: Bounds,

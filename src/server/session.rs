@@ -95,19 +95,8 @@ impl Session {
     /// why it ended.
     pub async fn run<D: Dialect>(self, stream: TcpStream, dialect: D) {
         let (read_half, write_half) = stream.into_split();
-        let queue = Arc::new(OutQueue::new(self.bounds));
+        let queue = self.open();
         let stop = &queue.signal;
-        let welcome = SharedEvent::new(Event::welcome(self.client_id));
-        // The queue is new and holds at least two items, so this cannot fail.
-        let _ = queue.try_send(Outbound::Event(welcome));
-        self.services
-            .hub
-            .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
-        // Shutdown drains every session the hub knows; one that joined the hub after
-        // that sees the token instead.
-        if self.shutdown.is_cancelled() {
-            stop.drain();
-        }
 
         let mut state = SessionState::new(self.client_id);
         let writer = write_loop(write_half, dialect.clone(), &queue, stop);
@@ -129,6 +118,23 @@ impl Session {
             );
         }
         self.log_disconnect(&state, &reason, parked, "");
+    }
+
+    /// The connection's queue, its welcome queued first, and the connection in the hub.
+    pub(super) fn open(&self) -> Arc<OutQueue> {
+        let queue = Arc::new(OutQueue::new(self.bounds));
+        let welcome = SharedEvent::new(Event::welcome(self.client_id));
+        // The queue is new and holds at least two items, so this cannot fail.
+        let _ = queue.try_send(Outbound::Event(welcome));
+        self.services
+            .hub
+            .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
+        // Shutdown drains every session the hub knows; one that joined the hub after
+        // that sees the token instead.
+        if self.shutdown.is_cancelled() {
+            queue.signal.drain();
+        }
+        queue
     }
 
     /// Takes the ended connection's session out of the hub: a connection that ends

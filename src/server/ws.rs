@@ -7,7 +7,6 @@
 //! message without its length prefix, so an event shared by many connections is still
 //! encoded once for all of them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::dialect::native::parse_request;
 use crate::dialect::{Dialect, DialectKind, Native};
-use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
+use crate::outbound::{OutQueue, Outbound, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 use crate::service::SessionState;
 
@@ -84,17 +83,8 @@ impl Session {
     /// it ended, as [`Session::run`] does for a TCP connection.
     pub(super) async fn run_ws(self, socket: WebSocket, max_frame: usize, ping_after: Duration) {
         let (sink, stream) = socket.split();
-        let queue = Arc::new(OutQueue::new(self.bounds));
+        let queue = self.open();
         let stop = &queue.signal;
-        let welcome = SharedEvent::new(Event::welcome(self.client_id));
-        // The queue is new and holds at least two items, so this cannot fail.
-        let _ = queue.try_send(Outbound::Event(welcome));
-        self.services
-            .hub
-            .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
-        if self.shutdown.is_cancelled() {
-            stop.drain();
-        }
 
         let link = Link::new();
         let mut state = SessionState::new(self.client_id);
