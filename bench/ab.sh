@@ -10,12 +10,16 @@
 #   PAIRS=30 SECS=1 SCENARIO=rr BENCH_ARGS="-n 32 -P 1" bench/ab.sh "CMD A" "CMD B"
 #   PAIRS=5 SCENARIO=burst bench/ab.sh "OLD/switchboard serve" "NEW/switchboard serve"
 #   PAIRS=5 SCENARIO=burst BENCH_ARGS="-n 1300 --stall 5" SECS=15 bench/ab.sh "CMD A" "CMD B"
+#   SCENARIO=rr BENCH_ARGS="-n 32" BENCH_ARGS_B="-n 32 --ws" PORT_B=12113 \
+#     bench/ab.sh "SB serve" "SB serve --http-listen 127.0.0.1:12113"
 #
 # Each command gets `--db FILE --listen ADDR` appended (fresh stores in a temporary
 # directory, so `send` runs with --scratch); the load generator is this checkout's
 # release build, whose `bench` speaks to switchboard. `burst` (1300 members unless
 # BENCH_ARGS says -n) compares deliveries per second and also prints, per pair, the
 # members each server cut; SECS is then how long --stall members stay unread.
+# BENCH_ARGS_B and PORT_B measure B another way than A (over a WebSocket on B's HTTP
+# listener, say) against the same kind of server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: bench/ab.sh \"SERVER COMMAND A\" \"SERVER COMMAND B\"" >&2; exit 2; }
@@ -23,6 +27,8 @@ PAIRS=${PAIRS:-20}
 SECS=${SECS:-1}
 SCENARIO=${SCENARIO:-send}
 if [ "$SCENARIO" = burst ]; then BENCH_ARGS=${BENCH_ARGS:-}; else BENCH_ARGS=${BENCH_ARGS:--n 64}; fi
+BENCH_ARGS_B=${BENCH_ARGS_B:-$BENCH_ARGS}
+PORT_B=${PORT_B:-12112}
 cargo build --release
 SB=target/release/switchboard
 DIR=$(mktemp -d)
@@ -41,24 +47,26 @@ SCRATCH=()
 # The server's own CPU time so far (user + system), in clock ticks: what a load
 # generator sharing the cores cannot tilt, unlike a throughput ratio.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# rate PORT PID: "ops_per_sec cut stalled_cut cpu_ns_per_op" of one run (cut counts are
-# 0 but for burst)
+# rate PORT PID ARGS: "ops_per_sec cut stalled_cut cpu_ns_per_op" of one run (cut counts
+# are 0 but for burst)
 rate() {
     local before
     before=$(ticks "$2")
     # shellcheck disable=SC2086
-    "$SB" bench "$SCENARIO" --addr "127.0.0.1:$1" $BENCH_ARGS "${SCRATCH[@]}" --duration "$SECS" --json |
+    "$SB" bench "$SCENARIO" --addr "127.0.0.1:$1" $3 "${SCRATCH[@]}" --duration "$SECS" --json |
         python3 -c 'import json,sys; r = json.load(sys.stdin)
 print(round(r["ops_per_sec"]), r.get("cut", 0), r.get("stalled_cut", 0), r["ops"])' |
         { read -r rate cut stalled ops
           echo "$rate $cut $stalled $(( ($(ticks "$2") - before) * 1000000000 / $(getconf CLK_TCK) / (ops > 0 ? ops : 1) ))"; }
 }
-rate 12111 "${pids[0]}" >/dev/null && rate 12112 "${pids[1]}" >/dev/null # warm-up, not counted
+rate_a() { rate 12111 "${pids[0]}" "$BENCH_ARGS"; }
+rate_b() { rate "$PORT_B" "${pids[1]}" "$BENCH_ARGS_B"; }
+rate_a >/dev/null && rate_b >/dev/null # warm-up, not counted
 for k in $(seq "$PAIRS"); do
     if ((k % 2)); then
-        a=$(rate 12111 "${pids[0]}"); b=$(rate 12112 "${pids[1]}")
+        a=$(rate_a); b=$(rate_b)
     else
-        b=$(rate 12112 "${pids[1]}"); a=$(rate 12111 "${pids[0]}")
+        b=$(rate_b); a=$(rate_a)
     fi
     echo "$a $b"
     if [ "$SCENARIO" = burst ]; then echo "pair $k: A $a, B $b (deliveries/s, cut, stalled cut, CPU ns per delivery)" >&2; fi

@@ -7,7 +7,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Default bound on one frame's payload.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
-const HEADER: usize = 4;
+/// Bytes of the length prefix in front of every frame's payload.
+pub const HEADER: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {

@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+use super::wire::WS_SCHEME;
 use super::{BenchError, Report, STOP, Target, burst, conns, echo, fanout, rr, send};
 use crate::cli::args::{Address, count, seconds};
 use crate::client::DEFAULT_PORT;
+use crate::server::DEFAULT_HTTP_LISTEN;
+
+/// The HTTP listener's usual port, for `--ws --addr HOST`.
+const HTTP_PORT: u16 = DEFAULT_HTTP_LISTEN.port();
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Scenario {
@@ -73,6 +78,10 @@ pub struct BenchArgs {
     /// a scratch store, or `send` refuses to run.
     #[arg(long)]
     pub scratch: bool,
+    /// Reach switchboard over a WebSocket (`/ws` on its HTTP listener) instead of
+    /// plain TCP; --addr is then the HTTP listener's [default: 127.0.0.1:12080].
+    #[arg(long)]
+    pub ws: bool,
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -99,7 +108,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         .connections
         .unwrap_or(if burst { BURST_MEMBERS } else { 32 });
     let mut echo_child = None;
+    if args.ws && target != Target::Switchboard {
+        return Err(BenchError::Unsupported(
+            "--ws measures switchboard's WebSocket: it needs --target switchboard".into(),
+        ));
+    }
     let addr = match (&args.addr, target) {
+        (Some(addr), _) if args.ws => format!("{WS_SCHEME}{}/ws", addr.with_port(HTTP_PORT)),
+        (None, _) if args.ws => format!("{WS_SCHEME}{DEFAULT_HTTP_LISTEN}/ws"),
         (Some(addr), _) => {
             let port = target.default_addr().rsplit(':').next();
             addr.with_port(port.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT))

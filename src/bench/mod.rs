@@ -16,6 +16,7 @@ pub mod fanout;
 pub mod rr;
 pub mod send;
 pub mod target;
+mod wire;
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};

@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
 use super::BenchError;
+use super::wire::{WS_SCHEME, Wire};
 use crate::frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -53,7 +53,7 @@ static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 /// A connection to a target with a read buffer and a parser for its replies.
 pub struct Conn {
     pub target: Target,
-    stream: TcpStream,
+    wire: Wire,
     buf: BytesMut,
     /// NATS pings its clients now and then; the answer is owed once it is parsed.
     answer_server_ping: bool,
@@ -76,7 +76,9 @@ pub enum Reply {
 }
 
 impl Conn {
-    /// Connects from the next loopback source address (for a loopback target).
+    /// Connects from the next loopback source address (for a loopback target). An
+    /// `addr` of the form `ws://HOST:PORT/PATH` is a WebSocket speaking the native
+    /// protocol.
     pub async fn connect(target: Target, addr: &str) -> Result<Conn, BenchError> {
         Conn::connect_with(target, addr, None).await
     }
@@ -89,6 +91,20 @@ impl Conn {
         addr: &str,
         receive_buffer: Option<u32>,
     ) -> Result<Conn, BenchError> {
+        let url = addr.strip_prefix(WS_SCHEME).map(|_| addr);
+        if url.is_some() && target != Target::Switchboard {
+            return Err(BenchError::Unsupported(format!(
+                "only switchboard is reached over a WebSocket, not {}",
+                target.name()
+            )));
+        }
+        let addr = match url {
+            Some(url) => {
+                let rest = &url[WS_SCHEME.len()..];
+                rest.split_once('/').map_or(rest, |(host, _)| host)
+            }
+            None => addr,
+        };
         let fail =
             |e: std::io::Error| BenchError::Connect(format!("could not connect to {addr}: {e}"));
         let peer: SocketAddr = tokio::net::lookup_host(addr)
@@ -112,9 +128,15 @@ impl Conn {
         }
         let stream = socket.connect(peer).await.map_err(fail)?;
         let _ = stream.set_nodelay(true);
+        let wire = match url {
+            Some(url) => Wire::websocket(stream, url)
+                .await
+                .map_err(BenchError::Connect)?,
+            None => Wire::Tcp(stream),
+        };
         Ok(Conn {
             target,
-            stream,
+            wire,
             buf: BytesMut::new(),
             answer_server_ping: false,
         })
@@ -156,7 +178,7 @@ impl Conn {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BenchError> {
-        self.stream
+        self.wire
             .write_all(bytes)
             .await
             .map_err(|e| BenchError::Task(format!("write failed: {e}")))
@@ -192,7 +214,7 @@ impl Conn {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(16 * 1024);
             }
-            match self.stream.read_buf(&mut self.buf).await {
+            match self.wire.read_buf(&mut self.buf).await {
                 Ok(0) => return Err(BenchError::Task("the server closed the connection".into())),
                 Ok(_) => {}
                 Err(e) => return Err(BenchError::Task(format!("read failed: {e}"))),

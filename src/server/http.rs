@@ -54,6 +54,11 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body an extractor will read. Nothing routed yet takes a body.
 const MAX_BODY: usize = 64 * 1024;
 
+/// Bytes a WebSocket reads from its socket at a time. tungstenite allocates and zeroes
+/// its whole read buffer up front, 128 KiB unless told otherwise: that was 131 KiB of
+/// memory per idle connection. A larger message still grows the buffer as it arrives.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
 /// How long a connection over the connection limit is given to take its 503.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
@@ -217,6 +222,7 @@ async fn websocket(
     upgrade
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             let client_id = ws.ids.next();
             tracing::info!(client_id, peer = %conn.peer, "connect (websocket)");

@@ -240,3 +240,41 @@ async fn ctrl_c_prints_the_partial_result() {
     assert!(report["seconds"].as_f64().unwrap() < 60.0);
     server.stop().await;
 }
+
+/// `--ws` runs `rr`, `fanout` and `conns` over WebSockets on the HTTP listener, with
+/// every answer and every delivery counted as over TCP; another target is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scenarios_run_over_a_websocket() {
+    let server = TestServer::start_tweaked(|c| {
+        c.http_listen = switchboard::server::HttpListen::Given("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let http = server.http.expect("http listens").to_string();
+    for (scenario, n) in [("rr", "4"), ("fanout", "4"), ("conns", "8")] {
+        let output = run(&[
+            "bench",
+            scenario,
+            "--ws",
+            "--addr",
+            &http,
+            "-n",
+            n,
+            "--duration",
+            "0.3",
+            "--json",
+        ])
+        .await;
+        assert!(output.status.success(), "{scenario}: {output:?}");
+        let report = report(&output);
+        assert!(report["ops"].as_u64().unwrap() > 0, "{scenario}: {report}");
+        if scenario == "fanout" {
+            assert_eq!(report["lost"], 0, "{report}");
+        }
+    }
+    let output = run(&["bench", "rr", "--ws", "--target", "redis"]).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--target switchboard"),
+        "{output:?}"
+    );
+}
