@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,10 +21,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::partial::Unfinished;
 use super::session::Session;
+use super::upgrade::WsRequest;
 use super::{ClientIds, SessionKit};
 
 /// Where the HTTP listener listens when nothing else is said.
@@ -208,7 +210,7 @@ fn router(app: App) -> Router {
 async fn websocket(
     State(app): State<App>,
     Extension(conn): Extension<Conn>,
-    upgrade: WebSocketUpgrade,
+    request: WsRequest,
 ) -> Response {
     if app.draining.is_cancelled() {
         return (
@@ -219,24 +221,30 @@ async fn websocket(
     }
     let ws = app.ws;
     let (max_frame, ping_after) = (ws.max_frame, ws.ping_after);
-    upgrade
-        .max_message_size(max_frame)
-        .max_frame_size(max_frame)
-        .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+        .read_buffer_size(WS_READ_BUFFER);
+    let unfinished = Unfinished::new(Arc::clone(&ws.kit.shared));
+    let sessions = ws.sessions.clone();
+    request.accept(
+        config,
+        unfinished,
+        |session| drop(sessions.spawn(session)),
+        move |socket, unfinished| {
             let client_id = ws.ids.next();
             tracing::info!(client_id, peer = %conn.peer, "connect (websocket)");
             let session = Session::new(client_id, &ws.kit);
             let services = Arc::clone(&ws.kit.services);
             // A panic ends this session alone, cleaned up as any disconnect.
-            let session = super::guarded(
+            super::guarded(
                 services,
                 client_id,
-                session.run_ws(socket, max_frame, ping_after),
+                session.run_ws(socket, unfinished, max_frame, ping_after),
                 conn,
-            );
-            ws.sessions.track_future(session)
-        })
+            )
+        },
+    )
 }
 
 /// 200 `ok` while the server serves, 503 once it has begun to shut down, so that a

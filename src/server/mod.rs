@@ -7,6 +7,7 @@ mod partial;
 mod session;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 mod writer;
 mod ws;
 

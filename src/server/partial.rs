@@ -3,7 +3,10 @@
 //! many connections each sending most of a large message cannot make the server hold
 //! connections times max-frame.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::session::Shared;
 
 /// The bytes every connection holds of units not yet complete, against a limit.
 #[derive(Debug)]
@@ -22,6 +25,16 @@ impl PartialBudget {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Adds `more` bytes held; false when the total is then over the limit (they stay
+    /// added: the caller gives them back).
+    fn add(&self, more: usize) -> bool {
+        self.held.fetch_add(more, Ordering::Relaxed) + more <= self.limit
+    }
+
+    fn sub(&self, less: usize) {
+        self.held.fetch_sub(less, Ordering::Relaxed);
     }
 }
 
@@ -46,17 +59,14 @@ impl<'a> Held<'a> {
             return true;
         }
         if bytes > self.bytes {
-            let more = bytes - self.bytes;
-            let total = self.budget.held.fetch_add(more, Ordering::Relaxed) + more;
+            let within = self.budget.add(bytes - self.bytes);
             self.bytes = bytes;
-            if total > self.budget.limit {
+            if !within {
                 self.set(0);
                 return false;
             }
         } else {
-            self.budget
-                .held
-                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+            self.budget.sub(self.bytes - bytes);
             self.bytes = bytes;
         }
         true
@@ -66,6 +76,50 @@ impl<'a> Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.set(0);
+    }
+}
+
+/// A WebSocket's share of the budget. Its bytes are counted as they are read from the
+/// socket, beneath the WebSocket library that assembles them into messages, and
+/// forgotten when a message is complete; bytes of the next message read along with
+/// the end of one (at most one read, a few KiB) go uncounted.
+#[derive(Debug)]
+pub(super) struct Unfinished {
+    shared: Arc<Shared>,
+    bytes: AtomicUsize,
+}
+
+impl Unfinished {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Unfinished {
+            shared,
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// `more` bytes were read; false when the server now holds more of unfinished
+    /// messages than it allows.
+    pub fn read(&self, more: usize) -> bool {
+        self.bytes.fetch_add(more, Ordering::Relaxed);
+        self.shared.partial.add(more)
+    }
+
+    /// A whole message has arrived: what was held of it is not any more.
+    pub fn complete(&self) {
+        let bytes = self.bytes.swap(0, Ordering::Relaxed);
+        if bytes > 0 {
+            self.shared.partial.sub(bytes);
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.shared.partial.limit
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        self.complete();
     }
 }
 

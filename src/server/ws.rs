@@ -7,14 +7,16 @@
 //! message without its length prefix, so an event shared by many connections is still
 //! encoded once for all of them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::dialect::native::parse_request;
 use crate::dialect::{Dialect, DialectKind, Native};
@@ -22,7 +24,9 @@ use crate::outbound::{OutQueue, Outbound, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 use crate::service::SessionState;
 
+use super::partial::Unfinished;
 use super::session::{FLUSH_GRACE, Queue, Session};
+use super::upgrade::{OverBudget, WebSocket};
 
 /// After this long without a message from the client, the server sends a ping: it
 /// keeps NATs and proxies from dropping a quiet connection (a dead peer is found by
@@ -81,7 +85,13 @@ impl Link {
 impl Session {
     /// Serves a WebSocket until it ends; cleans up the client in the hub and logs why
     /// it ended, as [`Session::run`] does for a TCP connection.
-    pub(super) async fn run_ws(self, socket: WebSocket, max_frame: usize, ping_after: Duration) {
+    pub(super) async fn run_ws(
+        self,
+        socket: WebSocket,
+        unfinished: Arc<Unfinished>,
+        max_frame: usize,
+        ping_after: Duration,
+    ) {
         let (sink, stream) = socket.split();
         let queue = self.open();
         let stop = &queue.signal;
@@ -99,7 +109,7 @@ impl Session {
         tokio::pin!(writer);
         let (reason, writer_done) = tokio::select! {
             biased;
-            reason = self.read_ws(stream, &queue, stop, &mut state, &link) => (reason, false),
+            reason = self.read_ws(stream, &unfinished, &queue, stop, &mut state, &link) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
         let parked = self.depart(&state, &queue);
@@ -117,6 +127,7 @@ impl Session {
     async fn read_ws(
         &self,
         mut stream: SplitStream<WebSocket>,
+        unfinished: &Unfinished,
         tx: &OutQueue,
         stop: &StopSignal,
         state: &mut SessionState,
@@ -146,6 +157,7 @@ impl Session {
                 },
             };
             link.heard_now();
+            unfinished.complete();
             let text = match message {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Binary(_))) => {
@@ -158,26 +170,37 @@ impl Session {
                          text message holding a JSON object",
                     );
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(_))) | None => return "closed by the client".into(),
                 Some(Err(e)) => {
-                    return match e.into_inner().downcast_ref::<tungstenite::Error>() {
-                        Some(tungstenite::Error::Capacity(_)) => refuse(
+                    return match e {
+                        tungstenite::Error::Capacity(_) => refuse(
                             tx,
                             link,
                             CLOSE_TOO_BIG,
                             ErrorCode::TooLarge,
                             "the message is larger than the server accepts (--max-frame)",
                         ),
-                        Some(tungstenite::Error::Utf8(_)) => refuse(
+                        tungstenite::Error::Utf8(_) => refuse(
                             tx,
                             link,
                             CLOSE_INVALID_DATA,
                             ErrorCode::BadRequest,
                             "a text message must be UTF-8",
                         ),
-                        Some(e) => format!("read failed: {e}"),
-                        None => "read failed".into(),
+                        tungstenite::Error::Io(e) => {
+                            match e.get_ref().and_then(|e| e.downcast_ref::<OverBudget>()) {
+                                Some(over) => refuse(
+                                    tx,
+                                    link,
+                                    CLOSE_TOO_BIG,
+                                    ErrorCode::TooLarge,
+                                    &format!("{over}; yours was dropped"),
+                                ),
+                                None => format!("read failed: {e}"),
+                            }
+                        }
+                        e => format!("read failed: {e}"),
                     };
                 }
             };
@@ -258,7 +281,7 @@ async fn write_loop(
     }
     let code = link.close();
     let frame = CloseFrame {
-        code,
+        code: code.into(),
         reason: Utf8Bytes::from_static(close_reason(code)),
     };
     let _ = tokio::time::timeout(FLUSH_GRACE, sink.send(Message::Close(Some(frame)))).await;

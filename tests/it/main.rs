@@ -38,3 +38,4 @@ mod store_open;
 mod text_delivery;
 mod wire;
 mod ws;
+mod ws_bounds;

@@ -1,0 +1,195 @@
+//! The WebSocket handshake on `GET /ws` (RFC 6455, 4.2), done here rather than by
+//! axum's extractor so that the socket beneath the WebSocket can be wrapped: the bytes
+//! a client has sent of a message not yet complete count against
+//! `--max-partial-total`, as on every other connection, where the library would hold
+//! up to `--max-frame` per connection unseen.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use axum::http::header::{HeaderName, SEC_WEBSOCKET_VERSION};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::partial::Unfinished;
+
+/// The WebSocket a session serves.
+pub(super) type WebSocket = WebSocketStream<Counted<TokioIo<Upgraded>>>;
+
+/// A request to upgrade to a WebSocket, its headers checked.
+pub(super) struct WsRequest {
+    accept: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WsRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        if parts.method != Method::GET {
+            return Err(
+                (StatusCode::METHOD_NOT_ALLOWED, "a WebSocket opens with GET").into_response(),
+            );
+        }
+        if !has_token(&parts.headers, CONNECTION, "upgrade")
+            || !has_token(&parts.headers, UPGRADE, "websocket")
+        {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "this address is a WebSocket (ws://HOST:PORT/ws): open it with a WebSocket client",
+            )
+                .into_response());
+        }
+        if parts
+            .headers
+            .get(SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            let mut refusal = (
+                StatusCode::UPGRADE_REQUIRED,
+                "only WebSocket version 13 is spoken here",
+            )
+                .into_response();
+            refusal
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            return Err(refusal);
+        }
+        let Some(key) = parts.headers.get(SEC_WEBSOCKET_KEY) else {
+            return Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing").into_response());
+        };
+        let accept = HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "this connection cannot be upgraded",
+            )
+                .into_response());
+        };
+        Ok(WsRequest { accept, on_upgrade })
+    }
+}
+
+impl WsRequest {
+    /// Answers 101 and has `serve` run the WebSocket once the connection is handed
+    /// over (told when a message is complete through its share of the budget);
+    /// `spawn` runs that future.
+    pub fn accept<F>(
+        self,
+        config: WebSocketConfig,
+        unfinished: Unfinished,
+        spawn: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>),
+        serve: impl FnOnce(WebSocket, Arc<Unfinished>) -> F + Send + 'static,
+    ) -> Response
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        spawn(Box::pin(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let unfinished = Arc::new(unfinished);
+                    let io = Counted {
+                        inner: TokioIo::new(upgraded),
+                        unfinished: Arc::clone(&unfinished),
+                    };
+                    let socket =
+                        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                    serve(socket, unfinished).await;
+                }
+                Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
+            }
+        }));
+        let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(SEC_WEBSOCKET_ACCEPT, self.accept);
+        response
+    }
+}
+
+/// Whether the comma-separated header `name` lists `token` (in any case).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+/// The upgraded connection, counting what is read against the budget for unfinished
+/// messages; a read that takes the server over it fails with [`OverBudget`].
+pub(super) struct Counted<T> {
+    inner: T,
+    unfinished: Arc<Unfinished>,
+}
+
+/// The read error of a WebSocket that took the server over `--max-partial-total`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server holds as much of unfinished messages as it allows ({0} bytes, --max-partial-total)"
+)]
+pub(super) struct OverBudget(pub usize);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 && !self.unfinished.read(read) {
+            let limit = self.unfinished.limit();
+            return Poll::Ready(Err(io::Error::other(OverBudget(limit))));
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
