@@ -78,6 +78,7 @@ async fn buggy_server(
                     shared: Arc::new(super::session::Shared {
                         partial: super::partial::PartialBudget::new(1 << 30),
                         text_addr: None,
+                        registry: Default::default(),
                     }),
                     shutdown: CancellationToken::new(),
                 };

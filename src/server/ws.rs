@@ -7,6 +7,7 @@
 //! message without its length prefix, so an event shared by many connections is still
 //! encoded once for all of them.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::outbound::{OutQueue, Outbound, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 use crate::service::SessionState;
 
+use super::registry::Transport;
 use super::session::{FLUSH_GRACE, Queue, Session};
 
 /// After this long without a message from the client, the server sends a ping: it
@@ -81,9 +83,15 @@ impl Link {
 impl Session {
     /// Serves a WebSocket until it ends; cleans up the client in the hub and logs why
     /// it ended, as [`Session::run`] does for a TCP connection.
-    pub(super) async fn run_ws(self, socket: WebSocket, max_frame: usize, ping_after: Duration) {
+    pub(super) async fn run_ws(
+        self,
+        socket: WebSocket,
+        peer: SocketAddr,
+        max_frame: usize,
+        ping_after: Duration,
+    ) {
         let (sink, stream) = socket.split();
-        let queue = self.open();
+        let (queue, _listed) = self.open(Transport::WebSocket, peer);
         let stop = &queue.signal;
 
         let link = Link::new();
