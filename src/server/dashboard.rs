@@ -130,6 +130,9 @@ struct ClientView {
     client_id: ClientId,
     /// Until it has said hello, none.
     name: Option<String>,
+    /// The name in the last dict it sent, for a lab program, which never says hello.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_name: Option<String>,
     dialect: Transport,
     peer: String,
     since: String,
@@ -184,23 +187,8 @@ impl Snapshot {
             .into_iter()
             .map(|user| (user.client_id, user.name))
             .collect();
-        let connections = registry.connections();
-        let clients_total = connections.len();
-        let clients = connections
-            .into_iter()
-            .take(MAX_CLIENTS)
-            .map(|c| ClientView {
-                client_id: c.client_id,
-                name: names.get(&c.client_id).cloned(),
-                dialect: c.transport,
-                peer: c.peer.to_string(),
-                since: rfc3339_of_millis(c.start_ms),
-                since_ms: c.start_ms,
-            })
-            .collect();
-        let (rooms, rooms_total) = services.hub.rooms_overview(MAX_ROOMS, MAX_MEMBERS);
-        let (submissions, last) = registry.lab_since(after);
-        let submissions = submissions
+        let (kept, last) = registry.lab_since(0);
+        let mut views: Vec<SubmissionView> = kept
             .into_iter()
             .map(|submission| {
                 let (known, other) = Known::of(&submission.fields);
@@ -211,6 +199,28 @@ impl Snapshot {
                 }
             })
             .collect();
+        // Oldest first, so that a client's latest dict wins.
+        let sent_names: HashMap<ClientId, String> = views
+            .iter()
+            .filter_map(|view| Some((view.submission.client_id, view.known.name.clone()?)))
+            .collect();
+        views.retain(|view| view.submission.seq > after);
+        let connections = registry.connections();
+        let clients_total = connections.len();
+        let clients = connections
+            .into_iter()
+            .take(MAX_CLIENTS)
+            .map(|c| ClientView {
+                client_id: c.client_id,
+                name: names.get(&c.client_id).cloned(),
+                sent_name: sent_names.get(&c.client_id).cloned(),
+                dialect: c.transport,
+                peer: c.peer.to_string(),
+                since: rfc3339_of_millis(c.start_ms),
+                since_ms: c.start_ms,
+            })
+            .collect();
+        let (rooms, rooms_total) = services.hub.rooms_overview(MAX_ROOMS, MAX_MEMBERS);
         let (per_second, current) = registry.rates();
         Snapshot {
             now: rfc3339_of_millis(now_millis()),
@@ -218,7 +228,10 @@ impl Snapshot {
             clients_total,
             rooms,
             rooms_total,
-            lab: LabView { last, submissions },
+            lab: LabView {
+                last,
+                submissions: views,
+            },
             rate: RateView {
                 messages_total: registry.messages(),
                 per_second,

@@ -58,7 +58,9 @@
       tr.dataset.clientId = c.client_id;
       tr.append(
         cell("#" + c.client_id, "id"),
-        cell(c.name == null ? "–" : c.name, c.name == null ? "dim" : ""),
+        c.name != null ? cell(c.name)
+          : c.sent_name != null ? cell(c.sent_name + " (sent)", "sent")
+          : cell("–", "dim"),
         cell(c.dialect, "dialect-" + c.dialect),
         cell(c.peer, "dim"),
         cell(time(c.since), "dim"),
