@@ -339,3 +339,29 @@ async fn the_feed_shows_every_transport_lab_data_rooms_and_the_rate() {
     .await;
     server.stop().await;
 }
+
+/// A connection that resumes a parked session is listed under the session's client id
+/// and name; the parked session itself, which has no connection, is not listed.
+#[tokio::test]
+async fn a_resumed_session_is_listed_under_its_client_id() {
+    let (server, http) = start(|_| {}).await;
+    let mut first = server.raw().await;
+    let _ = first.event().await;
+    let hello = first.call(json!({"op": "hello", "name": "rita"})).await;
+    let (id, token) = (hello["client_id"].clone(), hello["resume_token"].clone());
+    drop(first);
+    snapshot_until(http, |snap| snap["clients"] == json!([])).await;
+
+    let mut second = server.raw().await;
+    let _ = second.event().await;
+    let resumed = second
+        .call(json!({"op": "hello", "name": "rita", "resume": token}))
+        .await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    let snap = snapshot(http, "").await;
+    assert_eq!(snap["clients"].as_array().unwrap().len(), 1, "{snap}");
+    assert_eq!(snap["clients"][0]["client_id"], id);
+    assert_eq!(snap["clients"][0]["name"], "rita");
+    assert_eq!(snap["clients"][0]["dialect"], "native");
+    server.stop().await;
+}
