@@ -53,13 +53,15 @@
     const key = JSON.stringify(data.clients);
     if (key === lastClients) return;
     lastClients = key;
-    const rows = data.clients.map((c) => {
+    // Newest first: on a full screen, the students who just connected are the ones
+    // looking for themselves.
+    const rows = data.clients.slice().reverse().map((c) => {
       const tr = document.createElement("tr");
       tr.dataset.clientId = c.client_id;
       tr.append(
         cell("#" + c.client_id, "id"),
         c.name != null ? cell(c.name)
-          : c.sent_name != null ? cell(c.sent_name + " (sent)", "sent")
+          : c.sent_name != null ? cell(c.sent_name, "sent")
           : cell("–", "dim"),
         cell(c.dialect, "dialect-" + c.dialect),
         cell(c.peer, "dim"),
@@ -68,6 +70,7 @@
       return tr;
     });
     $("clients-rows").replaceChildren(...rows);
+    fit("clients");
     $("count-clients").textContent = data.clients_total;
     $("clients-note").textContent =
       data.clients_total > data.clients.length ? "first " + data.clients.length + " shown" : "";
@@ -85,6 +88,7 @@
       return tr;
     });
     $("rooms-rows").replaceChildren(...rows);
+    fit("rooms");
     $("count-rooms").textContent = data.rooms_total;
     $("rooms-note").textContent =
       data.rooms_total > data.rooms.length ? "first " + data.rooms.length + " shown" : "";
@@ -113,8 +117,22 @@
       labCount += 1;
     }
     while (body.children.length > MAX_LAB_ROWS) body.lastChild.remove();
+    if (lab.submissions.length) fit("lab");
     labAfter = lab.last;
     $("count-lab").textContent = labCount;
+  }
+
+  // Shrinks a panel's table type, down to a floor still readable from the back, until
+  // its rows fit; the rows past the bottom (the oldest) are then cut off.
+  function fit(id) {
+    const rows = $(id).querySelector(".rows");
+    const table = rows.querySelector("table");
+    let size = 1;
+    table.style.fontSize = "1em";
+    while (rows.scrollHeight > rows.clientHeight && size > 0.8) {
+      size -= 0.05;
+      table.style.fontSize = size + "em";
+    }
   }
 
   function drawRate() {
@@ -185,6 +203,9 @@
     setTimeout(poll, POLL_MS);
   }
 
-  window.addEventListener("resize", drawRate);
+  window.addEventListener("resize", () => {
+    ["clients", "lab", "rooms"].forEach(fit);
+    drawRate();
+  });
   poll();
 })();
