@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::cli::args::{count, seconds};
 use crate::client::normalize_addr;
 use crate::server::{
-    Config, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, HttpListen,
-    RoomLimits,
+    AdminToken, Config, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING,
+    HttpListen, RoomLimits,
 };
 
 /// Most threads `--threads` takes: more would only cost memory and switching.
@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// given here that cannot be bound stops the start.
     #[arg(long, value_name = "ADDR|off", value_parser = http_listen)]
     pub http_listen: Option<HttpListen>,
+    /// Token the admin pages (/dashboard, /api/*) require, as `Authorization: Bearer
+    /// TOKEN` or `?token=TOKEN`, on any address [default: none: the pages are open on a
+    /// loopback HTTP listener, and on any other need a token made up at start and
+    /// printed as a ready URL]. Printable ASCII without spaces, at most 256 bytes.
+    #[arg(long, value_name = "TOKEN", value_parser = AdminToken::parse)]
+    pub admin_token: Option<AdminToken>,
     /// SQLite file for names and inboxes; created if missing.
     #[arg(long, value_name = "FILE", default_value = "switchboard.db")]
     pub db: PathBuf,
@@ -152,6 +158,7 @@ impl ServeArgs {
             },
             room_history: self.room_history,
             resume_grace: self.resume_grace,
+            admin_token: self.admin_token.clone(),
             ..Config::default()
         }
     }

@@ -47,9 +47,14 @@ pub enum Incoming {
         error: ErrorBody,
     },
     /// Something a client shared that is not a request (the lab programs' dict of name,
-    /// student id, email...): logged on the console and acknowledged.
+    /// student id, email...): logged on the console, shown on the dashboard, and
+    /// acknowledged.
     Data {
+        /// The whole value as Python prints it, cut short.
         summary: String,
+        /// A dict's entries, key and value as text, each cut short and only the first
+        /// few: what the dashboard shows as columns. Empty for anything but a dict.
+        fields: Vec<(String, String)>,
     },
 }
 

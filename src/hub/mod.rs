@@ -20,7 +20,7 @@ use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
 
 pub use resume::{Departure, Ending, Proof};
 use rooms::Room;
-pub use rooms::{After, RoomLimits};
+pub use rooms::{After, RoomLimits, RoomView};
 pub use token::Token;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

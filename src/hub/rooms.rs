@@ -342,6 +342,55 @@ impl Hub {
     }
 }
 
+/// A room as the admin pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomView {
+    pub room: String,
+    /// The owner's name (its session may be parked).
+    pub owner: Option<String>,
+    /// Members' names in joining order, the owner first; at most as many as asked for.
+    pub members: Vec<String>,
+    /// Members in all.
+    pub member_count: usize,
+    /// The latest message's `seq`.
+    pub seq: u64,
+}
+
+impl Hub {
+    /// The first `max_rooms` rooms by name, each with at most `max_members` members
+    /// named, and how many rooms there are: for the admin pages.
+    pub fn rooms_overview(&self, max_rooms: usize, max_members: usize) -> (Vec<RoomView>, usize) {
+        let state = self.lock();
+        let name_of = |id: &ClientId| {
+            state
+                .clients
+                .get(id)
+                .and_then(|member| member.name.as_deref())
+                .map(str::to_owned)
+        };
+        let mut rooms: Vec<(&String, &Room)> = state.rooms.iter().collect();
+        rooms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let total = rooms.len();
+        let shown = rooms
+            .into_iter()
+            .take(max_rooms)
+            .map(|(room, entry)| RoomView {
+                room: room.clone(),
+                owner: name_of(&entry.owner),
+                members: entry
+                    .members
+                    .iter()
+                    .take(max_members)
+                    .filter_map(name_of)
+                    .collect(),
+                member_count: entry.members.len(),
+                seq: entry.seq,
+            })
+            .collect();
+        (shown, total)
+    }
+}
+
 impl State {
     fn member(&self, id: ClientId) -> Result<&super::Member, HubError> {
         self.clients.get(&id).ok_or(HubError::NotRegistered)

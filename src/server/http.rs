@@ -1,7 +1,7 @@
 //! The HTTP listener: axum routes served by hyper, one connection at a time under the
-//! same connection limit as the protocol listeners. It answers `GET /healthz` and
-//! `GET /ws` (a WebSocket speaking the native protocol, see `ws.rs`), and nothing else
-//! (404).
+//! same connection limit as the protocol listeners. It answers `GET /healthz`,
+//! `GET /ws` (a WebSocket speaking the native protocol, see `ws.rs`) and the admin
+//! pages (`dashboard.rs`), and nothing else (404).
 //!
 //! It is served connection by connection rather than with `axum::serve`, which has no
 //! header read timeout and no way to take a slot under `--max-connections`.
@@ -25,6 +25,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admin_token::AdminAccess;
+use super::dashboard;
 use super::partial::Unfinished;
 use super::session::Session;
 use super::upgrade::WsRequest;
@@ -79,6 +81,8 @@ pub(super) struct Http {
     pub idle_timeout: Duration,
     /// What a WebSocket session needs.
     pub ws: Arc<WsKit>,
+    /// Who may read the admin pages.
+    pub admin: Arc<AdminAccess>,
 }
 
 /// What a WebSocket session needs from the server, beside its connection.
@@ -109,6 +113,7 @@ struct Conn {
 struct App {
     draining: CancellationToken,
     ws: Arc<WsKit>,
+    admin: Arc<AdminAccess>,
 }
 
 impl Http {
@@ -123,13 +128,18 @@ impl Http {
             header_timeout,
             idle_timeout,
             ws,
+            admin,
         } = self;
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_header_size(MAX_HEAD);
-        let app = TowerToHyperService::new(router(App { draining, ws }));
+        let app = TowerToHyperService::new(router(App {
+            draining,
+            ws,
+            admin,
+        }));
         let connections = TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
@@ -202,6 +212,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
+        .merge(dashboard::routes(&app.ws.kit, &app.admin))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -240,7 +251,7 @@ async fn websocket(
             super::guarded(
                 services,
                 client_id,
-                session.run_ws(socket, unfinished, max_frame, ping_after),
+                session.run_ws(socket, unfinished, conn.peer, max_frame, ping_after),
                 conn,
             )
         },

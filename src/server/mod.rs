@@ -2,8 +2,11 @@
 //! shutdown. The only layer, with the sessions, that touches sockets.
 
 pub mod admin;
+mod admin_token;
+mod dashboard;
 mod http;
 mod partial;
+mod registry;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -36,6 +39,7 @@ use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::{Policy, Services};
 use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, StoreError};
 
+pub use admin_token::{AdminToken, MAX_ADMIN_TOKEN};
 pub use http::{DEFAULT_HTTP_LISTEN, HttpListen};
 use session::Session;
 
@@ -94,6 +98,10 @@ pub struct Config {
     pub keep_read: KeepRead,
     /// After how long without a message from its client a WebSocket is pinged.
     pub ws_ping: Duration,
+    /// What the admin pages (`/dashboard`, `/api/*`) require (`--admin-token`); without
+    /// it they are open on a loopback HTTP listener and need a token made up at start
+    /// on any other.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for Config {
@@ -122,6 +130,7 @@ impl Default for Config {
             max_partial_total: DEFAULT_MAX_PARTIAL_TOTAL,
             keep_read: KeepRead::No,
             ws_ping: ws::DEFAULT_WS_PING,
+            admin_token: None,
         }
     }
 }
@@ -336,14 +345,29 @@ impl Server {
             shared: Arc::new(session::Shared {
                 partial: partial::PartialBudget::new(config.max_partial_total),
                 text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
+                registry: registry::Registry::default(),
             }),
             shutdown: stopping.clone(),
         };
         let ids = Arc::new(ClientIds::new());
         let ws_sessions = TaskTracker::new();
         let http_stop = CancellationToken::new();
+        // The message rate is only ever shown on the HTTP listener's dashboard.
+        let sampler = http_listener.as_ref().map(|_| {
+            let shared = Arc::clone(&kit.shared);
+            tokio::spawn(async move { shared.registry.sample_every_second().await })
+        });
         let http = http_listener.map(|listener| {
+            let admin = match listener.local_addr() {
+                Ok(addr) => {
+                    let (access, origin) = admin_token::access(config.admin_token.as_ref(), addr);
+                    admin_token::announce(&access, &origin, addr);
+                    access
+                }
+                Err(_) => admin_token::AdminAccess::Closed,
+            };
             let http = http::Http {
+                admin: Arc::new(admin),
                 listener,
                 slots: Arc::clone(&slots),
                 max_connections: config.max_connections,
@@ -400,6 +424,9 @@ impl Server {
         drop((listener, text_listener, lab_listener, admin));
         sweeper.abort();
         let _ = sweeper.await;
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
         tracing::info!(
             clients = services.hub.online_count(),
             "shutting down: telling clients and flushing their queues"
@@ -522,7 +549,12 @@ fn contained<D: Dialect>(
     let services = Arc::clone(&session.services);
     let _ = stream.set_nodelay(true);
     tracing::info!(client_id, %peer, "connect");
-    guarded(services, client_id, session.run(stream, dialect), slot)
+    guarded(
+        services,
+        client_id,
+        session.run(stream, peer, dialect),
+        slot,
+    )
 }
 
 /// `session`, whose panic is logged and cleaned up like any other disconnect; `held`

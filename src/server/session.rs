@@ -22,6 +22,7 @@ use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
 
 use super::partial::{Held, PartialBudget};
+use super::registry::{Listed, Registry, Transport};
 use super::writer::write_loop;
 use std::net::SocketAddr;
 
@@ -80,6 +81,8 @@ pub(super) struct Shared {
     /// Where the text dialect listens, for the hint to a person who typed at the
     /// native port.
     pub text_addr: Option<SocketAddr>,
+    /// The connections as the admin pages show them.
+    pub registry: Registry,
 }
 
 pub(super) struct Session {
@@ -93,9 +96,14 @@ pub(super) struct Session {
 impl Session {
     /// Serves the connection until it ends; cleans up the client in the hub and logs
     /// why it ended.
-    pub async fn run<D: Dialect>(self, stream: TcpStream, dialect: D) {
+    pub async fn run<D: Dialect>(self, stream: TcpStream, peer: SocketAddr, dialect: D) {
         let (read_half, write_half) = stream.into_split();
-        let queue = self.open();
+        let transport = match D::KIND {
+            DialectKind::Native => Transport::Native,
+            DialectKind::Text => Transport::Text,
+            DialectKind::Lab => Transport::Lab,
+        };
+        let (queue, _listed) = self.open(transport, peer);
         let stop = &queue.signal;
 
         let mut state = SessionState::new(self.client_id);
@@ -120,8 +128,14 @@ impl Session {
         self.log_disconnect(&state, &reason, parked, "");
     }
 
-    /// The connection's queue, its welcome queued first, and the connection in the hub.
-    pub(super) fn open(&self) -> Arc<OutQueue> {
+    /// The connection's queue, its welcome queued first, and the connection in the hub
+    /// and in the registry (until the guard returned drops).
+    pub(super) fn open(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> (Arc<OutQueue>, Listed<'_>) {
+        let listed = self.shared.registry.open(self.client_id, transport, peer);
         let queue = Arc::new(OutQueue::new(self.bounds));
         let welcome = SharedEvent::new(Event::welcome(self.client_id));
         // The queue is new and holds at least two items, so this cannot fail.
@@ -134,7 +148,7 @@ impl Session {
         if self.shutdown.is_cancelled() {
             queue.signal.drain();
         }
-        queue
+        (queue, listed)
     }
 
     /// Takes the ended connection's session out of the hub: a connection that ends
@@ -395,7 +409,7 @@ impl Session {
     ) -> Result<Option<String>, Slow> {
         let (id, outcome) = match incoming {
             Incoming::Invalid { id, error } => (id, Err(error)),
-            Incoming::Data { summary } => {
+            Incoming::Data { summary, fields } => {
                 // A lab program's handshake is the data it sends: it then listens until
                 // the server closes, as its handout teaches, and must not time out.
                 queue.stop.greet();
@@ -404,12 +418,22 @@ impl Session {
                     name = %state.name.as_deref().unwrap_or("-"),
                     "data: {summary}"
                 );
+                self.shared.registry.lab_data(
+                    self.client_id,
+                    state.client_id,
+                    state.name.as_deref(),
+                    fields,
+                    summary,
+                );
                 (None, Ok(Reply::Ack { ack: true }))
             }
             Incoming::Request(envelope) if matches!(envelope.request, Request::Bye) => {
                 return Err(Slow::Serve(envelope));
             }
             Incoming::Request(envelope) => {
+                if matches!(envelope.request, Request::Say { .. } | Request::Send { .. }) {
+                    self.shared.registry.count_message();
+                }
                 match self
                     .services
                     .serve_now(state, envelope.id, envelope.request)
@@ -470,8 +494,15 @@ impl Session {
                 state.said_bye |= bye;
                 // Boxed: hello and inbox are rare next to sends, and their future is the
                 // larger; unboxed, every send's box would make room for it.
+                let before = state.client_id;
                 let served = self.services.handle(state, envelope.id, envelope.request);
-                match Box::pin(served).await {
+                let served = Box::pin(served).await;
+                if state.client_id != before {
+                    self.shared
+                        .registry
+                        .resumed(self.client_id, state.client_id);
+                }
+                match served {
                     Some(outcome) => (envelope.id, outcome, bye),
                     None => return None,
                 }

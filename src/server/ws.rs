@@ -8,6 +8,7 @@
 //! encoded once for all of them.
 
 use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 use crate::service::SessionState;
 
 use super::partial::Unfinished;
+use super::registry::Transport;
 use super::session::{FLUSH_GRACE, Queue, Session};
 use super::upgrade::{OverBudget, WebSocket};
 
@@ -89,11 +91,12 @@ impl Session {
         self,
         socket: WebSocket,
         unfinished: Arc<Unfinished>,
+        peer: SocketAddr,
         max_frame: usize,
         ping_after: Duration,
     ) {
         let (sink, stream) = socket.split();
-        let queue = self.open();
+        let (queue, _listed) = self.open(Transport::WebSocket, peer);
         let stop = &queue.signal;
 
         let link = Link::new();

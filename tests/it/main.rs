@@ -13,6 +13,7 @@ mod connect_cli;
 mod course;
 mod course_programs;
 mod crash;
+mod dashboard;
 mod delivery_model;
 mod dialects;
 mod durability;

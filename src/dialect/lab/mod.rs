@@ -19,6 +19,12 @@ use scan::{ScanError, Scanned, Scanner};
 
 /// Longest summary of received data put on the console.
 const MAX_SUMMARY: usize = 2000;
+/// Entries of a data dict kept as fields: the lab programs send four or five.
+pub const MAX_FIELDS: usize = 32;
+/// Longest key of a field kept, in bytes (cut on a character boundary).
+pub const MAX_FIELD_KEY: usize = 64;
+/// Longest value of a field kept, in bytes (cut on a character boundary).
+pub const MAX_FIELD_VALUE: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct Lab {
@@ -135,6 +141,7 @@ fn from_value(value: Value) -> Incoming {
     if !is_request {
         return Incoming::Data {
             summary: summary(&value),
+            fields: fields(&value),
         };
     }
     match to_json(value) {
@@ -188,34 +195,81 @@ fn to_json(value: Value) -> Result<serde_json::Value, String> {
 /// the cut: a value that prints many times larger than its pickle is never printed
 /// whole.
 pub fn summary(value: &Value) -> String {
-    use std::fmt::Write as _;
-    let mut out = Capped(String::new());
-    if write!(out, "{value}").is_err() {
-        let mut cut = MAX_SUMMARY;
-        while !out.0.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.0.truncate(cut);
-        out.0.push_str("...");
-    }
-    out.0
+    capped(value, MAX_SUMMARY)
 }
 
-/// A string that refuses to grow past [`MAX_SUMMARY`] (and a character).
-struct Capped(String);
+/// A dict's first [`MAX_FIELDS`] entries as text: a string as it is, anything else as
+/// Python prints it, each cut short. Keys are kept as the program spelled them (`Name`,
+/// `student_id`, `studentId`...): which of them are which is the reader's business.
+pub fn fields(value: &Value) -> Vec<(String, String)> {
+    let Value::Dict(map) = value else {
+        return Vec::new();
+    };
+    map.iter()
+        .take(MAX_FIELDS)
+        .map(|(key, value)| {
+            let key = match key {
+                HashableValue::String(key) => cut(key, MAX_FIELD_KEY),
+                key => capped(key, MAX_FIELD_KEY),
+            };
+            let value = match value {
+                Value::String(text) => cut(text, MAX_FIELD_VALUE),
+                value => capped(value, MAX_FIELD_VALUE),
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+/// `text`, or its first `max` bytes (on a character boundary) and `...`.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// `value` printed, up to `max` bytes and `...`; printing stops at the cut.
+fn capped(value: &impl std::fmt::Display, max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = Capped {
+        text: String::new(),
+        max,
+    };
+    if write!(out, "{value}").is_err() {
+        let mut cut = max;
+        while !out.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.text.truncate(cut);
+        out.text.push_str("...");
+    }
+    out.text
+}
+
+/// A string that refuses to grow past `max` bytes (and a character).
+struct Capped {
+    text: String,
+    max: usize,
+}
 
 impl std::fmt::Write for Capped {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let room = MAX_SUMMARY + 4 - self.0.len().min(MAX_SUMMARY + 4);
+        let limit = self.max + 4;
+        let room = limit - self.text.len().min(limit);
         if s.len() <= room {
-            self.0.push_str(s);
+            self.text.push_str(s);
             return Ok(());
         }
         let mut cut = room;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
-        self.0.push_str(&s[..cut]);
+        self.text.push_str(&s[..cut]);
         Err(std::fmt::Error)
     }
 }

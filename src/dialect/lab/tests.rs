@@ -66,7 +66,11 @@ fn dicts_are_data_and_op_dicts_are_requests() {
     assert_eq!(
         all[0],
         Incoming::Data {
-            summary: r#"{"id": "9", "name": "Jose Ortiz"}"#.into()
+            summary: r#"{"id": "9", "name": "Jose Ortiz"}"#.into(),
+            fields: vec![
+                ("id".into(), "9".into()),
+                ("name".into(), "Jose Ortiz".into())
+            ],
         }
     );
     assert_eq!(
@@ -114,7 +118,8 @@ fn a_refused_pickle_is_answered_and_the_stream_goes_on() {
     assert_eq!(
         all[1],
         Incoming::Data {
-            summary: "None".into()
+            summary: "None".into(),
+            fields: Vec::new(),
         }
     );
 }
@@ -359,4 +364,40 @@ fn delivery_events_pickle_with_seq_replay_and_gaps() {
         }),
         r#"{"event": "resume_gap", "oldest": 58, "room": "r"}"#
     );
+}
+
+#[test]
+fn a_data_dict_keeps_a_few_short_fields_as_text() {
+    use std::collections::BTreeMap;
+    let mut map = BTreeMap::new();
+    map.insert(
+        HashableValue::String("Name".into()),
+        Value::String("Ana".into()),
+    );
+    map.insert(HashableValue::I64(7), Value::I64(42));
+    map.insert(
+        HashableValue::String("github".into()),
+        Value::String("é".repeat(500)),
+    );
+    let shown = fields(&Value::Dict(map));
+    assert_eq!(shown[0], ("7".into(), "42".into()));
+    assert_eq!(shown[1], ("Name".into(), "Ana".into()));
+    assert_eq!(shown[2].0, "github");
+    assert!(shown[2].1.ends_with("...") && shown[2].1.len() <= MAX_FIELD_VALUE + 3);
+
+    let many = (0..100)
+        .map(|n| {
+            (
+                HashableValue::String(format!("{}{n}", "k".repeat(100))),
+                Value::List(vec![Value::I64(n); 1000]),
+            )
+        })
+        .collect();
+    let shown = fields(&Value::Dict(many));
+    assert_eq!(shown.len(), MAX_FIELDS);
+    for (key, value) in shown {
+        assert!(key.len() <= MAX_FIELD_KEY + 3, "{key}");
+        assert!(value.len() <= MAX_FIELD_VALUE + 3, "{value}");
+    }
+    assert!(fields(&Value::List(vec![])).is_empty());
 }

@@ -1,0 +1,293 @@
+//! What the admin pages show of the connections, beside what the hub knows of them:
+//! every open connection with its transport, peer and start; what the lab programs
+//! sent; and how many messages go through per second.
+//!
+//! The hub knows names, sessions and rooms but never sockets or dialects, so this is
+//! kept in the server layer, touched when a connection opens and when it ends (and
+//! when it resumes another session), never per message: the one cost per message is
+//! a relaxed increment of [`Registry::count_message`]. Entries are keyed by the
+//! connection's own client id, which no other connection ever has; a resumed session
+//! changes the client id it shows, not its key. The record of closed connections can
+//! grow beside `open` from the entry [`Listed`] takes out when it drops.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use foldhash::HashMap;
+use serde::Serialize;
+
+use crate::protocol::{ClientId, now_millis, rfc3339_of_millis};
+
+/// Lab submissions kept for the dashboard; older ones are forgotten.
+pub const LAB_KEPT: usize = 200;
+/// Seconds of message rates kept: five minutes.
+pub const RATE_SECONDS: usize = 300;
+
+/// How a connection reaches the server: one of the three TCP dialects, or a
+/// WebSocket (which speaks the native protocol's JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Native,
+    Text,
+    Lab,
+    WebSocket,
+}
+
+/// One open connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The client id it is known by: its own, or that of the session it resumed.
+    pub client_id: ClientId,
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    /// When it connected, in milliseconds since the Unix epoch.
+    pub start_ms: i64,
+}
+
+/// What a lab program sent that was not a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submission {
+    /// Numbers every submission since the server started, from 1: a reader asks for
+    /// those after the last it has.
+    pub seq: u64,
+    /// When it arrived, RFC 3339.
+    pub at: String,
+    pub client_id: ClientId,
+    /// The sender's name, if it had said hello (most lab programs never do).
+    pub name: Option<String>,
+    pub peer: Option<SocketAddr>,
+    /// The dict's entries as the program spelled them, in key order.
+    pub fields: Vec<(String, String)>,
+    /// The whole value as Python prints it, cut short.
+    pub summary: String,
+}
+
+/// The lab submissions kept, newest last.
+#[derive(Debug, Default)]
+struct LabLog {
+    kept: VecDeque<Submission>,
+    last_seq: u64,
+}
+
+/// Messages per second, sampled once a second.
+#[derive(Debug, Default)]
+struct Rates {
+    /// Messages in each of the last seconds, oldest first.
+    per_second: VecDeque<u64>,
+    /// The message count at the last sample.
+    counted: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    open: Mutex<HashMap<ClientId, Connection>>,
+    lab: Mutex<LabLog>,
+    /// Room messages and direct messages asked for since the server started.
+    messages: AtomicU64,
+    rates: Mutex<Rates>,
+}
+
+/// A connection's place in the registry, taken out when this drops: when its session
+/// ends, however it ends (a panicking session's future is dropped too).
+#[must_use]
+pub struct Listed<'a> {
+    registry: &'a Registry,
+    key: ClientId,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        lock(&self.registry.open).remove(&self.key);
+    }
+}
+
+/// A lock whose holder may have panicked: every step taken under these locks leaves
+/// the data consistent, so going on is safe.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    /// Lists connection `client_id` (its own id) until the returned guard drops.
+    pub fn open(&self, client_id: ClientId, transport: Transport, peer: SocketAddr) -> Listed<'_> {
+        let connection = Connection {
+            client_id,
+            transport,
+            peer,
+            start_ms: now_millis(),
+        };
+        lock(&self.open).insert(client_id, connection);
+        Listed {
+            registry: self,
+            key: client_id,
+        }
+    }
+
+    /// Connection `key` (its own id) now speaks for session `client_id`: it resumed it.
+    pub fn resumed(&self, key: ClientId, client_id: ClientId) {
+        if let Some(connection) = lock(&self.open).get_mut(&key) {
+            connection.client_id = client_id;
+        }
+    }
+
+    /// The open connections, in the order they connected.
+    pub fn connections(&self) -> Vec<Connection> {
+        let mut all: Vec<(ClientId, Connection)> = lock(&self.open)
+            .iter()
+            .map(|(&key, connection)| (key, connection.clone()))
+            .collect();
+        all.sort_unstable_by_key(|(key, _)| *key);
+        all.into_iter().map(|(_, connection)| connection).collect()
+    }
+
+    /// The peer of the connection whose own id is `key`.
+    fn peer_of(&self, key: ClientId) -> Option<SocketAddr> {
+        lock(&self.open).get(&key).map(|c| c.peer)
+    }
+
+    /// Keeps what connection `key` (its own id), known as `client_id`, sent.
+    pub fn lab_data(
+        &self,
+        key: ClientId,
+        client_id: ClientId,
+        name: Option<&str>,
+        fields: Vec<(String, String)>,
+        summary: String,
+    ) {
+        let peer = self.peer_of(key);
+        let mut lab = lock(&self.lab);
+        lab.last_seq += 1;
+        let submission = Submission {
+            seq: lab.last_seq,
+            at: rfc3339_of_millis(now_millis()),
+            client_id,
+            name: name.map(str::to_owned),
+            peer,
+            fields,
+            summary,
+        };
+        if lab.kept.len() == LAB_KEPT {
+            lab.kept.pop_front();
+        }
+        lab.kept.push_back(submission);
+    }
+
+    /// The kept submissions numbered after `after`, oldest first, and the number of
+    /// the latest one.
+    pub fn lab_since(&self, after: u64) -> (Vec<Submission>, u64) {
+        let lab = lock(&self.lab);
+        let newer = lab.kept.iter().filter(|s| s.seq > after).cloned().collect();
+        (newer, lab.last_seq)
+    }
+
+    /// One room or direct message asked for.
+    pub fn count_message(&self) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages asked for since the server started.
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// Closes the second just past: what was counted since the last sample.
+    pub fn sample(&self) {
+        let now = self.messages();
+        let mut rates = lock(&self.rates);
+        let delta = now.saturating_sub(rates.counted);
+        rates.counted = now;
+        if rates.per_second.len() == RATE_SECONDS {
+            rates.per_second.pop_front();
+        }
+        rates.per_second.push_back(delta);
+    }
+
+    /// Messages in each of the last seconds (oldest first), and those counted so far
+    /// in the second under way.
+    pub fn rates(&self) -> (Vec<u64>, u64) {
+        let now = self.messages();
+        let rates = lock(&self.rates);
+        (
+            rates.per_second.iter().copied().collect(),
+            now.saturating_sub(rates.counted),
+        )
+    }
+
+    /// Samples the message rate every second, for as long as it runs.
+    pub async fn sample_every_second(&self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: nothing to close yet.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.sample();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn a_connection_is_listed_while_its_guard_lives() {
+        let registry = Registry::default();
+        let first = registry.open(3, Transport::Lab, peer());
+        let second = registry.open(1, Transport::WebSocket, peer());
+        registry.resumed(1, 9);
+        let listed: Vec<_> = registry
+            .connections()
+            .iter()
+            .map(|c| (c.client_id, c.transport))
+            .collect();
+        assert_eq!(listed, [(9, Transport::WebSocket), (3, Transport::Lab)]);
+        drop(first);
+        assert_eq!(registry.connections().len(), 1);
+        drop(second);
+        assert!(registry.connections().is_empty());
+    }
+
+    #[test]
+    fn lab_submissions_are_kept_up_to_the_bound_and_read_after_a_cursor() {
+        let registry = Registry::default();
+        let _listed = registry.open(4, Transport::Lab, peer());
+        for n in 0..LAB_KEPT + 5 {
+            registry.lab_data(4, 4, None, vec![("n".into(), n.to_string())], String::new());
+        }
+        let (all, last) = registry.lab_since(0);
+        assert_eq!(all.len(), LAB_KEPT);
+        assert_eq!(last, (LAB_KEPT + 5) as u64);
+        assert_eq!(all[0].seq, 6);
+        assert_eq!(all[0].peer, Some(peer()));
+        let (newer, _) = registry.lab_since(last - 2);
+        assert_eq!(newer.len(), 2);
+        assert!(registry.lab_since(last).0.is_empty());
+    }
+
+    #[test]
+    fn rates_keep_five_minutes_of_seconds() {
+        let registry = Registry::default();
+        registry.count_message();
+        registry.count_message();
+        assert_eq!(registry.rates(), (vec![], 2));
+        registry.sample();
+        registry.count_message();
+        assert_eq!(registry.rates(), (vec![2], 1));
+        for _ in 0..RATE_SECONDS + 10 {
+            registry.sample();
+        }
+        let (seconds, now) = registry.rates();
+        assert_eq!((seconds.len(), now), (RATE_SECONDS, 0));
+        assert_eq!(registry.messages(), 3);
+    }
+}
