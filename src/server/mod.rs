@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod http;
+mod pages;
 mod partial;
 mod session;
 #[cfg(test)]
