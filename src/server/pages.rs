@@ -14,6 +14,7 @@ use axum::routing::get;
 const INDEX: &str = include_str!("web/index.html");
 const APP: &str = include_str!("web/app.js");
 const LINK: &str = include_str!("web/link.js");
+const VIEW: &str = include_str!("web/view.js");
 const STYLE: &str = include_str!("web/style.css");
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -26,6 +27,7 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(|headers: HeaderMap| async move { page(&headers) }))
         .route("/app.js", get(|| async { asset(JS, APP) }))
         .route("/link.js", get(|| async { asset(JS, LINK) }))
+        .route("/view.js", get(|| async { asset(JS, VIEW) }))
         .route("/style.css", get(|| async { asset(CSS, STYLE) }))
 }
 
@@ -112,10 +114,10 @@ mod tests {
 
     #[test]
     fn the_page_loads_only_its_own_files() {
-        for body in [INDEX, APP, LINK, STYLE] {
+        for body in [INDEX, APP, LINK, VIEW, STYLE] {
             assert!(!body.contains("http://") && !body.contains("https://"));
         }
         assert!(INDEX.contains(r#"src="/app.js""#) && INDEX.contains(r#"href="/style.css""#));
-        assert!(APP.contains("from './link.js'"));
+        assert!(APP.contains("from './link.js'") && APP.contains("from './view.js'"));
     }
 }

@@ -120,6 +120,7 @@ async fn the_page_its_script_and_style_are_served_with_a_strict_policy() {
     for (path, kind) in [
         ("/app.js", "text/javascript"),
         ("/link.js", "text/javascript"),
+        ("/view.js", "text/javascript"),
         ("/style.css", "text/css"),
     ] {
         let (head, body) = fetch(http, path).await;
@@ -269,8 +270,35 @@ async fn a_browser_joining_a_room_sees_its_last_messages_then_live_ones() {
         )
         .await;
     }
+    // The reader's name is protected: the page asks for the password only then.
+    let mut setup = server.raw().await;
+    setup.event().await;
+    ok(
+        &mut setup,
+        json!({"op": "hello", "name": "reader", "password": "s3cret"}),
+    )
+    .await;
+    ok(&mut setup, json!({"op": "bye"})).await;
+
     let page = driver.open(&page_url(server.http.unwrap())).await;
-    page.log_in("reader").await;
+    page.wait_for(
+        "the name field with the focus, no password field",
+        "return document.activeElement.id === 'name' \
+         && document.getElementById('password-row').hidden;",
+    )
+    .await;
+    page.type_into("name", &format!("reader{ENTER}")).await;
+    page.wait_for(
+        "the password field with the focus",
+        "return document.activeElement.id === 'password';",
+    )
+    .await;
+    page.type_into("password", &format!("s3cret{ENTER}")).await;
+    page.wait_for(
+        "the chat",
+        "return document.getElementById('me').textContent === 'You are reader';",
+    )
+    .await;
     page.type_into("room-name", &format!("news{ENTER}")).await;
     let lines = page.wait_for_lines("news", 20).await;
     let seqs: Vec<u64> = lines.iter().map(|line| line.0).collect();
@@ -351,10 +379,27 @@ impl Proxy {
 
 #[tokio::test]
 async fn a_cut_websocket_resumes_with_nothing_lost_or_shown_twice() {
+    cut_and_come_back(true).await;
+}
+
+/// Without resume (`--resume-grace 0`) the page rejoins its rooms after the last
+/// message it showed, and the room replays what it missed.
+#[tokio::test]
+async fn without_resume_a_cut_page_rejoins_its_rooms_and_misses_nothing() {
+    cut_and_come_back(false).await;
+}
+
+async fn cut_and_come_back(resume: bool) {
     let Some(mut driver) = Driver::start().await else {
         return;
     };
-    let server = start().await;
+    let server = TestServer::start_tweaked(|c| {
+        c.http_listen = HttpListen::Given("127.0.0.1:0".parse().unwrap());
+        if !resume {
+            c.resume_grace = std::time::Duration::ZERO;
+        }
+    })
+    .await;
     let proxy = Proxy::start(server.http.unwrap()).await;
     let mut cy = native(&server, "cy").await;
     ok(&mut cy, json!({"op": "create_room", "room": "live"})).await;
@@ -395,9 +440,14 @@ async fn a_cut_websocket_resumes_with_nothing_lost_or_shown_twice() {
     )
     .await;
     proxy.restore();
+    let back = if resume {
+        "Reconnected; nothing was lost."
+    } else {
+        "Reconnected as a new session."
+    };
     page.wait_for(
         "the page back in",
-        "return document.getElementById('activity').textContent.includes('Reconnected; nothing was lost.');",
+        &format!("return document.getElementById('activity').textContent.includes('{back}');"),
     )
     .await;
     ok(

@@ -3,7 +3,8 @@
 // Nothing it shows is lost or shown twice after a cut: room messages are kept by their
 // `seq` and the page resumes with the last `seq` it displayed; mail is peeked, shown,
 // then acknowledged.
-import { Link } from './link.js';
+import { Link, ServerError } from './link.js';
+import { $, clock, element, setStatus, trim } from './view.js';
 
 /** Reconnect backoff: the first wait, the longest one, and when to give up. */
 const RECONNECT_FIRST_MS = 500;
@@ -17,8 +18,6 @@ const LIST_LINES_KEPT = 200;
 /** Pages of mail read in one go (100 messages each). */
 const INBOX_PAGES = 10;
 const USERS_REFRESH_MS = 5000;
-
-const $ = (id) => document.getElementById(id);
 
 /**
  * What the page knows. A room: {epoch, last (highest seq shown), floor (highest seq
@@ -36,30 +35,8 @@ const state = {
   cutAt: null,
   backoff: RECONNECT_FIRST_MS,
   usersTimer: null,
+  usersShown: null,
 };
-
-// ---- Small view helpers ------------------------------------------------------------
-
-function setStatus(text) {
-  $('status').textContent = text;
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-/** Keeps a list to its last `kept` items. */
-function trim(list, kept) {
-  while (list.children.length > kept) list.firstElementChild.remove();
-}
-
-function clock(sentAt) {
-  const when = sentAt ? new Date(sentAt) : new Date();
-  return when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-}
 
 /** One line in the activity list (and so read out by screen readers). */
 function activity(text) {
@@ -80,6 +57,14 @@ function guestName() {
 
 function newLink() {
   return new Link(onEvent, onLinkClosed);
+}
+
+/** A request on the current connection; while there is none, it fails at once. */
+function call(op, args) {
+  if (!state.link) {
+    return Promise.reject(new ServerError({ code: 'closed', message: 'not connected (reconnecting)' }));
+  }
+  return state.link.request(op, args);
 }
 
 /** Runs a request and shows its failure in the activity list instead of throwing. */
@@ -103,7 +88,7 @@ function showPassword(message) {
 async function login(event) {
   event.preventDefault();
   const name = $('name').value.trim() || guestName();
-  const password = $('password-row').hidden ? undefined : $('password').value;
+  const password = ($('password-row').hidden ? '' : $('password').value) || undefined;
   $('login-error').textContent = '';
   $('enter').disabled = true;
   try {
@@ -112,7 +97,7 @@ async function login(event) {
       await link.open(wsUrl());
       state.link = link;
     }
-    const reply = await state.link.request('hello', { name, password });
+    const reply = await call('hello', { name, password });
     state.name = reply.name;
     state.password = password;
     state.token = reply.resume_token;
@@ -154,7 +139,8 @@ async function logout() {
   }
   clearInterval(state.usersTimer);
   for (const room of [...state.rooms.keys()]) removeRoom(room);
-  Object.assign(state, { name: null, password: undefined, token: undefined, unread: 0, cutAt: null });
+  Object.assign(state, { name: null, password: undefined, token: undefined, unread: 0, cutAt: null, usersShown: null });
+  $('password-row').hidden = true;
   state.mailShown.clear();
   for (const id of ['inbox', 'users', 'activity', 'user-names']) $(id).replaceChildren();
   showBadge();
@@ -170,8 +156,12 @@ async function logout() {
 
 async function refreshUsers() {
   if (!state.link) return;
-  const reply = await state.link.request('users').catch(() => undefined);
+  const reply = await call('users').catch(() => undefined);
   if (!reply) return;
+  // Rebuilt only when it changed, so that a focused button is not taken away.
+  const key = reply.users.map((user) => user.name).join('\n');
+  if (key === state.usersShown) return;
+  state.usersShown = key;
   const list = $('users');
   const names = $('user-names');
   list.replaceChildren();
@@ -208,7 +198,7 @@ function showBadge() {
 /** Counts unread mail without reading it. */
 async function refreshBadge() {
   if (!state.link) return;
-  const page = await state.link.request('inbox', { peek: true, limit: 100 }).catch(() => undefined);
+  const page = await call('inbox', { peek: true, limit: 100 }).catch(() => undefined);
   if (!page) return;
   state.unread = page.messages.filter((m) => !state.mailShown.has(m.message_id)).length;
   showBadge();
@@ -231,10 +221,10 @@ function showMail(message) {
 /** Peeks a page, shows it, then acknowledges it: a cut in between loses nothing. */
 async function readInbox() {
   for (let page = 0; page < INBOX_PAGES; page++) {
-    const reply = await state.link.request('inbox', { peek: true, limit: 100 });
+    const reply = await call('inbox', { peek: true, limit: 100 });
     reply.messages.forEach(showMail);
     const last = reply.messages.at(-1);
-    if (last) await state.link.request('ack', { up_to: last.message_id });
+    if (last) await call('ack', { up_to: last.message_id });
     if (!reply.more) break;
   }
   state.unread = 0;
@@ -246,7 +236,7 @@ async function sendMail(event) {
   const to = $('dm-to').value.trim();
   const text = $('dm-text').value;
   if (!to || !text) return;
-  const sent = await attempt(`Sending to ${to}`, () => state.link.request('send', { to, text }));
+  const sent = await attempt(`Sending to ${to}`, () => call('send', { to, text }));
   if (sent) {
     activity(`Sent to ${to}: ${text}`);
     $('dm-text').value = '';
@@ -361,7 +351,7 @@ function roomNotice(name, text) {
 async function showHistory(name, before) {
   const args = { room: name, limit: HISTORY_SHOWN };
   if (before) args.before = before;
-  const page = await state.link.request('history', args).catch(() => undefined);
+  const page = await call('history', args).catch(() => undefined);
   if (page) page.messages.forEach((m) => showRoomMessage(name, m));
 }
 
@@ -373,7 +363,7 @@ async function joinRoom(event) {
     selectRoom(name, true);
     return;
   }
-  const reply = await attempt(`Joining ${name}`, () => state.link.request('join_room', { room: name }));
+  const reply = await attempt(`Joining ${name}`, () => call('join_room', { room: name }));
   if (!reply) return;
   addRoom(name, reply.epoch, false);
   roomNotice(name, `You joined ${name}. Here: ${reply.members.join(', ')}.`);
@@ -388,7 +378,7 @@ async function createRoom() {
     $('room-name').focus();
     return;
   }
-  const reply = await attempt(`Creating ${name}`, () => state.link.request('create_room', { room: name }));
+  const reply = await attempt(`Creating ${name}`, () => call('create_room', { room: name }));
   if (!reply) return;
   addRoom(name, reply.epoch, true);
   roomNotice(name, `You created ${name}; you own it.`);
@@ -401,7 +391,7 @@ async function say(event) {
   const name = state.current;
   const text = $('say-text').value;
   if (!name || !text) return;
-  const reply = await attempt(`Saying in ${name}`, () => state.link.request('say', { room: name, text }));
+  const reply = await attempt(`Saying in ${name}`, () => call('say', { room: name, text }));
   if (reply) {
     showRoomMessage(name, { seq: reply.seq, from: state.name, text });
     $('say-text').value = '';
@@ -411,7 +401,7 @@ async function say(event) {
 async function leaveRoom() {
   const name = state.current;
   if (!name) return;
-  const left = await attempt(`Leaving ${name}`, () => state.link.request('leave_room', { room: name }));
+  const left = await attempt(`Leaving ${name}`, () => call('leave_room', { room: name }));
   if (!left) return;
   removeRoom(name);
   activity(`You left ${name}.`);
@@ -421,7 +411,7 @@ async function leaveRoom() {
 async function closeRoom() {
   const name = state.current;
   if (!name) return;
-  const closed = await attempt(`Closing ${name}`, () => state.link.request('close_room', { room: name }));
+  const closed = await attempt(`Closing ${name}`, () => call('close_room', { room: name }));
   if (!closed) return;
   removeRoom(name);
   activity(`You closed ${name}.`);
@@ -450,7 +440,7 @@ function onEvent(event) {
     case 'room_closed':
       if (state.rooms.has(event.room)) {
         removeRoom(event.room);
-        activity(`${event.room} was closed by ${event.by}.`);
+        if (event.by !== state.name) activity(`${event.room} was closed by ${event.by}.`);
       }
       break;
     case 'resume_gap':
@@ -553,7 +543,7 @@ async function rejoinRooms() {
   for (const [name, room] of [...state.rooms]) {
     let reply;
     try {
-      reply = await state.link.request('join_room', { room: name, after: room.last, epoch: room.epoch });
+      reply = await call('join_room', { room: name, after: room.last, epoch: room.epoch });
     } catch (error) {
       if (error.code === 'closed') throw error;
       removeRoom(name);
@@ -581,6 +571,11 @@ async function rejoinRooms() {
 
 function start() {
   $('login-form').addEventListener('submit', login);
+  // A password is asked for the name that needs it: another name starts without one.
+  $('name').addEventListener('input', () => {
+    $('password-row').hidden = true;
+    $('password').value = '';
+  });
   $('logout').addEventListener('click', logout);
   $('users-refresh').addEventListener('click', refreshUsers);
   $('dm-form').addEventListener('submit', sendMail);

@@ -4,6 +4,7 @@
 //! Without Chromium or chromedriver on the machine the browser tests are skipped with a
 //! note, unless `SWITCHBOARD_REQUIRE_BROWSER=1` (CI) makes their absence a failure.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,10 @@ impl Driver {
                 !required,
                 "SWITCHBOARD_REQUIRE_BROWSER=1 but chromium or chromedriver is not installed"
             );
-            eprintln!(
+            // Written to the process's stderr, past the test harness's capture, so
+            // that the skip shows in a passing run.
+            let _ = writeln!(
+                std::io::stderr(),
                 "browser test skipped: install chromium and chromium-driver to run it \
                  (SWITCHBOARD_REQUIRE_BROWSER=1 makes this a failure)"
             );
