@@ -249,7 +249,8 @@ async fn two_browsers_chat_with_each_other_and_with_native_and_text_clients() {
     assert_eq!(lines[1], "* room_message lobby 2 bob: hello from bob");
 
     bob.screenshot("chat").await;
-    bob.client.set_window_size(360, 740).await.expect("resize");
+    // A phone's screen: a page of about 360 by 740 pixels.
+    bob.client.set_window_size(360, 880).await.expect("resize");
     bob.screenshot("chat-phone").await;
     tokio::join!(ana.close(), bob.close());
     server.stop().await;
