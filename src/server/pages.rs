@@ -72,7 +72,7 @@ fn content_security_policy(host: Option<&str>) -> String {
         None => String::new(),
     };
     format!(
-        "default-src 'self'; connect-src 'self'{sockets}; img-src 'self'; \
+        "default-src 'self'; connect-src 'self'{sockets}; \
          object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 }

@@ -252,6 +252,24 @@ async fn two_browsers_chat_with_each_other_and_with_native_and_text_clients() {
     // A phone's screen: a page of about 360 by 740 pixels.
     bob.client.set_window_size(360, 880).await.expect("resize");
     bob.screenshot("chat-phone").await;
+
+    // The owner closes the room from her page; everyone hears of it.
+    ana.click("room-close").await;
+    ana.wait_for(
+        "the room gone",
+        "return document.getElementById('room-panel').hidden;",
+    )
+    .await;
+    bob.wait_for(
+        "the room closed by ana",
+        "return document.getElementById('activity').textContent.includes('lobby was closed by ana');",
+    )
+    .await;
+    loop {
+        if dee.event().await == "* room_closed lobby ana" {
+            break;
+        }
+    }
     tokio::join!(ana.close(), bob.close());
     server.stop().await;
 }
