@@ -1,7 +1,7 @@
 //! The HTTP listener: axum routes served by hyper, one connection at a time under the
 //! same connection limit as the protocol listeners. It answers `GET /healthz`,
-//! `GET /ws` (a WebSocket speaking the native protocol, see `ws.rs`) and the admin
-//! pages (`dashboard.rs`), and nothing else (404).
+//! `GET /ws` (a WebSocket speaking the native protocol, see `ws.rs`), the browser chat
+//! page (`pages.rs`) and the admin pages (`dashboard.rs`), and nothing else (404).
 //!
 //! It is served connection by connection rather than with `axum::serve`, which has no
 //! header read timeout and no way to take a slot under `--max-connections`.
@@ -213,6 +213,7 @@ fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
         .merge(dashboard::routes(&app.ws.kit, &app.admin))
+        .merge(super::pages::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }

@@ -5,6 +5,7 @@ pub mod admin;
 mod admin_token;
 mod dashboard;
 mod http;
+mod pages;
 mod partial;
 mod registry;
 mod session;

@@ -7,6 +7,7 @@ mod auth;
 mod bench;
 mod binary;
 mod bounds;
+mod browser;
 mod client_lib;
 mod common;
 mod connect_cli;
