@@ -36,7 +36,8 @@ pub struct ServeArgs {
     /// (off unless given).
     #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     pub lab_listen: Option<SocketAddr>,
-    /// Address for HTTP (`/healthz`), or `off` [default: 127.0.0.1:12080]. When the
+    /// Address for HTTP: the browser chat page `/`, its WebSocket `/ws`, the projector
+    /// `/dashboard` and `/healthz`; or `off` [default: 127.0.0.1:12080]. When the
     /// default address is taken the server warns and runs without HTTP; an address
     /// given here that cannot be bound stops the start.
     #[arg(long, value_name = "ADDR|off", value_parser = http_listen)]

@@ -7,8 +7,8 @@
 //! message without its length prefix, so an event shared by many connections is still
 //! encoded once for all of them.
 
-use std::sync::Arc;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 

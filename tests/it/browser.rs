@@ -2,6 +2,7 @@
 //! with each other and with native and text clients, join rooms with history, and lose
 //! nothing (and see nothing twice) when their WebSocket is cut.
 
+mod dashboard;
 mod harness;
 
 use std::net::SocketAddr;
