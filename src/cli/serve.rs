@@ -9,7 +9,7 @@ use crate::cli::args::{count, seconds};
 use crate::client::normalize_addr;
 use crate::server::{
     Config, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, HttpListen,
-    RoomLimits,
+    RoomLimits, TlsSource,
 };
 
 /// Most threads `--threads` takes: more would only cost memory and switching.
@@ -41,6 +41,22 @@ pub struct ServeArgs {
     /// given here that cannot be bound stops the start.
     #[arg(long, value_name = "ADDR|off", value_parser = http_listen)]
     pub http_listen: Option<HttpListen>,
+    /// Address for the native protocol over TLS (off unless given; needs --tls-cert
+    /// and --tls-key, or --tls-self-signed). Plain --listen keeps serving beside it.
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr, requires = "tls_source")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The server's TLS certificate chain (PEM). With a certificate the HTTP listener
+    /// serves HTTPS and wss:// instead of plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key", group = "tls_source")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Make a certificate at the first start and keep it beside the database
+    /// (DB.tls-cert.pem, DB.tls-key.pem), reused at every later start; its SHA-256
+    /// fingerprint is printed at start for clients to pin (--fingerprint).
+    #[arg(long, group = "tls_source")]
+    pub tls_self_signed: bool,
     /// SQLite file for names and inboxes; created if missing.
     #[arg(long, value_name = "FILE", default_value = "switchboard.db")]
     pub db: PathBuf,
@@ -152,7 +168,21 @@ impl ServeArgs {
             },
             room_history: self.room_history,
             resume_grace: self.resume_grace,
+            tls: self.tls_source(),
+            tls_listen: self.tls_listen,
             ..Config::default()
+        }
+    }
+}
+
+impl ServeArgs {
+    fn tls_source(&self) -> Option<TlsSource> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => self.tls_self_signed.then_some(TlsSource::SelfSigned),
         }
     }
 }

@@ -5,8 +5,10 @@ pub mod admin;
 mod http;
 mod partial;
 mod session;
+mod stream;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod writer;
 mod ws;
 
@@ -36,6 +38,7 @@ use crate::service::{Policy, Services};
 use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, StoreError};
 
 pub use http::{DEFAULT_HTTP_LISTEN, HttpListen};
+pub use tls::{TlsError, TlsSource};
 use session::Session;
 
 /// How the server runs; every bound has a default here.
@@ -93,6 +96,11 @@ pub struct Config {
     pub keep_read: KeepRead,
     /// After how long without a message from its client a WebSocket is pinged.
     pub ws_ping: Duration,
+    /// The certificate, if any: with one, `tls_listen` serves the native protocol over
+    /// TLS and the HTTP listener serves HTTPS instead of HTTP.
+    pub tls: Option<TlsSource>,
+    /// Where the native protocol over TLS listens, if anywhere.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -121,6 +129,8 @@ impl Default for Config {
             max_partial_total: DEFAULT_MAX_PARTIAL_TOTAL,
             keep_read: KeepRead::No,
             ws_ping: ws::DEFAULT_WS_PING,
+            tls: None,
+            tls_listen: None,
         }
     }
 }
@@ -136,6 +146,8 @@ pub enum ServerError {
     /// would print a second time.
     #[error("cannot open the store {}: {cause}", .path.display())]
     Store { path: PathBuf, cause: StoreError },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Outbound bytes a client may have waiting before its write deadline runs: as NATS's
@@ -162,6 +174,8 @@ pub struct Server {
     text_listener: Option<TcpListener>,
     lab_listener: Option<TcpListener>,
     http_listener: Option<TcpListener>,
+    tls_listener: Option<TcpListener>,
+    tls: Option<tls::Tls>,
     services: Arc<Services>,
     store_closer: StoreCloser,
     config: Config,
@@ -193,11 +207,18 @@ impl Server {
                 path: config.db.clone(),
                 cause,
             })?;
+        let ips = [Some(config.listen), config.tls_listen].map(|a| a.map(|a| a.ip()));
+        let tls = match &config.tls {
+            Some(source) => Some(tls::Tls::load(source, &config.db, &ips.into_iter().flatten().collect::<Vec<_>>())?),
+            None if config.tls_listen.is_some() => return Err(TlsError::NoCertificate.into()),
+            None => None,
+        };
         let bind =
             |addr: SocketAddr| listen(addr).map_err(|cause| ServerError::Bind { addr, cause });
         let listener = bind(config.listen)?;
         let text_listener = config.text_listen.map(bind).transpose()?;
         let lab_listener = config.lab_listen.map(bind).transpose()?;
+        let tls_listener = config.tls_listen.map(bind).transpose()?;
         let http_listener = match config.http_listen {
             HttpListen::Off => None,
             HttpListen::Given(addr) => Some(bind(addr)?),
@@ -217,6 +238,8 @@ impl Server {
             text_listener,
             lab_listener,
             http_listener,
+            tls_listener,
+            tls,
             services: Arc::new(Services::new(
                 store,
                 Policy {
@@ -256,6 +279,16 @@ impl Server {
         self.http_listener.as_ref()?.local_addr().ok()
     }
 
+    /// The native protocol over TLS's bound address, if it listens.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The SHA-256 fingerprint of the server's certificate, if it has one.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.tls.as_ref().map(|tls| tls.fingerprint.as_str())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, tells every client,
     /// flushes their queues (for at most the drain timeout), and closes the store.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
@@ -264,6 +297,8 @@ impl Server {
             text_listener,
             lab_listener,
             http_listener,
+            tls_listener,
+            tls,
             services,
             store_closer,
             config,
@@ -278,8 +313,12 @@ impl Server {
                 tracing::info!(db = %config.db.display(), "listening on {addr} ({})", kind.name());
             }
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
-            tracing::info!("listening on http://{addr}/ (http: /healthz, websocket: /ws)");
+            tracing::info!("listening on {scheme}://{addr}/ (http: /healthz, websocket: /ws)");
+        }
+        if let Some(tls) = &tls {
+            tls::announce(tls, tls_listener.as_ref().and_then(|l| l.local_addr().ok()));
         }
         let beyond_loopback = [
             Some(listener.local_addr()),
@@ -349,6 +388,7 @@ impl Server {
                 draining: stopping.clone(),
                 header_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
+                tls: tls.as_ref().map(|tls| tls.acceptor.clone()),
                 ws: Arc::new(http::WsKit {
                     kit: kit.clone(),
                     ids: Arc::clone(&ids),
@@ -359,6 +399,25 @@ impl Server {
             };
             tokio::spawn(http.run(http_stop.clone(), config.drain_timeout))
         });
+        if let (Some(listener), Some(tls)) = (tls_listener, tls) {
+            tokio::spawn(
+                tls::TlsListener {
+                    listener,
+                    slots: Arc::clone(&slots),
+                    max_connections: config.max_connections,
+                    idle_timeout: config.idle_timeout,
+                    sessions: ws_sessions.clone(),
+                    conn: Arc::new(tls::TlsKit {
+                        acceptor: tls.acceptor,
+                        kit: kit.clone(),
+                        ids: Arc::clone(&ids),
+                        max_frame: config.max_frame,
+                        handshake_timeout: config.handshake_timeout,
+                    }),
+                }
+                .run(),
+            );
+        }
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -405,7 +464,7 @@ impl Server {
         );
         stopping.cancel();
         services.hub.drain_all();
-        // No WebSocket session starts once draining has begun.
+        // No WebSocket or TLS session starts once draining has begun.
         ws_sessions.close();
         let drained = tokio::time::timeout(config.drain_timeout, async {
             while sessions.join_next().await.is_some() {}
