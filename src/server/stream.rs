@@ -83,10 +83,16 @@ impl Session {
                 })) => read,
                 signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, tx, stop),
             };
-            match read {
-                Ok(0) => return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await,
-                Ok(_) => {}
-                Err(e) => return format!("read failed: {e}"),
+            // A client that exits without TLS's close_notify has closed all the same.
+            let closed = match &read {
+                Ok(n) => *n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+            };
+            if closed {
+                return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await;
+            }
+            if let Err(e) = read {
+                return format!("read failed: {e}");
             }
             // Nothing was awaited since the read: the bytes are still in the scratch.
             let step = SCRATCH.with_borrow_mut(|scratch| {
