@@ -38,12 +38,12 @@ mod resume;
 mod tls;
 
 pub use addr::{DEFAULT_PORT, normalize_addr, resolve_addr};
-pub use tls::{ClientTls, TlsSetupError};
-use tls::{ReadHalf, WriteHalf};
 pub use greeting::{Greeting, in_words};
 pub use mail::Peeked;
 pub use options::ClientOptions;
 pub use resume::{Gap, Reconnected, Update};
+pub use tls::{ClientTls, TlsSetupError};
+use tls::{ReadHalf, WriteHalf};
 
 use conn::{Sink, within};
 use link::{Core, Gone, Link};

@@ -336,7 +336,10 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)).map(|()| ExitCode::SUCCESS),
         Command::Connect(args) => runtime.block_on(connect(args)),
-        Command::Users(args) => done(args.common().and_then(|c| runtime.block_on(oneshot::users(&c)))),
+        Command::Users(args) => done(
+            args.common()
+                .and_then(|c| runtime.block_on(oneshot::users(&c))),
+        ),
         Command::Send(args) => {
             let send = |common| runtime.block_on(oneshot::send(&common, &args.to, &args.text));
             done(args.server.common(Some(args.name)).and_then(send))

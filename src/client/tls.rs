@@ -26,10 +26,7 @@ use crate::server::tls::{fingerprint, provider};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("cannot read {path}: {cause}")]
-    Read {
-        path: String,
-        cause: std::io::Error,
-    },
+    Read { path: String, cause: std::io::Error },
     #[error("{0} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     NoCert(String),
     #[error("{0} holds a certificate rustls does not take as a trust root: {1}")]
@@ -142,9 +139,7 @@ fn plainly(e: std::io::Error) -> std::io::Error {
 /// The host part of `addr` (HOST:PORT, [V6]:PORT, or HOST) as a TLS server name.
 fn server_name(addr: &str) -> std::io::Result<ServerName<'static>> {
     let host = match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host
-        }
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => addr,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -275,10 +270,16 @@ mod tests {
 
     #[test]
     fn fingerprints_as_people_paste_them() {
-        let colons = (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":");
+        let colons = (0..32)
+            .map(|i| format!("{i:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
         let plain = colons.replace(':', "").to_lowercase();
         assert_eq!(parse_fingerprint(&colons).unwrap()[31], 31);
-        assert_eq!(parse_fingerprint(&plain).unwrap(), parse_fingerprint(&colons).unwrap());
+        assert_eq!(
+            parse_fingerprint(&plain).unwrap(),
+            parse_fingerprint(&colons).unwrap()
+        );
         assert!(parse_fingerprint("AB:CD").is_err());
         assert!(parse_fingerprint(&format!("{plain}00")).is_err());
         assert!(parse_fingerprint(&plain.replace('a', "g")).is_err());
@@ -287,7 +288,10 @@ mod tests {
 
     #[test]
     fn server_names_from_addresses() {
-        assert_eq!(server_name("localhost:12000").unwrap().to_str(), "localhost");
+        assert_eq!(
+            server_name("localhost:12000").unwrap().to_str(),
+            "localhost"
+        );
         assert_eq!(server_name("example.org").unwrap().to_str(), "example.org");
         assert_eq!(server_name("127.0.0.1:1").unwrap().to_str(), "127.0.0.1");
         assert_eq!(server_name("[::1]:12000").unwrap().to_str(), "::1");

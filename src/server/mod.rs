@@ -38,8 +38,8 @@ use crate::service::{Policy, Services};
 use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, StoreError};
 
 pub use http::{DEFAULT_HTTP_LISTEN, HttpListen};
-pub use tls::{TlsError, TlsSource};
 use session::Session;
+pub use tls::{TlsError, TlsSource};
 
 /// How the server runs; every bound has a default here.
 #[derive(Debug, Clone)]
@@ -209,7 +209,11 @@ impl Server {
             })?;
         let ips = [Some(config.listen), config.tls_listen].map(|a| a.map(|a| a.ip()));
         let tls = match &config.tls {
-            Some(source) => Some(tls::Tls::load(source, &config.db, &ips.into_iter().flatten().collect::<Vec<_>>())?),
+            Some(source) => Some(tls::Tls::load(
+                source,
+                &config.db,
+                &ips.into_iter().flatten().collect::<Vec<_>>(),
+            )?),
             None if config.tls_listen.is_some() => return Err(TlsError::NoCertificate.into()),
             None => None,
         };

@@ -58,7 +58,9 @@ pub enum TlsError {
     },
     #[error("cannot make a self-signed certificate: {0}")]
     Generate(rcgen::Error),
-    #[error("--tls-listen needs a certificate: give --tls-cert and --tls-key, or --tls-self-signed")]
+    #[error(
+        "--tls-listen needs a certificate: give --tls-cert and --tls-key, or --tls-self-signed"
+    )]
     NoCertificate,
 }
 
@@ -110,8 +112,8 @@ impl Tls {
             return Err(TlsError::NoCert(cert));
         };
         let fingerprint = fingerprint(leaf);
-        let private =
-            PrivateKeyDer::from_pem_slice(&read(&key)?).map_err(|_| TlsError::NoKey(key.clone()))?;
+        let private = PrivateKeyDer::from_pem_slice(&read(&key)?)
+            .map_err(|_| TlsError::NoKey(key.clone()))?;
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(chain, private))
@@ -130,7 +132,10 @@ impl Tls {
 
 /// The one crypto provider built in: ring, whose build needs no cmake. rustls now
 /// prefers aws-lc-rs for its post-quantum key exchange, which a LAN hub can do without.
-#[expect(deprecated, reason = "ring's provider lacks only post-quantum key exchange")]
+#[expect(
+    deprecated,
+    reason = "ring's provider lacks only post-quantum key exchange"
+)]
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -149,7 +154,11 @@ pub fn fingerprint(cert: &[u8]) -> String {
 /// Makes a certificate for localhost, this machine's name and `ips`, and writes it and
 /// its key (readable by the owner alone).
 fn make_self_signed(cert: &Path, key: &Path, ips: &[IpAddr]) -> Result<(), TlsError> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     names.extend(hostname());
     for ip in ips {
         if !ip.is_loopback() && !ip.is_unspecified() && !names.contains(&ip.to_string()) {
@@ -183,8 +192,11 @@ fn hostname() -> Option<String> {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()?;
     let name = name.trim();
-    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
-        .then(|| name.to_owned())
+    (!name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    .then(|| name.to_owned())
 }
 
 /// How long a connection over the limit is given to take its `server_full` error,
@@ -229,7 +241,11 @@ impl TlsListener {
             };
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
                 tracing::warn!(%peer, "refused (tls): server full ({} clients)", self.max_connections);
-                tokio::spawn(refuse(self.conn.acceptor.clone(), stream, self.conn.max_frame));
+                tokio::spawn(refuse(
+                    self.conn.acceptor.clone(),
+                    stream,
+                    self.conn.max_frame,
+                ));
                 continue;
             };
             if let Err(e) = super::keepalive(&stream, self.idle_timeout) {
@@ -244,12 +260,7 @@ impl TlsListener {
 
 /// The TLS handshake under the handshake timeout, then the session. A handshake that
 /// fails or stalls is logged in one line and ends this connection alone.
-async fn serve(
-    conn: Arc<TlsKit>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    slot: OwnedSemaphorePermit,
-) {
+async fn serve(conn: Arc<TlsKit>, stream: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit) {
     let shaken = handshake(
         &conn.acceptor,
         stream,

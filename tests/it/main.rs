@@ -36,5 +36,6 @@ mod security;
 mod services;
 mod store_open;
 mod text_delivery;
+mod tls;
 mod wire;
 mod ws;
