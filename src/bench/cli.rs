@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::{BenchError, Report, STOP, Target, burst, conns, echo, fanout, rr, send};
 use crate::cli::args::{Address, count, seconds};
+use crate::cli::tls::TlsArgs;
 use crate::client::DEFAULT_PORT;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -76,6 +77,9 @@ pub struct BenchArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// switchboard over TLS: point --addr at the server's --tls-listen port.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Runs the scenario `args` names against its target and reports what it measured
@@ -88,6 +92,19 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
              against a server on a scratch store, and say so with --scratch"
                 .into(),
         ));
+    }
+    match args.tls.client_tls() {
+        Ok(None) => {}
+        Ok(Some(_)) if target != Target::Switchboard => {
+            return Err(BenchError::Unsupported(format!(
+                "--tls is for the switchboard target, not {}",
+                target.name()
+            )));
+        }
+        Ok(Some(tls)) => {
+            let _ = super::TLS.set(tls);
+        }
+        Err(e) => return Err(BenchError::Unsupported(e.to_string())),
     }
     // Each connection is a file descriptor: allow as many as the hard limit permits.
     let _ = rlimit::increase_nofile_limit(u64::MAX);

@@ -53,10 +53,35 @@ static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 /// A connection to a target with a read buffer and a parser for its replies.
 pub struct Conn {
     pub target: Target,
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     /// NATS pings its clients now and then; the answer is owed once it is parsed.
     answer_server_ping: bool,
+}
+
+/// A connection's bytes: plain, or switchboard's native protocol over TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.write_all(bytes).await,
+            Stream::Tls(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read_buf(buf).await,
+            Stream::Tls(stream) => stream.read_buf(buf).await,
+        }
+    }
 }
 
 /// One thing the server sent, as far as a scenario cares.
@@ -112,6 +137,15 @@ impl Conn {
         }
         let stream = socket.connect(peer).await.map_err(fail)?;
         let _ = stream.set_nodelay(true);
+        let stream = match (super::TLS.get(), target) {
+            (Some(tls), Target::Switchboard) => {
+                let shaken = tls.connect(addr, stream).await;
+                Stream::Tls(Box::new(shaken.map_err(|e| {
+                    BenchError::Connect(format!("TLS handshake with {addr} failed: {e}"))
+                })?))
+            }
+            _ => Stream::Plain(stream),
+        };
         Ok(Conn {
             target,
             stream,

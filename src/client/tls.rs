@@ -108,7 +108,7 @@ impl ClientTls {
 
     /// The client side of the handshake on `stream`, for the host in `addr` (the
     /// address as the user wrote it: its host is the name the certificate must carry).
-    pub(super) async fn connect(
+    pub async fn connect(
         &self,
         addr: &str,
         stream: TcpStream,

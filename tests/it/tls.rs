@@ -416,3 +416,52 @@ async fn bad_tls_input_costs_only_its_connection() {
     late.ping().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_measures_over_tls() {
+    let server = TlsServer::start().await;
+    let addr = server.tls.to_string();
+    let fp = server.fingerprint.clone();
+    for scenario in ["rr", "fanout", "conns"] {
+        let output = run_switchboard(
+            &[
+                "bench",
+                scenario,
+                "--addr",
+                &addr,
+                "-n",
+                "2",
+                "--duration",
+                "0.2",
+                "--json",
+                "--tls",
+                "--fingerprint",
+                &fp,
+            ],
+            "",
+        )
+        .await;
+        assert!(output.status.success(), "{scenario}: {output:?}");
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(report["ops"].as_u64().unwrap() > 0, "{scenario}: {report}");
+        if scenario == "fanout" {
+            assert_eq!(report["lost"], 0, "{report}");
+        }
+    }
+    let other = run_switchboard(
+        &[
+            "bench",
+            "rr",
+            "--target",
+            "redis",
+            "--tls",
+            "--fingerprint",
+            &fp,
+        ],
+        "",
+    )
+    .await;
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("switchboard target"));
+    server.stop().await;
+}
