@@ -142,7 +142,7 @@ impl Http {
             };
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 tracing::warn!(%peer, "refused (http): server full ({max_connections} clients)");
-                tokio::spawn(refuse(builder.clone(), stream));
+                tokio::spawn(refuse(builder.clone(), stream, tls.clone()));
                 continue;
             };
             if let Err(e) = super::keepalive(&stream, idle_timeout) {
@@ -278,7 +278,7 @@ async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
 }
 
 /// Answers every request on a connection over the limit with 503 and closes it.
-async fn refuse(mut builder: http1::Builder, stream: TcpStream) {
+async fn refuse(mut builder: http1::Builder, stream: TcpStream, tls: Option<TlsAcceptor>) {
     let full = Router::new().fallback(|| async {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -286,6 +286,22 @@ async fn refuse(mut builder: http1::Builder, stream: TcpStream) {
         )
     });
     builder.keep_alive(false);
-    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(full));
-    let _ = tokio::time::timeout(REFUSAL_GRACE, connection).await;
+    let service = TowerToHyperService::new(full);
+    let _ = tokio::time::timeout(REFUSAL_GRACE, async {
+        match tls {
+            None => {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+            Some(tls) => {
+                if let Ok(stream) = tls.accept(stream).await {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
+        }
+    })
+    .await;
 }

@@ -202,21 +202,13 @@ impl Server {
             keep_read: config.keep_read,
             inline: config.inline_store,
         };
+        // Before the store: a certificate that cannot be loaded stops the start at once.
+        let tls = tls::Tls::configure(&config)?;
         let (store, store_closer) =
             Store::start(&config.db, options).map_err(|cause| ServerError::Store {
                 path: config.db.clone(),
                 cause,
             })?;
-        let ips = [Some(config.listen), config.tls_listen].map(|a| a.map(|a| a.ip()));
-        let tls = match &config.tls {
-            Some(source) => Some(tls::Tls::load(
-                source,
-                &config.db,
-                &ips.into_iter().flatten().collect::<Vec<_>>(),
-            )?),
-            None if config.tls_listen.is_some() => return Err(TlsError::NoCertificate.into()),
-            None => None,
-        };
         let bind =
             |addr: SocketAddr| listen(addr).map_err(|cause| ServerError::Bind { addr, cause });
         let listener = bind(config.listen)?;
@@ -321,9 +313,7 @@ impl Server {
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
             tracing::info!("listening on {scheme}://{addr}/ (http: /healthz, websocket: /ws)");
         }
-        if let Some(tls) = &tls {
-            tls::announce(tls, tls_listener.as_ref().and_then(|l| l.local_addr().ok()));
-        }
+        tls::announce(tls.as_ref(), tls_listener.as_ref());
         let beyond_loopback = [
             Some(listener.local_addr()),
             text_listener.as_ref().map(TcpListener::local_addr),
@@ -404,23 +394,8 @@ impl Server {
             tokio::spawn(http.run(http_stop.clone(), config.drain_timeout))
         });
         if let (Some(listener), Some(tls)) = (tls_listener, tls) {
-            tokio::spawn(
-                tls::TlsListener {
-                    listener,
-                    slots: Arc::clone(&slots),
-                    max_connections: config.max_connections,
-                    idle_timeout: config.idle_timeout,
-                    sessions: ws_sessions.clone(),
-                    conn: Arc::new(tls::TlsKit {
-                        acceptor: tls.acceptor,
-                        kit: kit.clone(),
-                        ids: Arc::clone(&ids),
-                        max_frame: config.max_frame,
-                        handshake_timeout: config.handshake_timeout,
-                    }),
-                }
-                .run(),
-            );
+            let kit = (kit.clone(), Arc::clone(&ids), ws_sessions.clone());
+            tokio::spawn(tls::TlsListener::new(listener, tls, &config, &slots, kit).run());
         }
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);

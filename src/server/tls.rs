@@ -85,6 +85,20 @@ pub fn self_signed_paths(db: &Path) -> (PathBuf, PathBuf) {
 }
 
 impl Tls {
+    /// The server's TLS side as `config` asks for it, if at all.
+    pub(super) fn configure(config: &super::Config) -> Result<Option<Tls>, TlsError> {
+        let ips: Vec<IpAddr> = [Some(config.listen), config.tls_listen]
+            .into_iter()
+            .flatten()
+            .map(|addr| addr.ip())
+            .collect();
+        match &config.tls {
+            Some(source) => Tls::load(source, &config.db, &ips).map(Some),
+            None if config.tls_listen.is_some() => Err(TlsError::NoCertificate),
+            None => Ok(None),
+        }
+    }
+
     /// Loads the certificate, or for a self-signed one reuses what an earlier start
     /// made beside `db` and makes one (for localhost, this machine's name and `ips`)
     /// when there is none.
@@ -205,25 +219,50 @@ const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 
 /// The native protocol over TLS (`--tls-listen`).
 pub(super) struct TlsListener {
-    pub listener: TcpListener,
-    pub slots: Arc<Semaphore>,
-    pub max_connections: usize,
-    pub idle_timeout: Duration,
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    idle_timeout: Duration,
     /// Its sessions, which shutdown waits for beside the others.
-    pub sessions: TaskTracker,
-    pub conn: Arc<TlsKit>,
+    sessions: TaskTracker,
+    conn: Arc<TlsKit>,
 }
 
 /// What each TLS connection is served with.
-pub(super) struct TlsKit {
-    pub acceptor: TlsAcceptor,
-    pub kit: SessionKit,
-    pub ids: Arc<ClientIds>,
-    pub max_frame: usize,
-    pub handshake_timeout: Duration,
+struct TlsKit {
+    acceptor: TlsAcceptor,
+    kit: SessionKit,
+    ids: Arc<ClientIds>,
+    max_frame: usize,
+    handshake_timeout: Duration,
 }
 
 impl TlsListener {
+    /// The listener for `config`'s `--tls-listen`; `kit` is what its sessions are made
+    /// with, their client ids, and where shutdown waits for them.
+    pub fn new(
+        listener: TcpListener,
+        tls: Tls,
+        config: &super::Config,
+        slots: &Arc<Semaphore>,
+        (kit, ids, sessions): (SessionKit, Arc<ClientIds>, TaskTracker),
+    ) -> Self {
+        TlsListener {
+            listener,
+            slots: Arc::clone(slots),
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+            sessions,
+            conn: Arc::new(TlsKit {
+                acceptor: tls.acceptor,
+                kit,
+                ids,
+                max_frame: config.max_frame,
+                handshake_timeout: config.handshake_timeout,
+            }),
+        }
+    }
+
     /// Accepts until the server begins to shut down.
     pub async fn run(self) {
         let stopping = self.conn.kit.shutdown.clone();
@@ -330,8 +369,9 @@ async fn refuse(acceptor: TlsAcceptor, stream: TcpStream, max_frame: usize) {
 }
 
 /// Says on the console where TLS listens and what clients pin or trust.
-pub(super) fn announce(tls: &Tls, native: Option<SocketAddr>) {
-    if let Some(addr) = native {
+pub(super) fn announce(tls: Option<&Tls>, native: Option<&TcpListener>) {
+    let Some(tls) = tls else { return };
+    if let Some(Ok(addr)) = native.map(TcpListener::local_addr) {
         tracing::info!("listening on {addr} (native over tls)");
     }
     tracing::info!(

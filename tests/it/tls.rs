@@ -465,3 +465,72 @@ async fn bench_measures_over_tls() {
     assert!(String::from_utf8_lossy(&other.stderr).contains("switchboard target"));
     server.stop().await;
 }
+
+/// Why a server with `source` does not start.
+async fn refused(source: TlsSource, db: &Path) -> String {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        listen: any,
+        tls_listen: Some(any),
+        tls: Some(source),
+        db: db.to_path_buf(),
+        ..Config::default()
+    };
+    match Server::bind(config).await {
+        Ok(_) => panic!("started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_certificate_or_key_is_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.db"), dir.path().join("two.db"));
+    TlsServer::start_on(&one).await.stop().await;
+    TlsServer::start_on(&two).await.stop().await;
+    let ((cert, key), (_, other_key)) = (self_signed_paths(&one), self_signed_paths(&two));
+    let files = |cert: &Path, key: &Path| TlsSource::Files {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let db = dir.path().join("three.db");
+    let missing = dir.path().join("missing.pem");
+    let said = refused(files(&missing, &key), &db).await;
+    assert!(
+        said.starts_with("cannot read") && said.contains("missing.pem"),
+        "{said}"
+    );
+    let said = refused(files(&key, &key), &db).await;
+    assert!(said.contains("no PEM certificate"), "{said}");
+    let said = refused(files(&cert, &cert), &db).await;
+    assert!(said.contains("no PEM private key"), "{said}");
+    let said = refused(files(&cert, &other_key), &db).await;
+    assert!(said.contains("does not fit the certificate"), "{said}");
+
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let no_cert = Config {
+        listen: any,
+        tls_listen: Some(any),
+        db,
+        ..Config::default()
+    };
+    let said = Server::bind(no_cert).await.err().unwrap().to_string();
+    assert!(said.contains("--tls-self-signed"), "{said}");
+
+    let flags = run_switchboard(&["serve", "--tls-listen", "127.0.0.1:0"], "").await;
+    assert!(!flags.status.success());
+    let flags = run_switchboard(
+        &[
+            "serve",
+            "--tls-self-signed",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "b.pem",
+        ],
+        "",
+    )
+    .await;
+    assert!(!flags.status.success());
+    assert!(String::from_utf8_lossy(&flags.stderr).contains("cannot be used with"));
+}
