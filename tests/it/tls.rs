@@ -534,3 +534,64 @@ async fn a_bad_certificate_or_key_is_said_plainly() {
     assert!(!flags.status.success());
     assert!(String::from_utf8_lossy(&flags.stderr).contains("cannot be used with"));
 }
+
+/// Relays connections to `target`; dropping what `cut` returns cuts every one of them.
+async fn cuttable_relay(
+    target: SocketAddr,
+) -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&relays);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let relay = tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+            kept.lock().unwrap().push(relay);
+        }
+    });
+    (addr, relays)
+}
+
+#[tokio::test]
+async fn a_tls_client_reconnects_over_tls_and_resumes() {
+    let server = TlsServer::start().await;
+    let (relay, relays) = cuttable_relay(server.tls).await;
+    let tls = ClientTls::with_ca_file(&server.cert).unwrap();
+    let options = ClientOptions::default()
+        .reconnect_backoff(
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+            PATIENCE,
+        )
+        .tls(tls);
+    let mut client = Client::connect_with(format!("localhost:{}", relay.port()), &options)
+        .await
+        .unwrap();
+    let mut updates = client.take_updates().unwrap();
+    let id = client.hello("roamer").await.unwrap();
+    for relay in relays.lock().unwrap().drain(..) {
+        relay.abort();
+    }
+    let back = loop {
+        let update = tokio::time::timeout(PATIENCE, updates.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match update {
+            switchboard::client::Update::Reconnected(back) => break back,
+            switchboard::client::Update::GaveUp(why) => panic!("gave up: {why}"),
+            _ => {}
+        }
+    };
+    assert!(back.resumed, "{back:?}");
+    assert_eq!(client.client_id(), id);
+    client.ping().await.unwrap();
+    server.stop().await;
+}
