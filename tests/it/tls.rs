@@ -535,7 +535,7 @@ async fn a_bad_certificate_or_key_is_said_plainly() {
     assert!(String::from_utf8_lossy(&flags.stderr).contains("cannot be used with"));
 }
 
-/// Relays connections to `target`; dropping what `cut` returns cuts every one of them.
+/// Relays connections to `target`; aborting the tasks it keeps cuts them.
 async fn cuttable_relay(
     target: SocketAddr,
 ) -> (
