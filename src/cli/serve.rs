@@ -38,7 +38,8 @@ pub struct ServeArgs {
     pub lab_listen: Option<SocketAddr>,
     /// Address for HTTP (`/healthz`), or `off` [default: 127.0.0.1:12080]. When the
     /// default address is taken the server warns and runs without HTTP; an address
-    /// given here that cannot be bound stops the start.
+    /// given here that cannot be bound stops the start. With a certificate
+    /// (--tls-cert or --tls-self-signed) it serves HTTPS and wss:// instead of HTTP.
     #[arg(long, value_name = "ADDR|off", value_parser = http_listen)]
     pub http_listen: Option<HttpListen>,
     /// Address for the native protocol over TLS (off unless given; needs --tls-cert
