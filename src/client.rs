@@ -17,7 +17,6 @@ use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -36,12 +35,15 @@ mod link;
 mod mail;
 mod options;
 mod resume;
+mod tls;
 
 pub use addr::{DEFAULT_PORT, normalize_addr, resolve_addr};
 pub use greeting::{Greeting, in_words};
 pub use mail::Peeked;
 pub use options::ClientOptions;
 pub use resume::{Gap, Reconnected, Update};
+pub use tls::{ClientTls, TlsSetupError};
+use tls::{ReadHalf, WriteHalf};
 
 use conn::{Sink, within};
 use link::{Core, Gone, Link};
@@ -60,6 +62,11 @@ const KEEPALIVE_ID: u64 = 0;
 pub enum ClientError {
     #[error("could not connect to {addr}: {source}")]
     Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
         addr: String,
         source: std::io::Error,
     },
@@ -175,7 +182,7 @@ struct JoinedReply {
 
 /// Reads the server's first frame: its welcome, or why there is none.
 async fn read_welcome(
-    socket: &mut OwnedReadHalf,
+    socket: &mut ReadHalf,
     buf: &mut BytesMut,
 ) -> Result<(ClientId, String), ClientError> {
     loop {
@@ -209,8 +216,8 @@ async fn read_welcome(
 
 /// A connection whose welcome has been read; `buf` holds what arrived after it.
 struct Opened {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: ReadHalf,
+    write: WriteHalf,
     buf: BytesMut,
     client_id: ClientId,
     server: String,
@@ -221,6 +228,7 @@ async fn open(
     addr: impl ToSocketAddrs,
     name: &str,
     after: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<Opened, ClientError> {
     let name = name.to_owned();
     let deadline = Instant::now().checked_add(after);
@@ -230,7 +238,14 @@ async fn open(
         Some(Ok(stream)) => stream,
     };
     let _ = stream.set_nodelay(true);
-    let (mut read, write) = stream.into_split();
+    let (mut read, write) = match tls {
+        None => tls::split(stream),
+        Some(tls) => match within(deadline, tls.connect(&name, stream)).await {
+            None => return Err(ClientError::NoWelcome { addr: name, after }),
+            Some(Err(source)) => return Err(ClientError::Tls { addr: name, source }),
+            Some(Ok(stream)) => tls::split(stream),
+        },
+    };
     let mut buf = BytesMut::with_capacity(4096);
     let Some(welcome) = within(deadline, read_welcome(&mut read, &mut buf)).await else {
         return Err(ClientError::NoWelcome { addr: name, after });
@@ -261,7 +276,7 @@ impl Client {
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
         let name = addr.to_string();
-        let opened = open(addr, &name, options.connect_timeout).await?;
+        let opened = open(addr, &name, options.connect_timeout, options.tls.as_ref()).await?;
         let listening = Arc::new(AtomicBool::new(false));
         let marks = Arc::new(Mutex::new(Marks::default()));
         let (sink, events, updates) = if options.reconnect.is_some() {

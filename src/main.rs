@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use switchboard::bench::cli::BenchArgs;
 use switchboard::cli::args::Address;
 use switchboard::cli::serve::ServeArgs;
+use switchboard::cli::tls::TlsArgs;
 use switchboard::cli::{self, menu, oneshot};
 use switchboard::protocol::Recipient;
 use switchboard::server;
@@ -169,6 +170,8 @@ struct ConnectArgs {
     /// With `--dialect lab`: a field of the dict to send, as key=value (repeatable).
     #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
     fields: Vec<(String, String)>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// What every one-shot command takes besides a name.
@@ -183,16 +186,19 @@ struct ServerArgs {
     /// One JSON object per line, with the protocol's field names.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 impl ServerArgs {
-    fn common(self, name: Option<String>) -> oneshot::Common {
-        oneshot::Common {
+    fn common(self, name: Option<String>) -> Result<oneshot::Common, cli::CliError> {
+        Ok(oneshot::Common {
             addr: self.addr.with_port(switchboard::client::DEFAULT_PORT),
             name,
             password: self.password,
             json: self.json,
-        }
+            tls: self.tls.client_tls()?,
+        })
     }
 }
 
@@ -207,7 +213,7 @@ struct CommonArgs {
 }
 
 impl CommonArgs {
-    fn common(self) -> oneshot::Common {
+    fn common(self) -> Result<oneshot::Common, cli::CliError> {
         self.server.common(self.name)
     }
 }
@@ -330,10 +336,13 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)).map(|()| ExitCode::SUCCESS),
         Command::Connect(args) => runtime.block_on(connect(args)),
-        Command::Users(args) => done(runtime.block_on(oneshot::users(&args.common()))),
+        Command::Users(args) => done(
+            args.common()
+                .and_then(|c| runtime.block_on(oneshot::users(&c))),
+        ),
         Command::Send(args) => {
-            let common = args.server.common(Some(args.name));
-            done(runtime.block_on(oneshot::send(&common, &args.to, &args.text)))
+            let send = |common| runtime.block_on(oneshot::send(&common, &args.to, &args.text));
+            done(args.server.common(Some(args.name)).and_then(send))
         }
         Command::Bench(args) => runtime.block_on(bench(args)),
         Command::EchoServer { listen, .. } => {
@@ -341,8 +350,8 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inbox(args) => {
-            let common = args.server.common(Some(args.name));
-            done(runtime.block_on(oneshot::inbox(&common)))
+            let inbox = |common| runtime.block_on(oneshot::inbox(&common));
+            done(args.server.common(Some(args.name)).and_then(inbox))
         }
         Command::Backup(args) => done(runtime.block_on(cli::admin::backup(
             &args.db,
@@ -359,7 +368,8 @@ fn run() -> anyhow::Result<ExitCode> {
             done(runtime.block_on(cli::admin::admin(&args.db, command, &mut std::io::stdout())))
         }
         Command::Listen(args) => {
-            done(runtime.block_on(oneshot::listen(&args.common.common(), &args.room)))
+            let listen = |common| runtime.block_on(oneshot::listen(&common, &args.room));
+            done(args.common.common().and_then(listen))
         }
     }
 }
@@ -376,6 +386,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         [
             ("--name", args.name.is_some()),
             ("--password", args.password.is_some()),
+            ("--tls", args.tls.tls),
         ]
         .into_iter()
         .find_map(|(flag, given)| {
@@ -406,6 +417,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
                 addr: args.addr,
                 name: args.name,
                 password: args.password,
+                tls: args.tls.client_tls()?,
             })
             .await?
         }

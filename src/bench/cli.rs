@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::wire::WS_SCHEME;
 use super::{BenchError, Report, STOP, Target, burst, conns, echo, fanout, rr, send};
 use crate::cli::args::{Address, count, seconds};
+use crate::cli::tls::TlsArgs;
 use crate::client::DEFAULT_PORT;
 use crate::server::DEFAULT_HTTP_LISTEN;
 
@@ -85,6 +86,9 @@ pub struct BenchArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// switchboard over TLS: point --addr at the server's --tls-listen port.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Runs the scenario `args` names against its target and reports what it measured
@@ -97,6 +101,19 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
              against a server on a scratch store, and say so with --scratch"
                 .into(),
         ));
+    }
+    match args.tls.client_tls() {
+        Ok(None) => {}
+        Ok(Some(_)) if target != Target::Switchboard => {
+            return Err(BenchError::Unsupported(format!(
+                "--tls is for the switchboard target, not {}",
+                target.name()
+            )));
+        }
+        Ok(Some(tls)) => {
+            let _ = super::TLS.set(tls);
+        }
+        Err(e) => return Err(BenchError::Unsupported(e.to_string())),
     }
     // Each connection is a file descriptor: allow as many as the hard limit permits.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -111,6 +128,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     if args.ws && target != Target::Switchboard {
         return Err(BenchError::Unsupported(
             "--ws measures switchboard's WebSocket: it needs --target switchboard".into(),
+        ));
+    }
+    if args.ws && args.tls.tls {
+        return Err(BenchError::Unsupported(
+            "--ws and --tls measure one transport each; wss:// is not measured".into(),
         ));
     }
     let addr = match (&args.addr, target) {

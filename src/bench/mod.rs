@@ -76,6 +76,10 @@ pub struct Report {
 /// what was measured until then.
 pub static STOP: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
 
+/// Set once, before the load: switchboard's connections then speak TLS, trusting whom
+/// it says (`bench --tls`).
+pub static TLS: std::sync::OnceLock<crate::client::ClientTls> = std::sync::OnceLock::new();
+
 /// Whether the load should go on: before `deadline` and not interrupted.
 pub fn running(deadline: Instant) -> bool {
     Instant::now() < deadline && !STOP.is_cancelled()

@@ -128,11 +128,17 @@ impl Conn {
         }
         let stream = socket.connect(peer).await.map_err(fail)?;
         let _ = stream.set_nodelay(true);
-        let wire = match url {
-            Some(url) => Wire::websocket(stream, url)
+        let wire = match (url, super::TLS.get(), target) {
+            (Some(url), _, _) => Wire::websocket(stream, url)
                 .await
                 .map_err(BenchError::Connect)?,
-            None => Wire::Tcp(stream),
+            (None, Some(tls), Target::Switchboard) => {
+                let shaken = tls.connect(addr, stream).await;
+                Wire::Tls(Box::new(shaken.map_err(|e| {
+                    BenchError::Connect(format!("TLS handshake with {addr} failed: {e}"))
+                })?))
+            }
+            _ => Wire::Tcp(stream),
         };
         Ok(Conn {
             target,

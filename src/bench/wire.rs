@@ -1,6 +1,6 @@
-//! The byte streams a bench connection runs on: plain TCP, or switchboard's native
+//! The byte streams a bench connection runs on: plain TCP, TLS, or switchboard's native
 //! protocol over a WebSocket (`/ws` on the HTTP listener), which the scenarios see as
-//! the same length-prefixed frames so that one parser serves both.
+//! the same length-prefixed frames so that one parser serves all three.
 
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -17,6 +17,7 @@ pub const WS_SCHEME: &str = "ws://";
 
 pub enum Wire {
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Ws(Box<WebSocketStream<TcpStream>>),
 }
 
@@ -34,6 +35,10 @@ impl Wire {
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), String> {
         match self {
             Wire::Tcp(stream) => stream.write_all(bytes).await.map_err(|e| e.to_string()),
+            Wire::Tls(stream) => {
+                stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+                stream.flush().await.map_err(|e| e.to_string())
+            }
             Wire::Ws(socket) => {
                 let mut rest = bytes;
                 while rest.len() >= frame::HEADER {
@@ -57,6 +62,7 @@ impl Wire {
     pub async fn read_buf(&mut self, buf: &mut BytesMut) -> Result<usize, String> {
         match self {
             Wire::Tcp(stream) => stream.read_buf(buf).await.map_err(|e| e.to_string()),
+            Wire::Tls(stream) => stream.read_buf(buf).await.map_err(|e| e.to_string()),
             Wire::Ws(socket) => loop {
                 match socket.next().await {
                     Some(Ok(Message::Text(text))) => {

@@ -24,6 +24,8 @@ pub struct ConnectOptions {
     pub addr: Option<String>,
     pub name: Option<String>,
     pub password: Option<String>,
+    /// Whom to trust, for a connection over TLS.
+    pub tls: Option<crate::client::ClientTls>,
 }
 
 /// Where the user is.
@@ -80,9 +82,16 @@ pub async fn run(options: ConnectOptions) -> Result<(), CliError> {
         },
     };
     let peer = resolve(&addr).await?;
-    let mut client = Client::connect_with(peer, &reconnecting())
-        .await
-        .map_err(|e| super::connect_error(&peer.to_string(), e))?;
+    // Over TLS the address as typed is connected to, so that its host name is the
+    // one the certificate is checked against.
+    let mut client = match &options.tls {
+        None => Client::connect_with(peer, &reconnecting()).await,
+        Some(tls) => {
+            let options = reconnecting().tls(tls.clone());
+            Client::connect_with(crate::client::normalize_addr(&addr), &options).await
+        }
+    }
+    .map_err(|e| super::connect_error(&peer.to_string(), e))?;
     let updates = client.take_updates().unwrap_or_else(|| mpsc::channel(1).1);
     let LoggedIn { client_id, name } =
         match log_in(&mut console, &client, name, options.password).await? {

@@ -14,7 +14,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{CliError, connect_error, local_time};
-use crate::client::{Client, ClientError, Update};
+use crate::client::{Client, ClientError, ClientOptions, Update};
 use tokio::sync::mpsc;
 
 use crate::protocol::{ErrorCode, Event, Recipient};
@@ -26,12 +26,15 @@ pub struct Common {
     pub name: Option<String>,
     pub password: Option<String>,
     pub json: bool,
+    /// Whom to trust, for a connection over TLS.
+    pub tls: Option<crate::client::ClientTls>,
 }
 
 /// Connects and says hello: as `--name`, or else as a made-up guest. The events are
 /// taken before hello, so that none after it is missed.
 async fn open(common: &Common) -> Result<(Client, mpsc::Receiver<Event>, String, bool), CliError> {
-    let mut client = Client::connect(common.addr.as_str())
+    let options = super::tls::with_tls(ClientOptions::default(), common.tls.as_ref());
+    let mut client = Client::connect_with(common.addr.as_str(), &options)
         .await
         .map_err(|e| connect_error(&common.addr, e))?;
     let (name, guest) = match &common.name {
@@ -179,7 +182,8 @@ pub async fn inbox(common: &Common) -> Result<(), CliError> {
 /// order; when the session could not be resumed, it waits for the room to exist again
 /// and rejoins it.
 pub async fn listen(common: &Common, room: &str) -> Result<(), CliError> {
-    let mut client = Client::connect_with(common.addr.as_str(), &super::reconnecting())
+    let options = super::tls::with_tls(super::reconnecting(), common.tls.as_ref());
+    let mut client = Client::connect_with(common.addr.as_str(), &options)
         .await
         .map_err(|e| connect_error(&common.addr, e))?;
     let name = common.name.clone().unwrap_or_else(guest_name);

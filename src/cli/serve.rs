@@ -9,7 +9,7 @@ use crate::cli::args::{count, seconds};
 use crate::client::normalize_addr;
 use crate::server::{
     AdminToken, Config, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING,
-    HttpListen, RoomLimits,
+    HttpListen, RoomLimits, TlsSource,
 };
 
 /// Most threads `--threads` takes: more would only cost memory and switching.
@@ -39,7 +39,8 @@ pub struct ServeArgs {
     /// Address for HTTP: the browser chat page `/`, its WebSocket `/ws`, the projector
     /// `/dashboard` and `/healthz`; or `off` [default: 127.0.0.1:12080]. When the
     /// default address is taken the server warns and runs without HTTP; an address
-    /// given here that cannot be bound stops the start.
+    /// given here that cannot be bound stops the start. With a certificate
+    /// (--tls-cert or --tls-self-signed) it serves HTTPS and wss:// instead of HTTP.
     #[arg(long, value_name = "ADDR|off", value_parser = http_listen)]
     pub http_listen: Option<HttpListen>,
     /// Token the admin pages (/dashboard, /api/*) require, as `Authorization: Bearer
@@ -48,6 +49,22 @@ pub struct ServeArgs {
     /// printed as a ready URL]. Printable ASCII without spaces, at most 256 bytes.
     #[arg(long, value_name = "TOKEN", value_parser = AdminToken::parse)]
     pub admin_token: Option<AdminToken>,
+    /// Address for the native protocol over TLS (off unless given; needs --tls-cert
+    /// and --tls-key, or --tls-self-signed). Plain --listen keeps serving beside it.
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr, requires = "tls_source")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The server's TLS certificate chain (PEM). With a certificate the HTTP listener
+    /// serves HTTPS and wss:// instead of plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key", group = "tls_source")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Make a certificate at the first start and keep it beside the database
+    /// (DB.tls-cert.pem, DB.tls-key.pem), reused at every later start; its SHA-256
+    /// fingerprint is printed at start for clients to pin (--fingerprint).
+    #[arg(long, group = "tls_source")]
+    pub tls_self_signed: bool,
     /// SQLite file for names and inboxes; created if missing.
     #[arg(long, value_name = "FILE", default_value = "switchboard.db")]
     pub db: PathBuf,
@@ -160,7 +177,21 @@ impl ServeArgs {
             room_history: self.room_history,
             resume_grace: self.resume_grace,
             admin_token: self.admin_token.clone(),
+            tls: self.tls_source(),
+            tls_listen: self.tls_listen,
             ..Config::default()
+        }
+    }
+}
+
+impl ServeArgs {
+    fn tls_source(&self) -> Option<TlsSource> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => self.tls_self_signed.then_some(TlsSource::SelfSigned),
         }
     }
 }

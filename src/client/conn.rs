@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::tls::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -176,8 +176,8 @@ pub(super) enum Sink {
 /// Starts the reader and the writer on a connection whose welcome has been read;
 /// `buf` holds what arrived after it. Events go to `sink` once `listening` is set.
 pub(super) fn start(
-    read_half: OwnedReadHalf,
-    write_half: OwnedWriteHalf,
+    read_half: ReadHalf,
+    write_half: WriteHalf,
     buf: BytesMut,
     keepalive: Option<Keepalive>,
     sink: Sink,
@@ -234,7 +234,7 @@ struct Router {
 
 /// Reads frames until the connection ends, routing responses to their waiters and
 /// events to the event stream.
-async fn read_task(mut socket: OwnedReadHalf, mut buf: BytesMut, mut router: Router) {
+async fn read_task(mut socket: ReadHalf, mut buf: BytesMut, mut router: Router) {
     let shared = Arc::clone(&router.shared);
     'read: loop {
         loop {
@@ -351,7 +351,7 @@ async fn until(deadline: Option<Instant>) {
 /// keeps the connection alive: a `ping` after a quiet spell, and the connection given
 /// up when the server stays silent too long after something was sent.
 async fn write_task(
-    mut socket: OwnedWriteHalf,
+    mut socket: WriteHalf,
     mut outgoing: mpsc::Receiver<Bytes>,
     keepalive: Option<Keepalive>,
     shared: Arc<Shared>,

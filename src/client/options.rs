@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::tls::ClientTls;
+
 /// How a [`Client`](super::Client) connects and keeps its connection alive, and whether
 /// it reconnects by itself. The defaults suit people and scripts; tests shorten them.
 #[derive(Debug, Clone)]
@@ -9,6 +11,7 @@ pub struct ClientOptions {
     pub(super) connect_timeout: Duration,
     pub(super) keepalive: Option<Keepalive>,
     pub(super) reconnect: Option<Backoff>,
+    pub(super) tls: Option<ClientTls>,
 }
 
 /// A ping after `ping_after` without sending anything; the connection is lost when
@@ -42,6 +45,7 @@ impl Default for ClientOptions {
                 answer_within: ClientOptions::DEFAULT_ANSWER_WITHIN,
             }),
             reconnect: None,
+            tls: None,
         }
     }
 }
@@ -113,6 +117,13 @@ impl ClientOptions {
             most: most.max(first),
             give_up_after,
         });
+        self
+    }
+
+    /// Speaks TLS, trusting whom `tls` says; the host of the address connected to is
+    /// the name the server's certificate must carry (unless a fingerprint is pinned).
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }

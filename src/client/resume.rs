@@ -237,7 +237,13 @@ struct Back {
 /// One try: connect, and resume the session if there is one.
 async fn attempt(core: &Core) -> Result<Back, ClientError> {
     let after = core.options.connect_timeout;
-    let mut opened = open(core.addr.as_str(), &core.addr, after).await?;
+    let mut opened = open(
+        core.addr.as_str(),
+        &core.addr,
+        after,
+        core.options.tls.as_ref(),
+    )
+    .await?;
     let login = core.login.lock().ok().and_then(|l| l.clone());
     let Some(login) = login else {
         return Ok(Back {

@@ -109,8 +109,9 @@ pub fn access(given: Option<&AdminToken>, listen: SocketAddr) -> (AdminAccess, O
 }
 
 /// Logs how the admin pages are guarded: one line, which holds the ready URL (the
-/// only place a token is ever logged) when the token was made up here.
-pub fn announce(access: &AdminAccess, origin: &Origin, listen: SocketAddr) {
+/// only place a token is ever logged) when the token was made up here. `scheme` is
+/// `https` when the listener speaks TLS.
+pub fn announce(access: &AdminAccess, origin: &Origin, listen: SocketAddr, scheme: &str) {
     match (origin, access) {
         (Origin::Generated, AdminAccess::Token(token)) => {
             let host = if listen.ip().is_unspecified() {
@@ -124,16 +125,18 @@ pub fn announce(access: &AdminAccess, origin: &Origin, listen: SocketAddr) {
                 host
             };
             tracing::info!(
-                "dashboard (admin pages need this token): http://{host}:{}/dashboard?token={}",
+                "dashboard (admin pages need this token): {scheme}://{host}:{}/dashboard?token={}",
                 listen.port(),
                 token.reveal()
             );
         }
         (Origin::Given, _) => {
-            tracing::info!("dashboard: http://{listen}/dashboard (admin pages need --admin-token)")
+            tracing::info!(
+                "dashboard: {scheme}://{listen}/dashboard (admin pages need --admin-token)"
+            )
         }
         (Origin::Loopback, _) => tracing::info!(
-            "dashboard: http://{listen}/dashboard (open to this machine only; --admin-token guards it)"
+            "dashboard: {scheme}://{listen}/dashboard (open to this machine only; --admin-token guards it)"
         ),
         _ => tracing::error!(
             "admin pages closed: the OS's random source failed, so no admin token could be \

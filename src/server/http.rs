@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,6 +84,8 @@ pub(super) struct Http {
     pub ws: Arc<WsKit>,
     /// Who may read the admin pages.
     pub admin: Arc<AdminAccess>,
+    /// With a certificate, the listener serves HTTPS (and `wss://`) instead of HTTP.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// What a WebSocket session needs from the server, beside its connection.
@@ -129,6 +132,7 @@ impl Http {
             idle_timeout,
             ws,
             admin,
+            tls,
         } = self;
         let mut builder = http1::Builder::new();
         builder
@@ -155,7 +159,7 @@ impl Http {
             };
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 tracing::warn!(%peer, "refused (http): server full ({max_connections} clients)");
-                tokio::spawn(refuse(builder.clone(), stream));
+                tokio::spawn(refuse(builder.clone(), stream, tls.clone()));
                 continue;
             };
             if let Err(e) = super::keepalive(&stream, idle_timeout) {
@@ -173,26 +177,18 @@ impl Http {
                     app.call(request)
                 },
             );
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let stop = stop.clone();
-            // Stopped as hyper_util's GracefulShutdown would, which does not take
-            // connections that may be upgraded.
+            let (builder, stop, tls) = (builder.clone(), stop.clone(), tls.clone());
             connections.spawn(async move {
-                tokio::pin!(connection);
-                let served = tokio::select! {
-                    served = connection.as_mut() => served,
-                    () = stop.cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
+                let Some(tls) = tls else {
+                    return serve(builder, stream, service, stop, peer).await;
                 };
-                match served {
-                    // A kept-alive connection left idle ends this way too: routine.
-                    Err(e) if e.is_timeout() => tracing::debug!(%peer, "http: {e}"),
-                    Err(e) => tracing::info!(%peer, "http connection closed: {e}"),
-                    Ok(()) => {}
+                // The handshake counts against the header timeout: a peer that stalls
+                // or sends garbage costs only its own connection.
+                let stopping = stop.clone();
+                if let Some(stream) =
+                    super::tls::handshake(&tls, stream, peer, header_timeout, &stopping).await
+                {
+                    serve(builder, stream, service, stop, peer).await;
                 }
             });
         }
@@ -204,6 +200,41 @@ impl Http {
         {
             tracing::warn!("http: closing the connections still open after the drain");
         }
+    }
+}
+
+/// Serves one connection until it ends or `stop` is cancelled, stopped as hyper_util's
+/// GracefulShutdown would, which does not take connections that may be upgraded.
+async fn serve<I, S>(
+    builder: http1::Builder,
+    io: I,
+    service: S,
+    stop: CancellationToken,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    match served {
+        // A kept-alive connection left idle ends this way too: routine.
+        Err(e) if e.is_timeout() => tracing::debug!(%peer, "http: {e}"),
+        Err(e) => tracing::info!(%peer, "http connection closed: {e}"),
+        Ok(()) => {}
     }
 }
 
@@ -273,7 +304,7 @@ async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
 }
 
 /// Answers every request on a connection over the limit with 503 and closes it.
-async fn refuse(mut builder: http1::Builder, stream: TcpStream) {
+async fn refuse(mut builder: http1::Builder, stream: TcpStream, tls: Option<TlsAcceptor>) {
     let full = Router::new().fallback(|| async {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -281,6 +312,22 @@ async fn refuse(mut builder: http1::Builder, stream: TcpStream) {
         )
     });
     builder.keep_alive(false);
-    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(full));
-    let _ = tokio::time::timeout(REFUSAL_GRACE, connection).await;
+    let service = TowerToHyperService::new(full);
+    let _ = tokio::time::timeout(REFUSAL_GRACE, async {
+        match tls {
+            None => {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+            Some(tls) => {
+                if let Ok(stream) = tls.accept(stream).await {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
+        }
+    })
+    .await;
 }

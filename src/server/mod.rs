@@ -9,8 +9,10 @@ mod pages;
 mod partial;
 mod registry;
 mod session;
+mod stream;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod upgrade;
 mod writer;
 mod ws;
@@ -43,6 +45,7 @@ use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead, Options, Store, StoreCloser, 
 pub use admin_token::{AdminToken, MAX_ADMIN_TOKEN};
 pub use http::{DEFAULT_HTTP_LISTEN, HttpListen};
 use session::Session;
+pub use tls::{TlsError, TlsSource};
 
 /// How the server runs; every bound has a default here.
 #[derive(Debug, Clone)]
@@ -103,6 +106,11 @@ pub struct Config {
     /// it they are open on a loopback HTTP listener and need a token made up at start
     /// on any other.
     pub admin_token: Option<AdminToken>,
+    /// The certificate, if any: with one, `tls_listen` serves the native protocol over
+    /// TLS and the HTTP listener serves HTTPS instead of HTTP.
+    pub tls: Option<TlsSource>,
+    /// Where the native protocol over TLS listens, if anywhere.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -132,6 +140,8 @@ impl Default for Config {
             keep_read: KeepRead::No,
             ws_ping: ws::DEFAULT_WS_PING,
             admin_token: None,
+            tls: None,
+            tls_listen: None,
         }
     }
 }
@@ -147,6 +157,8 @@ pub enum ServerError {
     /// would print a second time.
     #[error("cannot open the store {}: {cause}", .path.display())]
     Store { path: PathBuf, cause: StoreError },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Outbound bytes a client may have waiting before its write deadline runs: as NATS's
@@ -173,6 +185,8 @@ pub struct Server {
     text_listener: Option<TcpListener>,
     lab_listener: Option<TcpListener>,
     http_listener: Option<TcpListener>,
+    tls_listener: Option<TcpListener>,
+    tls: Option<tls::Tls>,
     services: Arc<Services>,
     store_closer: StoreCloser,
     config: Config,
@@ -199,6 +213,8 @@ impl Server {
             keep_read: config.keep_read,
             inline: config.inline_store,
         };
+        // Before the store: a certificate that cannot be loaded stops the start at once.
+        let tls = tls::Tls::configure(&config)?;
         let (store, store_closer) =
             Store::start(&config.db, options).map_err(|cause| ServerError::Store {
                 path: config.db.clone(),
@@ -209,6 +225,7 @@ impl Server {
         let listener = bind(config.listen)?;
         let text_listener = config.text_listen.map(bind).transpose()?;
         let lab_listener = config.lab_listen.map(bind).transpose()?;
+        let tls_listener = config.tls_listen.map(bind).transpose()?;
         let http_listener = match config.http_listen {
             HttpListen::Off => None,
             HttpListen::Given(addr) => Some(bind(addr)?),
@@ -228,6 +245,8 @@ impl Server {
             text_listener,
             lab_listener,
             http_listener,
+            tls_listener,
+            tls,
             services: Arc::new(Services::new(
                 store,
                 Policy {
@@ -267,6 +286,16 @@ impl Server {
         self.http_listener.as_ref()?.local_addr().ok()
     }
 
+    /// The native protocol over TLS's bound address, if it listens.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The SHA-256 fingerprint of the server's certificate, if it has one.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.tls.as_ref().map(|tls| tls.fingerprint.as_str())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, tells every client,
     /// flushes their queues (for at most the drain timeout), and closes the store.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
@@ -275,6 +304,8 @@ impl Server {
             text_listener,
             lab_listener,
             http_listener,
+            tls_listener,
+            tls,
             services,
             store_closer,
             config,
@@ -289,9 +320,11 @@ impl Server {
                 tracing::info!(db = %config.db.display(), "listening on {addr} ({})", kind.name());
             }
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
-            tracing::info!("listening on http://{addr}/ (http: /healthz, websocket: /ws)");
+            tracing::info!("listening on {scheme}://{addr}/ (http: /healthz, websocket: /ws)");
         }
+        tls::announce(tls.as_ref(), tls_listener.as_ref());
         let beyond_loopback = [
             Some(listener.local_addr()),
             text_listener.as_ref().map(TcpListener::local_addr),
@@ -362,7 +395,8 @@ impl Server {
             let admin = match listener.local_addr() {
                 Ok(addr) => {
                     let (access, origin) = admin_token::access(config.admin_token.as_ref(), addr);
-                    admin_token::announce(&access, &origin, addr);
+                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    admin_token::announce(&access, &origin, addr, scheme);
                     access
                 }
                 Err(_) => admin_token::AdminAccess::Closed,
@@ -375,6 +409,7 @@ impl Server {
                 draining: stopping.clone(),
                 header_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
+                tls: tls.as_ref().map(|tls| tls.acceptor.clone()),
                 ws: Arc::new(http::WsKit {
                     kit: kit.clone(),
                     ids: Arc::clone(&ids),
@@ -385,6 +420,10 @@ impl Server {
             };
             tokio::spawn(http.run(http_stop.clone(), config.drain_timeout))
         });
+        if let (Some(listener), Some(tls)) = (tls_listener, tls) {
+            let kit = (kit.clone(), Arc::clone(&ids), ws_sessions.clone());
+            tokio::spawn(tls::TlsListener::new(listener, tls, &config, &slots, kit).run());
+        }
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -434,7 +473,7 @@ impl Server {
         );
         stopping.cancel();
         services.hub.drain_all();
-        // No WebSocket session starts once draining has begun.
+        // No WebSocket or TLS session starts once draining has begun.
         ws_sessions.close();
         let drained = tokio::time::timeout(config.drain_timeout, async {
             while sessions.join_next().await.is_some() {}

@@ -25,14 +25,16 @@ pub const LAB_KEPT: usize = 200;
 /// Seconds of message rates kept: five minutes.
 pub const RATE_SECONDS: usize = 300;
 
-/// How a connection reaches the server: one of the three TCP dialects, or a
-/// WebSocket (which speaks the native protocol's JSON).
+/// How a connection reaches the server: one of the three TCP dialects, the native
+/// protocol over TLS, or a WebSocket (which speaks the native protocol's JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Native,
     Text,
     Lab,
+    #[serde(rename = "native/tls")]
+    NativeTls,
     WebSocket,
 }
 

@@ -65,7 +65,7 @@ fn read_ready(socket: &OwnedReadHalf, scratch: &mut BytesMut) -> std::io::Result
 }
 
 /// How far serving the complete units in a buffer got.
-enum Step {
+pub(super) enum Step {
     /// All served: more bytes are needed.
     More,
     /// The session must end, for this reason.
@@ -283,16 +283,22 @@ impl Session {
                 buf = BytesMut::new();
             }
             if !held.set(buf.len() + dialect.held()) {
-                let why = format!(
-                    "the server holds as much of unfinished messages as it allows ({} bytes, \
-                     --max-partial-total); yours was dropped",
-                    self.shared.partial.limit()
-                );
-                let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
-                tx.finish(Outbound::Event(SharedEvent::new(event)));
-                return "too_large: over the server's budget for unfinished messages".into();
+                return self.over_partial_budget(tx);
             }
         }
+    }
+
+    /// Ends a connection whose unfinished message would take the server over its
+    /// budget for them.
+    pub(super) fn over_partial_budget(&self, tx: &OutQueue) -> String {
+        let why = format!(
+            "the server holds as much of unfinished messages as it allows ({} bytes, \
+             --max-partial-total); yours was dropped",
+            self.shared.partial.limit()
+        );
+        let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
+        tx.finish(Outbound::Event(SharedEvent::new(event)));
+        "too_large: over the server's budget for unfinished messages".into()
     }
 
     /// Reads what the socket has and serves every complete unit that needs no waiting.
@@ -326,7 +332,7 @@ impl Session {
 
     /// Serves a unit that must wait, then the units buffered after it; `Some(reason)`
     /// when the session must end.
-    async fn serve_waiting<D: Dialect>(
+    pub(super) async fn serve_waiting<D: Dialect>(
         &self,
         mut slow: Slow,
         buf: &mut BytesMut,
@@ -347,7 +353,7 @@ impl Session {
     }
 
     /// Serves the complete units at the front of `src` until one must wait.
-    fn serve_buffered<D: Dialect>(
+    pub(super) fn serve_buffered<D: Dialect>(
         &self,
         src: &mut BytesMut,
         dialect: &mut D,
@@ -377,7 +383,7 @@ impl Session {
 
     /// The client has closed its side: serves what the dialect can still make of the
     /// bytes left (a text line without its line break), then ends.
-    async fn finish<D: Dialect>(
+    pub(super) async fn finish<D: Dialect>(
         &self,
         buf: &mut BytesMut,
         dialect: &mut D,
@@ -550,7 +556,7 @@ impl Session {
 }
 
 /// What is left of a unit that could not be served without waiting.
-enum Slow {
+pub(super) enum Slow {
     /// A message queued with the store, to be answered once it is committed.
     Send {
         id: Option<u64>,

@@ -136,7 +136,7 @@ fn write_now<D: Dialect>(
 }
 
 /// Appends `item`'s bytes to `buf`; true when it is the order to close.
-fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
+pub(super) fn encode<D: Dialect>(dialect: &D, item: Outbound, buf: &mut BytesMut) -> bool {
     match item {
         Outbound::Response(response) => dialect.encode_response(&response, buf),
         Outbound::Ok { id, number } => {

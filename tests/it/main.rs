@@ -38,6 +38,7 @@ mod security;
 mod services;
 mod store_open;
 mod text_delivery;
+mod tls;
 mod wire;
 mod ws;
 mod ws_bounds;
