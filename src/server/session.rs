@@ -15,14 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
-use crate::hub::{Departure, Ending};
-use crate::outbound::{Bounds, OutQueue, Outbound, Outbox, SharedEvent, Signal, StopSignal};
+use crate::outbound::{Bounds, OutQueue, Outbound, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
 
 use super::partial::{Held, PartialBudget};
-use super::registry::{Listed, Registry, Transport};
+use super::registry::{Registry, Transport};
 use super::writer::write_loop;
 use std::net::SocketAddr;
 
@@ -126,68 +125,6 @@ impl Session {
             );
         }
         self.log_disconnect(&state, &reason, parked, "");
-    }
-
-    /// The connection's queue, its welcome queued first, and the connection in the hub
-    /// and in the registry (until the guard returned drops).
-    pub(super) fn open(
-        &self,
-        transport: Transport,
-        peer: SocketAddr,
-    ) -> (Arc<OutQueue>, Listed<'_>) {
-        let listed = self.shared.registry.open(self.client_id, transport, peer);
-        let queue = Arc::new(OutQueue::new(self.bounds));
-        let welcome = SharedEvent::new(Event::welcome(self.client_id));
-        // The queue is new and holds at least two items, so this cannot fail.
-        let _ = queue.try_send(Outbound::Event(welcome));
-        self.services
-            .hub
-            .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
-        // Shutdown drains every session the hub knows; one that joined the hub after
-        // that sees the token instead.
-        if self.shutdown.is_cancelled() {
-            queue.signal.drain();
-        }
-        (queue, listed)
-    }
-
-    /// Takes the ended connection's session out of the hub: a connection that ends
-    /// without `bye` leaves it to be resumed, unless the server itself is stopping.
-    /// True when it was parked.
-    pub(super) fn depart(&self, state: &SessionState, queue: &OutQueue) -> bool {
-        let how = if self.shutdown.is_cancelled() {
-            Ending::Shutdown
-        } else if state.said_bye {
-            Ending::Bye
-        } else {
-            Ending::Cut
-        };
-        matches!(
-            self.services.depart(state.client_id, queue, how),
-            Departure::Parked(_)
-        )
-    }
-
-    /// The one line that says a connection ended, and why; `transport` is said after
-    /// the word (` (websocket)`).
-    pub(super) fn log_disconnect(
-        &self,
-        state: &SessionState,
-        reason: &str,
-        parked: bool,
-        transport: &str,
-    ) {
-        let parked = if parked {
-            "; session parked for resuming"
-        } else {
-            ""
-        };
-        tracing::info!(
-            client_id = state.client_id,
-            name = %state.name.as_deref().unwrap_or("-"),
-            reason = %reason,
-            "disconnect{transport}{parked}"
-        );
     }
 
     /// Reads, decodes and serves until the connection should end; returns why.

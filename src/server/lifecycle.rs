@@ -1,0 +1,78 @@
+//! How every session begins and ends, whatever carries it (TCP, TLS, WebSocket): its
+//! queue with the welcome first, its place in the hub and in the registry, its
+//! departure (parked for resuming or gone) and the one line that says it ended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::hub::{Departure, Ending};
+use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent};
+use crate::protocol::Event;
+use crate::service::SessionState;
+
+use super::registry::{Listed, Transport};
+use super::session::Session;
+
+impl Session {
+    /// The connection's queue, its welcome queued first, and the connection in the hub
+    /// and in the registry (until the guard returned drops).
+    pub(super) fn open(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> (Arc<OutQueue>, Listed<'_>) {
+        let listed = self.shared.registry.open(self.client_id, transport, peer);
+        let queue = Arc::new(OutQueue::new(self.bounds));
+        let welcome = SharedEvent::new(Event::welcome(self.client_id));
+        // The queue is new and holds at least two items, so this cannot fail.
+        let _ = queue.try_send(Outbound::Event(welcome));
+        self.services
+            .hub
+            .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
+        // Shutdown drains every session the hub knows; one that joined the hub after
+        // that sees the token instead.
+        if self.shutdown.is_cancelled() {
+            queue.signal.drain();
+        }
+        (queue, listed)
+    }
+
+    /// Takes the ended connection's session out of the hub: a connection that ends
+    /// without `bye` leaves it to be resumed, unless the server itself is stopping.
+    /// True when it was parked.
+    pub(super) fn depart(&self, state: &SessionState, queue: &OutQueue) -> bool {
+        let how = if self.shutdown.is_cancelled() {
+            Ending::Shutdown
+        } else if state.said_bye {
+            Ending::Bye
+        } else {
+            Ending::Cut
+        };
+        matches!(
+            self.services.depart(state.client_id, queue, how),
+            Departure::Parked(_)
+        )
+    }
+
+    /// The one line that says a connection ended, and why; `transport` is said after
+    /// the word (` (websocket)`).
+    pub(super) fn log_disconnect(
+        &self,
+        state: &SessionState,
+        reason: &str,
+        parked: bool,
+        transport: &str,
+    ) {
+        let parked = if parked {
+            "; session parked for resuming"
+        } else {
+            ""
+        };
+        tracing::info!(
+            client_id = state.client_id,
+            name = %state.name.as_deref().unwrap_or("-"),
+            reason = %reason,
+            "disconnect{transport}{parked}"
+        );
+    }
+}
