@@ -207,7 +207,9 @@ impl Server {
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
-            tracing::info!("listening on {scheme}://{addr}/ (http: /healthz, websocket: /ws)");
+            tracing::info!(
+                "listening on {scheme}://{addr}/ (chat page /, websocket /ws, dashboard /dashboard, /healthz)"
+            );
         }
         tls::announce(tls.as_ref(), tls_listener.as_ref());
         let beyond_loopback = [
