@@ -3,6 +3,7 @@
 //! departure (parked for resuming or gone) and the one line that says it ended.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::hub::{Departure, Ending};
@@ -11,7 +12,7 @@ use crate::protocol::Event;
 use crate::service::SessionState;
 
 use super::registry::{Listed, Transport};
-use super::session::Session;
+use super::session::{FLUSH_GRACE, Session};
 
 impl Session {
     /// The connection's queue, its welcome queued first, and the connection in the hub
@@ -37,10 +38,35 @@ impl Session {
         (queue, listed)
     }
 
+    /// Ends a connection whose reader has stopped for `reason`: takes its session out of
+    /// the hub, lets its writer (unless it already stopped) flush what is queued for
+    /// at most [`FLUSH_GRACE`], and logs the one line that says it ended.
+    pub(super) async fn end(
+        &self,
+        state: &SessionState,
+        queue: &OutQueue,
+        reason: &str,
+        writer: Option<Pin<&mut impl Future<Output = ()>>>,
+        transport: &str,
+    ) {
+        let parked = self.depart(state, queue);
+        // Nothing more will be queued: the writer flushes what is there, then stops.
+        queue.close();
+        if let Some(writer) = writer
+            && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err()
+        {
+            tracing::debug!(
+                client_id = self.client_id,
+                "gave up flushing to a client that does not read{transport}"
+            );
+        }
+        self.log_disconnect(state, reason, parked, transport);
+    }
+
     /// Takes the ended connection's session out of the hub: a connection that ends
     /// without `bye` leaves it to be resumed, unless the server itself is stopping.
     /// True when it was parked.
-    pub(super) fn depart(&self, state: &SessionState, queue: &OutQueue) -> bool {
+    fn depart(&self, state: &SessionState, queue: &OutQueue) -> bool {
         let how = if self.shutdown.is_cancelled() {
             Ending::Shutdown
         } else if state.said_bye {
@@ -56,13 +82,7 @@ impl Session {
 
     /// The one line that says a connection ended, and why; `transport` is said after
     /// the word (` (websocket)`).
-    pub(super) fn log_disconnect(
-        &self,
-        state: &SessionState,
-        reason: &str,
-        parked: bool,
-        transport: &str,
-    ) {
+    fn log_disconnect(&self, state: &SessionState, reason: &str, parked: bool, transport: &str) {
         let parked = if parked {
             "; session parked for resuming"
         } else {

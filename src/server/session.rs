@@ -115,16 +115,8 @@ impl Session {
             reason = self.read_loop(read_half, dialect, &queue, stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
-        let parked = self.depart(&state, &queue);
-        // Nothing more will be queued: the writer flushes what is there, then stops.
-        queue.close();
-        if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
-            tracing::debug!(
-                client_id = self.client_id,
-                "gave up flushing to a client that does not read"
-            );
-        }
-        self.log_disconnect(&state, &reason, parked, "");
+        let writer = (!writer_done).then_some(writer);
+        self.end(&state, &queue, &reason, writer, "").await;
     }
 
     /// Reads, decodes and serves until the connection should end; returns why.

@@ -15,7 +15,7 @@ use crate::service::SessionState;
 
 use super::partial::Held;
 use super::registry::Transport;
-use super::session::{FLUSH_GRACE, Queue, Session, Step};
+use super::session::{Queue, Session, Step};
 use super::writer::encode;
 
 /// Most bytes taken from the stream per read.
@@ -57,15 +57,8 @@ impl Session {
             reason = self.read_stream(read_half, dialect, &queue, stop, &mut state) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
-        let parked = self.depart(&state, &queue);
-        queue.close();
-        if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
-            tracing::debug!(
-                client_id = self.client_id,
-                "gave up flushing to a client that does not read"
-            );
-        }
-        self.log_disconnect(&state, &reason, parked, transport);
+        let writer = (!writer_done).then_some(writer);
+        self.end(&state, &queue, &reason, writer, transport).await;
     }
 
     /// Reads, decodes and serves until the connection should end; returns why.

@@ -115,15 +115,9 @@ impl Session {
             reason = self.read_ws(stream, &unfinished, &queue, stop, &mut state, &link) => (reason, false),
             () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
         };
-        let parked = self.depart(&state, &queue);
-        queue.close();
-        if !writer_done && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
-            tracing::debug!(
-                client_id = self.client_id,
-                "gave up flushing to a websocket client that does not read"
-            );
-        }
-        self.log_disconnect(&state, &reason, parked, " (websocket)");
+        let writer = (!writer_done).then_some(writer);
+        self.end(&state, &queue, &reason, writer, " (websocket)")
+            .await;
     }
 
     /// Reads and serves messages until the connection should end; returns why.
