@@ -16,6 +16,7 @@ mod stream;
 mod tests;
 pub mod tls;
 mod upgrade;
+mod varz;
 mod writer;
 mod ws;
 
@@ -38,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 pub use crate::hub::RoomLimits;
 use crate::hub::{HubConfig, Timeouts};
+use crate::metrics::Metrics;
 use crate::outbound::Bounds;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::{Policy, Services};
@@ -93,10 +95,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Opens the store and binds the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let metrics = Arc::new(Metrics::default());
         let options = Options {
             commit_batch: config.commit_batch,
             keep_read: config.keep_read,
             inline: config.inline_store,
+            metrics: Some(Arc::clone(&metrics)),
         };
         // Before the store: a certificate that cannot be loaded stops the start at once.
         let tls = tls::Tls::configure(&config)?;
@@ -132,7 +136,7 @@ impl Server {
             http_listener,
             tls_listener,
             tls,
-            services: Arc::new(Services::new(
+            services: Arc::new(Services::counted(
                 store,
                 Policy {
                     max_frame: config.max_frame,
@@ -145,6 +149,7 @@ impl Server {
                         max_parked: config.max_connections,
                     },
                 },
+                metrics,
             )),
             store_closer,
             config,
@@ -196,6 +201,14 @@ impl Server {
             config,
         } = self;
         let admin = admin::AdminSocket::start(&config.db, Arc::clone(&services));
+        let monitor = Arc::new(varz::Monitor::new(
+            Arc::clone(&services.metrics),
+            &varz::bound_config(
+                &config,
+                &listener,
+                [&text_listener, &lab_listener, &http_listener, &tls_listener],
+            ),
+        ));
         for (listener, kind) in [
             (Some(&listener), DialectKind::Native),
             (text_listener.as_ref(), DialectKind::Text),
@@ -208,7 +221,7 @@ impl Server {
         let scheme = if tls.is_some() { "https" } else { "http" };
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
             tracing::info!(
-                "listening on {scheme}://{addr}/ (chat page /, websocket /ws, dashboard /dashboard, /healthz)"
+                "listening on {scheme}://{addr}/ (chat page /, websocket /ws, dashboard /dashboard, /metrics, /healthz)"
             );
         }
         tls::announce(tls.as_ref(), tls_listener.as_ref());
@@ -266,7 +279,7 @@ impl Server {
             shared: Arc::new(session::Shared {
                 partial: partial::PartialBudget::new(config.max_partial_total),
                 text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
-                registry: registry::Registry::default(),
+                registry: registry::Registry::counted(Arc::clone(&services.metrics)),
             }),
             shutdown: stopping.clone(),
         };
@@ -290,6 +303,7 @@ impl Server {
             };
             let http = http::Http {
                 admin: Arc::new(admin),
+                monitor,
                 listener,
                 slots: Arc::clone(&slots),
                 max_connections: config.max_connections,
@@ -322,6 +336,8 @@ impl Server {
                         let max = config.max_frame;
                         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                             tracing::warn!(%peer, "refused: server full ({} clients)", config.max_connections);
+                            services.metrics.refused();
+                            services.metrics.error(ErrorCode::ServerFull);
                             match kind {
                                 DialectKind::Native => tokio::spawn(refuse(stream, Native::new(max))),
                                 DialectKind::Text => tokio::spawn(refuse(stream, Text::default())),
@@ -498,6 +514,7 @@ fn guarded<T>(
         .catch_unwind()
         .map(move |outcome| {
             if outcome.is_err() {
+                services.metrics.disconnect("internal");
                 let name = services.disconnect(client_id);
                 tracing::error!(
                     client_id,

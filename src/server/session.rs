@@ -227,6 +227,7 @@ impl Session {
         );
         let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
         tx.finish(Outbound::Event(SharedEvent::new(event)));
+        self.services.metrics.error(ErrorCode::TooLarge);
         "too_large: over the server's budget for unfinished messages".into()
     }
 
@@ -363,9 +364,11 @@ impl Session {
                 (None, Ok(Reply::Ack { ack: true }))
             }
             Incoming::Request(envelope) if matches!(envelope.request, Request::Bye) => {
+                self.services.metrics.request(&envelope.request);
                 return Err(Slow::Serve(envelope));
             }
             Incoming::Request(envelope) => {
+                self.services.metrics.request(&envelope.request);
                 if matches!(envelope.request, Request::Say { .. } | Request::Send { .. }) {
                     self.shared.registry.count_message();
                 }
@@ -473,6 +476,7 @@ impl Session {
     /// the server's own failures are warned of.
     fn log_error(&self, outcome: &Result<Reply, ErrorBody>, state: &SessionState) {
         let Err(error) = outcome else { return };
+        self.services.metrics.error(error.code);
         let name = state.name.as_deref().unwrap_or("-");
         if error.code == ErrorCode::Internal {
             tracing::warn!(client_id = self.client_id, name = %name, code = %error.code, "error: {}", error.message);
@@ -546,6 +550,7 @@ impl Session {
             queue
                 .tx
                 .finish(Outbound::Raw(hint.into_bytes().into_boxed_slice()));
+            self.services.metrics.error(ErrorCode::BadRequest);
             return format!("framing error: {e}");
         }
         let code = match e {
@@ -554,6 +559,7 @@ impl Session {
         };
         let event = Event::error(ErrorBody::new(code, e.to_string()));
         queue.tx.finish(Outbound::Event(SharedEvent::new(event)));
+        self.services.metrics.error(code);
         format!("framing error: {e}")
     }
 }
