@@ -12,6 +12,7 @@ pub mod client;
 pub mod dialect;
 pub mod frame;
 pub mod hub;
+pub mod metrics;
 pub mod outbound;
 pub mod protocol;
 pub mod server;

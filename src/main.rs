@@ -91,6 +91,9 @@ enum Command {
     /// What an operator needs: list users, reset or remove a password, forget a user
     /// (through a running server's admin socket, or on a stopped one's file).
     Admin(AdminArgs),
+    /// A running server's traffic, a line per second: connections, requests, deliveries,
+    /// direct and room messages per second, slow consumers (from its /api/varz).
+    Stats(cli::stats::StatsArgs),
     /// Measure a running server (or Redis, NATS, an echo floor) under a load scenario:
     /// throughput and latency percentiles.
     ///
@@ -345,6 +348,9 @@ fn run() -> anyhow::Result<ExitCode> {
             done(args.server.common(Some(args.name)).and_then(send))
         }
         Command::Bench(args) => runtime.block_on(bench(args)),
+        Command::Stats(args) => {
+            done(runtime.block_on(cli::stats::run(&args, &mut std::io::stdout())))
+        }
         Command::EchoServer { listen, .. } => {
             runtime.block_on(switchboard::bench::echo::serve(listen))?;
             Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::auth::Hasher;
 use crate::auth::backoff::Backoff;
 use crate::hub::{After, Departure, Ending, Holder, Hub, HubConfig, Proof};
+use crate::metrics::Metrics;
 use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{
     ClientId, DEFAULT_HISTORY_LIMIT, DEFAULT_INBOX_LIMIT, ErrorBody, ErrorCode, Hello,
@@ -28,6 +29,8 @@ pub struct Services {
     pub require_password: bool,
     /// The longest `text` of a direct or room message, in bytes.
     pub max_text: usize,
+    /// What the server counts, shared with its other layers.
+    pub metrics: Arc<Metrics>,
     hasher: Hasher,
     /// Failed passwords per name, which slow down the next answer.
     backoff: Backoff,
@@ -94,8 +97,14 @@ fn valid_room(room: &str) -> Result<(), ErrorBody> {
 
 impl Services {
     pub fn new(store: Store, policy: Policy) -> Self {
+        Services::counted(store, policy, Arc::default())
+    }
+
+    /// Services that count into `metrics`.
+    pub fn counted(store: Store, policy: Policy, metrics: Arc<Metrics>) -> Self {
         Services {
-            hub: Hub::new(policy.hub),
+            hub: Hub::counted(policy.hub, Arc::clone(&metrics)),
+            metrics,
             store,
             max_frame: policy.max_frame,
             require_password: policy.require_password,
@@ -199,7 +208,10 @@ impl Services {
             Request::Say { room, text } => self
                 .check_text(&text)
                 .and_then(|()| Ok(self.hub.say(id, &room, &text)?))
-                .map(|seq| Reply::Said { seq }),
+                .map(|seq| {
+                    self.metrics.room_message();
+                    Reply::Said { seq }
+                }),
             Request::LeaveRoom { room } => self
                 .hub
                 .leave_room(id, &room)
@@ -482,6 +494,7 @@ impl Services {
     /// if it is online.
     pub fn sent(&self, stored: Result<Appended, StoreError>) -> Result<Reply, ErrorBody> {
         let stored = stored?;
+        self.metrics.direct_message();
         self.hub.notify_mail(&stored.to, &stored.from, stored.id);
         Ok(Reply::Sent {
             message_id: stored.id,

@@ -9,6 +9,7 @@ pub mod lab;
 pub mod menu;
 pub mod oneshot;
 pub mod serve;
+pub mod stats;
 pub mod tls;
 
 use std::io;

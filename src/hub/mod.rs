@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::outbound::{Outbox, SharedEvent};
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
 
@@ -137,6 +138,8 @@ struct State {
     parked: usize,
     /// Rooms created so far: each one's epoch is new.
     created: u64,
+    /// Where the events queued for clients are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// What the operator chooses of the hub's behaviour.
@@ -213,8 +216,16 @@ impl Timeouts {
 
 impl Hub {
     pub fn new(config: HubConfig) -> Self {
+        Hub::counted(config, Arc::default())
+    }
+
+    /// A hub that counts the events it queues for clients into `metrics`.
+    pub fn counted(config: HubConfig, metrics: Arc<Metrics>) -> Self {
         Hub {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                metrics,
+                ..State::default()
+            }),
             epoch: Instant::now(),
             clock: ServedClock::default(),
             config,
@@ -417,18 +428,23 @@ impl Hub {
                 from: from.to_owned(),
                 message_id,
             });
-            let _ = member.outbox.push(event);
+            if member.outbox.push(event).is_ok() {
+                state.metrics.delivered(1);
+            }
         }
     }
 
     /// Sends `event` to every connection, named or not (the server is stopping).
     pub fn broadcast(&self, event: Event) {
         let event = SharedEvent::new(event);
-        for member in self.lock().clients.values() {
-            if !member.parked {
-                let _ = member.outbox.push(Arc::clone(&event));
+        let state = self.lock();
+        let mut queued = 0;
+        for member in state.clients.values() {
+            if !member.parked && member.outbox.push(Arc::clone(&event)).is_ok() {
+                queued += 1;
             }
         }
+        state.metrics.delivered(queued);
     }
 
     /// Forgets client `id`, connected or parked: its name is free again, it leaves
@@ -503,13 +519,18 @@ impl State {
     fn deliver(&self, members: &[ClientId], except: ClientId, event: Event) -> Vec<ClientId> {
         let event = SharedEvent::new(event);
         let mut failed = Vec::new();
+        let mut queued = 0;
         for &id in members.iter().filter(|&&id| id != except) {
-            if let Some(member) = self.clients.get(&id).filter(|m| m.reachable())
-                && member.outbox.push(Arc::clone(&event)).is_err()
-            {
-                failed.push(id);
+            if let Some(member) = self.clients.get(&id).filter(|m| m.reachable()) {
+                if member.outbox.push(Arc::clone(&event)).is_ok() {
+                    queued += 1;
+                } else {
+                    failed.push(id);
+                }
             }
         }
+        // Once per event, not once per member.
+        self.metrics.delivered(queued);
         failed
     }
 

@@ -221,9 +221,14 @@ impl Hub {
             rooms: Some(positions),
         };
         let _ = member.outbox.push_item(answer(reply));
+        let mut replayed = 0;
         for item in then {
-            let _ = member.outbox.push_item(item);
+            let events = item.events();
+            if member.outbox.push_item(item).is_ok() {
+                replayed += events;
+            }
         }
+        state.metrics.delivered(replayed);
         Ok((old_id, display))
     }
 }

@@ -229,9 +229,14 @@ impl Hub {
         };
         let outbox = &state.member(id)?.outbox;
         let _ = outbox.push_item(answer(reply));
+        let mut replayed = 0;
         for item in replay_items(room, lines) {
-            let _ = outbox.push_item(item);
+            let events = item.events();
+            if outbox.push_item(item).is_ok() {
+                replayed += events;
+            }
         }
+        state.metrics.delivered(replayed);
         Ok(())
     }
 

@@ -132,6 +132,15 @@ fn event_weight(event: &Event) -> usize {
 }
 
 impl Outbound {
+    /// Events this item holds: a delivery each.
+    pub fn events(&self) -> u64 {
+        match self {
+            Outbound::Event(_) => 1,
+            Outbound::Replay(replay) => replay.lines.len() as u64,
+            _ => 0,
+        }
+    }
+
     /// What this item counts for against the queue's byte bound.
     #[inline]
     pub fn weight(&self) -> usize {

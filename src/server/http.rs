@@ -1,7 +1,8 @@
 //! The HTTP listener: axum routes served by hyper, one connection at a time under the
 //! same connection limit as the protocol listeners. It answers `GET /healthz`,
 //! `GET /ws` (a WebSocket speaking the native protocol, see `ws.rs`), the browser chat
-//! page (`pages.rs`) and the admin pages (`dashboard.rs`), and nothing else (404).
+//! page (`pages.rs`), the admin pages (`dashboard.rs`) and the metrics (`varz.rs`), and
+//! nothing else (404).
 //!
 //! It is served connection by connection rather than with `axum::serve`, which has no
 //! header read timeout and no way to take a slot under `--max-connections`.
@@ -31,6 +32,7 @@ use super::dashboard;
 use super::partial::Unfinished;
 use super::session::Session;
 use super::upgrade::WsRequest;
+use super::varz::{self, Monitor};
 use super::{ClientIds, SessionKit};
 
 /// Where the HTTP listener listens when nothing else is said.
@@ -84,6 +86,8 @@ pub(super) struct Http {
     pub ws: Arc<WsKit>,
     /// Who may read the admin pages.
     pub admin: Arc<AdminAccess>,
+    /// What `/metrics` and `/api/varz` read.
+    pub monitor: Arc<Monitor>,
     /// With a certificate, the listener serves HTTPS (and `wss://`) instead of HTTP.
     pub tls: Option<TlsAcceptor>,
 }
@@ -117,6 +121,7 @@ struct App {
     draining: CancellationToken,
     ws: Arc<WsKit>,
     admin: Arc<AdminAccess>,
+    monitor: Arc<Monitor>,
 }
 
 impl Http {
@@ -132,6 +137,7 @@ impl Http {
             idle_timeout,
             ws,
             admin,
+            monitor,
             tls,
         } = self;
         let mut builder = http1::Builder::new();
@@ -143,6 +149,7 @@ impl Http {
             draining,
             ws,
             admin,
+            monitor,
         }));
         let connections = TaskTracker::new();
         loop {
@@ -244,6 +251,7 @@ fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
         .merge(dashboard::routes(&app.ws.kit, &app.admin))
+        .merge(varz::routes(Arc::clone(&app.monitor), &app.admin))
         .merge(super::pages::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::hub::{Departure, Ending};
 use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent};
-use crate::protocol::Event;
+use crate::protocol::{ErrorCode, Event};
 use crate::service::SessionState;
 
 use super::registry::{Listed, Transport};
@@ -49,6 +49,9 @@ impl Session {
         writer: Option<Pin<&mut impl Future<Output = ()>>>,
         transport: &str,
     ) {
+        // Counted once the ending is decided, not after the flush, which may wait
+        // out its grace for a client that does not read.
+        self.count_disconnect(reason);
         let parked = self.depart(state, queue);
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
@@ -61,6 +64,22 @@ impl Session {
             );
         }
         self.log_disconnect(state, reason, parked, transport);
+    }
+
+    /// Counts how the connection ended. The slow consumer's and the handshake
+    /// timeout's error events are counted here too, where the reason is known.
+    fn count_disconnect(&self, reason: &str) {
+        let metrics = &self.services.metrics;
+        let label = close_reason(reason);
+        match label {
+            "slow_consumer" => {
+                metrics.slow_consumer();
+                metrics.error(ErrorCode::SlowConsumer);
+            }
+            "handshake_timeout" => metrics.error(ErrorCode::Timeout),
+            _ => {}
+        }
+        metrics.disconnect(label);
     }
 
     /// Takes the ended connection's session out of the hub: a connection that ends
@@ -94,5 +113,79 @@ impl Session {
             reason = %reason,
             "disconnect{transport}{parked}"
         );
+    }
+}
+
+/// The reason label (`metrics::REASONS`) of a session's ending as the session words it.
+/// The words are a log line's, made in several places; this reads them back until
+/// the ending is a value of its own.
+fn close_reason(reason: &str) -> &'static str {
+    let starts = |prefix: &str| reason.starts_with(prefix);
+    if reason == "bye" {
+        "bye"
+    } else if reason == "closed by the client" || reason == "connection closed" {
+        "client_closed"
+    } else if starts("handshake timeout") {
+        "handshake_timeout"
+    } else if starts("slow consumer") {
+        "slow_consumer"
+    } else if starts("replaced") {
+        "replaced"
+    } else if reason == "server shutting down" {
+        "shutdown"
+    } else if starts("too_large")
+        || starts("framing error: frame length") && reason.contains("over the limit")
+    {
+        "too_large"
+    } else if starts("framing error") || starts("bad_request") {
+        "bad_frame"
+    } else if starts("read failed") || starts("write failed") {
+        // TCP keepalive or TCP_USER_TIMEOUT gave up on a dead peer.
+        if reason.contains("timed out") {
+            "idle_timeout"
+        } else {
+            "reset"
+        }
+    } else {
+        "internal"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_reason;
+    use crate::frame::FrameError;
+
+    #[test]
+    fn the_endings_sessions_word_map_to_their_reasons() {
+        let too_large = format!("framing error: {}", FrameError::TooLarge { len: 9, max: 8 });
+        let truncated = format!("framing error: {}", FrameError::Truncated);
+        for (reason, label) in [
+            ("bye", "bye"),
+            ("closed by the client", "client_closed"),
+            ("handshake timeout: no hello in time", "handshake_timeout"),
+            ("slow consumer: 4 times over", "slow_consumer"),
+            (
+                "replaced: the session was resumed on another connection",
+                "replaced",
+            ),
+            ("server shutting down", "shutdown"),
+            ("too_large: over the server's budget", "too_large"),
+            (too_large.as_str(), "too_large"),
+            (truncated.as_str(), "bad_frame"),
+            ("bad_request: a text message must be UTF-8", "bad_frame"),
+            (
+                "read failed: Connection reset by peer (os error 104)",
+                "reset",
+            ),
+            (
+                "read failed: Connection timed out (os error 110)",
+                "idle_timeout",
+            ),
+            ("write failed: Broken pipe (os error 32)", "reset"),
+            ("something new", "internal"),
+        ] {
+            assert_eq!(close_reason(reason), label, "{reason}");
+        }
     }
 }

@@ -17,6 +17,7 @@ mod stream;
 mod tests;
 pub mod tls;
 mod upgrade;
+mod varz;
 mod writer;
 mod ws;
 
@@ -39,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 pub use crate::hub::RoomLimits;
 use crate::hub::{HubConfig, Timeouts};
+use crate::metrics::Metrics;
 use crate::outbound::Bounds;
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::{Policy, Services};
@@ -95,10 +97,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Opens the store and binds the listening socket.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let metrics = Arc::new(Metrics::default());
         let options = Options {
             commit_batch: config.commit_batch,
             keep_read: config.keep_read,
             inline: config.inline_store,
+            metrics: Some(Arc::clone(&metrics)),
         };
         // Before the store: a certificate that cannot be loaded stops the start at once.
         let tls = tls::Tls::configure(&config)?;
@@ -134,7 +138,7 @@ impl Server {
             http_listener,
             tls_listener,
             tls,
-            services: Arc::new(Services::new(
+            services: Arc::new(Services::counted(
                 store,
                 Policy {
                     max_frame: config.max_frame,
@@ -147,6 +151,7 @@ impl Server {
                         max_parked: config.max_connections,
                     },
                 },
+                metrics,
             )),
             store_closer,
             config,
@@ -198,6 +203,14 @@ impl Server {
             config,
         } = self;
         let admin = admin::AdminSocket::start(&config.db, Arc::clone(&services));
+        let monitor = Arc::new(varz::Monitor::new(
+            Arc::clone(&services.metrics),
+            &varz::bound_config(
+                &config,
+                &listener,
+                [&text_listener, &lab_listener, &http_listener, &tls_listener],
+            ),
+        ));
         for (listener, kind) in [
             (Some(&listener), DialectKind::Native),
             (text_listener.as_ref(), DialectKind::Text),
@@ -210,7 +223,7 @@ impl Server {
         let scheme = if tls.is_some() { "https" } else { "http" };
         if let Some(Ok(addr)) = http_listener.as_ref().map(TcpListener::local_addr) {
             tracing::info!(
-                "listening on {scheme}://{addr}/ (chat page /, websocket /ws, dashboard /dashboard, /healthz)"
+                "listening on {scheme}://{addr}/ (chat page /, websocket /ws, dashboard /dashboard, /metrics, /healthz)"
             );
         }
         tls::announce(tls.as_ref(), tls_listener.as_ref());
@@ -276,7 +289,7 @@ impl Server {
             shared: Arc::new(session::Shared {
                 partial: partial::PartialBudget::new(config.max_partial_total),
                 text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
-                registry: registry::Registry::default(),
+                registry: registry::Registry::counted(Arc::clone(&services.metrics)),
                 rate: config.rate,
             }),
             shutdown: stopping.clone(),
@@ -301,6 +314,7 @@ impl Server {
             };
             let http = http::Http {
                 admin: Arc::new(admin),
+                monitor,
                 listener,
                 slots: Arc::clone(&slots),
                 max_connections: config.max_connections,
@@ -333,6 +347,8 @@ impl Server {
                         let max = config.max_frame;
                         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                             tracing::warn!(%peer, "refused: server full ({} clients)", config.max_connections);
+                            services.metrics.refused();
+                            services.metrics.error(ErrorCode::ServerFull);
                             match kind {
                                 DialectKind::Native => tokio::spawn(refuse(stream, Native::new(max))),
                                 DialectKind::Text => tokio::spawn(refuse(stream, Text::default())),
@@ -509,6 +525,7 @@ fn guarded<T>(
         .catch_unwind()
         .map(move |outcome| {
             if outcome.is_err() {
+                services.metrics.disconnect("internal");
                 let name = services.disconnect(client_id);
                 tracing::error!(
                     client_id,

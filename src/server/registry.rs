@@ -13,11 +13,12 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::HashMap;
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::protocol::{ClientId, now_millis, rfc3339_of_millis};
 
 /// Lab submissions kept for the dashboard; older ones are forgotten.
@@ -36,6 +37,13 @@ pub enum Transport {
     #[serde(rename = "native/tls")]
     NativeTls,
     WebSocket,
+}
+
+impl Transport {
+    /// Its slot in [`crate::metrics::DIALECTS`], which spells it as serde does.
+    fn slot(self) -> usize {
+        self as usize
+    }
 }
 
 /// One open connection.
@@ -90,6 +98,8 @@ pub struct Registry {
     /// Room messages and direct messages asked for since the server started.
     messages: AtomicU64,
     rates: Mutex<Rates>,
+    /// Counts the connections as they open and close.
+    metrics: Arc<Metrics>,
 }
 
 /// A connection's place in the registry, taken out when this drops: when its session
@@ -98,11 +108,13 @@ pub struct Registry {
 pub struct Listed<'a> {
     registry: &'a Registry,
     key: ClientId,
+    transport: Transport,
 }
 
 impl Drop for Listed<'_> {
     fn drop(&mut self) {
         lock(&self.registry.open).remove(&self.key);
+        self.registry.metrics.closed(self.transport.slot());
     }
 }
 
@@ -115,6 +127,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// A registry that counts the connections into `metrics`.
+    pub fn counted(metrics: Arc<Metrics>) -> Self {
+        Registry {
+            metrics,
+            ..Registry::default()
+        }
+    }
+
     /// Lists connection `client_id` (its own id) until the returned guard drops.
     pub fn open(&self, client_id: ClientId, transport: Transport, peer: SocketAddr) -> Listed<'_> {
         let connection = Connection {
@@ -124,9 +144,11 @@ impl Registry {
             start_ms: now_millis(),
         };
         lock(&self.open).insert(client_id, connection);
+        self.metrics.connected(transport.slot());
         Listed {
             registry: self,
             key: client_id,
+            transport,
         }
     }
 
@@ -239,6 +261,21 @@ mod tests {
 
     fn peer() -> SocketAddr {
         "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn each_transport_is_counted_under_its_own_name() {
+        use crate::metrics::DIALECTS;
+        for transport in [
+            Transport::Native,
+            Transport::Text,
+            Transport::Lab,
+            Transport::NativeTls,
+            Transport::WebSocket,
+        ] {
+            let json = serde_json::to_value(transport).unwrap();
+            assert_eq!(json, DIALECTS[transport.slot()]);
+        }
     }
 
     #[test]

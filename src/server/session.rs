@@ -220,6 +220,7 @@ impl Session {
         );
         let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
         tx.finish(Outbound::Event(SharedEvent::new(event)));
+        self.services.metrics.error(ErrorCode::TooLarge);
         "too_large: over the server's budget for unfinished messages".into()
     }
 
@@ -365,9 +366,11 @@ impl Session {
                 (None, Ok(Reply::Ack { ack: true }))
             }
             Incoming::Request(envelope) if matches!(envelope.request, Request::Bye) => {
+                self.services.metrics.request(&envelope.request);
                 return Err(Slow::Serve(envelope));
             }
             Incoming::Request(envelope) => {
+                self.services.metrics.request(&envelope.request);
                 if matches!(envelope.request, Request::Say { .. } | Request::Send { .. }) {
                     self.shared.registry.count_message();
                 }
@@ -476,6 +479,7 @@ impl Session {
     /// the server's own failures are warned of.
     fn log_error(&self, outcome: &Result<Reply, ErrorBody>, state: &SessionState) {
         let Err(error) = outcome else { return };
+        self.services.metrics.error(error.code);
         let name = state.name.as_deref().unwrap_or("-");
         if error.code == ErrorCode::Internal {
             tracing::warn!(client_id = self.client_id, name = %name, code = %error.code, "error: {}", error.message);
@@ -582,6 +586,7 @@ impl Session {
             queue
                 .tx
                 .finish(Outbound::Raw(hint.into_bytes().into_boxed_slice()));
+            self.services.metrics.error(ErrorCode::BadRequest);
             return format!("framing error: {e}");
         }
         let code = match e {
@@ -590,6 +595,7 @@ impl Session {
         };
         let event = Event::error(ErrorBody::new(code, e.to_string()));
         queue.tx.finish(Outbound::Event(SharedEvent::new(event)));
+        self.services.metrics.error(code);
         format!("framing error: {e}")
     }
 }

@@ -287,6 +287,9 @@ impl TlsListener {
             };
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
                 tracing::warn!(%peer, "refused (tls): server full ({} clients)", self.max_connections);
+                let metrics = &self.conn.kit.services.metrics;
+                metrics.refused();
+                metrics.error(crate::protocol::ErrorCode::ServerFull);
                 tokio::spawn(refuse(
                     self.conn.acceptor.clone(),
                     stream,

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::dialect::native::parse_request;
 use crate::dialect::{Dialect, DialectKind, Native};
+use crate::metrics::Metrics;
 use crate::outbound::{OutQueue, Outbound, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 use crate::service::SessionState;
@@ -143,6 +144,7 @@ impl Session {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Binary(_))) => {
                     return refuse(
+                        &self.services.metrics,
                         tx,
                         link,
                         CLOSE_UNSUPPORTED,
@@ -156,6 +158,7 @@ impl Session {
                 Some(Err(e)) => {
                     return match e {
                         tungstenite::Error::Capacity(_) => refuse(
+                            &self.services.metrics,
                             tx,
                             link,
                             CLOSE_TOO_BIG,
@@ -163,6 +166,7 @@ impl Session {
                             "the message is larger than the server accepts (--max-frame)",
                         ),
                         tungstenite::Error::Utf8(_) => refuse(
+                            &self.services.metrics,
                             tx,
                             link,
                             CLOSE_INVALID_DATA,
@@ -172,6 +176,7 @@ impl Session {
                         tungstenite::Error::Io(e) => {
                             match e.get_ref().and_then(|e| e.downcast_ref::<OverBudget>()) {
                                 Some(over) => refuse(
+                                    &self.services.metrics,
                                     tx,
                                     link,
                                     CLOSE_TOO_BIG,
@@ -230,7 +235,15 @@ fn signalled(signal: Signal, queue: &Queue<'_>, link: &Link) -> String {
 }
 
 /// Ends the connection with an error event and then a close with `code`.
-fn refuse(tx: &OutQueue, link: &Link, code: u16, error: ErrorCode, why: &str) -> String {
+fn refuse(
+    metrics: &Metrics,
+    tx: &OutQueue,
+    link: &Link,
+    code: u16,
+    error: ErrorCode,
+    why: &str,
+) -> String {
+    metrics.error(error);
     link.set_close(code);
     let event = Event::error(ErrorBody::new(error, why));
     tx.finish(Outbound::Event(SharedEvent::new(event)));

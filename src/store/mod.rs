@@ -28,6 +28,7 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
 use crate::protocol::InboxPage;
 pub use error::StoreError;
 pub use lifecycle::{KeepRead, is_guest};
@@ -38,7 +39,7 @@ use worker::{Db, Worker};
 pub const DEFAULT_COMMIT_BATCH: usize = 1024;
 
 /// How a store runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Most commands committed in one transaction (1: a transaction and an fsync per
     /// command, the baseline group commit beats).
@@ -48,6 +49,8 @@ pub struct Options {
     /// Runs as a task of the current runtime instead of a thread (see
     /// [`Store::open_inline`]).
     pub inline: bool,
+    /// Where each commit's time and size are counted, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             commit_batch: DEFAULT_COMMIT_BATCH,
             keep_read: KeepRead::No,
             inline: false,
+            metrics: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::open::FileIdentity;
 use super::queue::{Receiver, Taken};
 use super::unread::Unread;
 use super::{Command, Op, Options, Outcome, Reply, StoreError};
+use crate::metrics::Metrics;
 use crate::protocol::now_rfc3339;
 
 /// How long the store thread stays awake for the next command after a commit.
@@ -66,6 +67,7 @@ pub(super) struct Worker {
     pub unread_stale: bool,
     pub commit_batch: usize,
     pub commits: Arc<AtomicU64>,
+    metrics: Option<Arc<Metrics>>,
     keep_read: KeepRead,
     /// The id the next message gets (see `lifecycle.rs`).
     next_id: u64,
@@ -129,6 +131,7 @@ impl Worker {
             unread_stale: false,
             commit_batch: options.commit_batch.max(1),
             commits: Arc::new(AtomicU64::new(0)),
+            metrics: options.metrics.clone(),
             keep_read: options.keep_read,
             next_id,
             guest_senders,
@@ -287,6 +290,7 @@ impl Worker {
         let mut newly_known = Vec::new();
         let mut forgotten = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
+        let (started, commands) = (Instant::now(), batch.len());
         let result = self.transact(db, batch, &mut replies, &mut newly_known, &mut forgotten);
         // Whatever an aborted transaction did not reach is refused with the rest.
         replies.extend(batch.drain(..).map(|cmd| cmd.reply));
@@ -294,6 +298,9 @@ impl Worker {
         match result {
             Ok(outcomes) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(metrics) = &self.metrics {
+                    metrics.store_commit(started.elapsed(), commands);
+                }
                 for name in forgotten {
                     self.known.remove(&name);
                 }

@@ -16,14 +16,14 @@ use crate::common::{PATIENCE, TestServer};
 use crate::wire::{LabConn, Serve, TextConn, dict, get, s};
 
 /// An HTTP answer: status, head (lower-cased), body.
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
 }
 
 /// `GET path` with the extra header lines `headers` (each ending in `\r\n`).
-async fn fetch(addr: SocketAddr, path: &str, headers: &str) -> Answer {
+pub async fn fetch(addr: SocketAddr, path: &str, headers: &str) -> Answer {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n");

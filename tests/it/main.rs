@@ -23,6 +23,7 @@ mod lifecycle;
 mod limits;
 mod liveness;
 mod menu_client;
+mod metrics;
 mod native;
 mod oneshot;
 mod python_example;
