@@ -142,6 +142,28 @@ pub struct ServeArgs {
     /// owns) for its client to resume; 0 turns resume off.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds(0.0, 86_400.0))]
     pub resume_grace: Duration,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per
+    /// line) for a log collector.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// A TOML file setting any of these flags: each key is a flag's name without the
+    /// leading dashes (`listen = "0.0.0.0:12000"`, `require-password = true`). A flag
+    /// given here wins over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the configuration in force (command line, --config file, defaults) as a
+    /// file --config takes, and exit without serving.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The log's format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for a person at a console.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 impl ServeArgs {
