@@ -73,8 +73,7 @@ pub struct WithFile {
 /// `args` (a whole command line, program name first) with the keys of the file that
 /// `serve --config FILE` names appended as flags. Anything else, and a command line
 /// clap refuses, comes back as it was, for clap to handle or report as usual.
-pub fn apply(cli: Command, args: Vec<OsString>) -> Result<WithFile, ConfigError> {
-    let mut cli = cli;
+pub fn apply(mut cli: Command, args: Vec<OsString>) -> Result<WithFile, ConfigError> {
     cli.build();
     let unchanged = |args| Ok(WithFile { args, file: None });
     // Leniently, because a `requires` the file fulfils is not yet met.
@@ -96,10 +95,8 @@ pub fn apply(cli: Command, args: Vec<OsString>) -> Result<WithFile, ConfigError>
         source,
     })?;
     let flags = file_flags(serve, given, &file, &text)?;
-    let mut args = args;
-    args.extend(flags);
     Ok(WithFile {
-        args,
+        args: args.into_iter().chain(flags).collect(),
         file: Some(file),
     })
 }
@@ -285,8 +282,7 @@ fn refusal(arg: &Arg, text: &str, e: &clap::Error) -> String {
 /// The configuration `matches` (of the whole command line, `serve` with it) puts in
 /// force, as a file `--config` takes back: every key, from the command line, the file
 /// or its default; a key with no value is a comment.
-pub fn render(cli: Command, matches: &ArgMatches) -> String {
-    let mut cli = cli;
+pub fn render(mut cli: Command, matches: &ArgMatches) -> String {
     cli.build();
     let mut out = String::from(
         "# switchboard serve: the configuration in force (command line, config file, defaults)\n",

@@ -228,3 +228,30 @@ async fn json_logs_are_one_object_per_line() {
     let hello: serde_json::Value = serde_json::from_str(hello).unwrap();
     assert_eq!(hello["name"], "ana", "{hello}");
 }
+
+/// docs/operations.md lists every key there is, and nothing else.
+#[tokio::test]
+async fn the_operators_guide_lists_every_key() {
+    const OPERATIONS: &str = include_str!("../../docs/operations.md");
+    let listed: std::collections::BTreeSet<&str> = OPERATIONS
+        .split_once("So the keys are")
+        .and_then(|(_, rest)| rest.split_once("The server reads the keys"))
+        .expect("the list of keys in \"Configuration file\"")
+        .0
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| !word.contains(' '))
+        .collect();
+    let (ok, in_force, stderr) = serve(&["--print-config"]).await;
+    assert!(ok, "{stderr}");
+    let keys: std::collections::BTreeSet<&str> = in_force
+        .lines()
+        .filter_map(|line| {
+            let line = line.strip_prefix("# ").unwrap_or(line);
+            let (key, rest) = line.split_once(' ')?;
+            (rest.starts_with("= ") || rest.starts_with("is not set")).then_some(key)
+        })
+        .collect();
+    assert_eq!(listed, keys);
+}
