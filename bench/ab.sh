@@ -47,17 +47,17 @@ SCRATCH=()
 # The server's own CPU time so far (user + system), in clock ticks: what a load
 # generator sharing the cores cannot tilt, unlike a throughput ratio.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# rate PORT PID ARGS: "ops_per_sec cut stalled_cut cpu_ns_per_op" of one run (cut counts
-# are 0 but for burst)
+# rate PORT PID ARGS: "ops_per_sec cut stalled_cut cpu_ns_per_op p99_us" of one run (cut
+# counts are 0 but for burst)
 rate() {
     local before
     before=$(ticks "$2")
     # shellcheck disable=SC2086
     "$SB" bench "$SCENARIO" --addr "127.0.0.1:$1" $3 "${SCRATCH[@]}" --duration "$SECS" --json |
         python3 -c 'import json,sys; r = json.load(sys.stdin)
-print(round(r["ops_per_sec"]), r.get("cut", 0), r.get("stalled_cut", 0), r["ops"])' |
-        { read -r rate cut stalled ops
-          echo "$rate $cut $stalled $(( ($(ticks "$2") - before) * 1000000000 / $(getconf CLK_TCK) / (ops > 0 ? ops : 1) ))"; }
+print(round(r["ops_per_sec"]), r.get("cut", 0), r.get("stalled_cut", 0), r["ops"], r["p99_us"])' |
+        { read -r rate cut stalled ops p99
+          echo "$rate $cut $stalled $(( ($(ticks "$2") - before) * 1000000000 / $(getconf CLK_TCK) / (ops > 0 ? ops : 1) )) $p99"; }
 }
 rate_a() { rate 12111 "${pids[0]}" "$BENCH_ARGS"; }
 rate_b() { rate "$PORT_B" "${pids[1]}" "$BENCH_ARGS_B"; }
@@ -69,21 +69,25 @@ for k in $(seq "$PAIRS"); do
         b=$(rate_b); a=$(rate_a)
     fi
     echo "$a $b"
-    if [ "$SCENARIO" = burst ]; then echo "pair $k: A $a, B $b (deliveries/s, cut, stalled cut, CPU ns per delivery)" >&2; fi
+    if [ "$SCENARIO" = burst ]; then echo "pair $k: A $a, B $b (deliveries/s, cut, stalled cut, CPU ns per delivery, p99 µs)" >&2; fi
 done | python3 -c '
 import statistics, sys
 runs = [list(map(int, line.split())) for line in sys.stdin]
-pairs = [(r[0], r[4]) for r in runs]
+pairs = [(r[0], r[5]) for r in runs]
 ratios = [b / a if a else float("inf") for a, b in pairs]
 print(f"A median {statistics.median(a for a, _ in pairs):,.0f}/s, "
       f"B median {statistics.median(b for _, b in pairs):,.0f}/s")
 print(f"B/A per pair: median {statistics.median(ratios):.3f}, "
       f"B ahead in {sum(r > 1 for r in ratios)} of {len(ratios)} pairs")
 print(f"server CPU per operation: A median {statistics.median(r[3] for r in runs):,.0f} ns, "
-      f"B median {statistics.median(r[7] for r in runs):,.0f} ns")
+      f"B median {statistics.median(r[8] for r in runs):,.0f} ns")
+p99s = [r[9] / r[4] if r[4] else float("inf") for r in runs]
+print(f"p99 latency: A median {statistics.median(r[4] for r in runs):,.0f} us, "
+      f"B median {statistics.median(r[9] for r in runs):,.0f} us; "
+      f"B/A per pair: median {statistics.median(p99s):.3f}")
 if sys.argv[1] == "burst":
     print(f"members cut: A median {statistics.median(r[1] for r in runs):,.0f}, "
-          f"B median {statistics.median(r[5] for r in runs):,.0f}; "
+          f"B median {statistics.median(r[6] for r in runs):,.0f}; "
           f"stalled members cut: A median {statistics.median(r[2] for r in runs):,.0f}, "
-          f"B median {statistics.median(r[6] for r in runs):,.0f}")
+          f"B median {statistics.median(r[7] for r in runs):,.0f}")
 ' "$SCENARIO"

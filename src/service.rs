@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::Hasher;
+use crate::auth::backoff::Backoff;
 use crate::hub::{After, Departure, Ending, Holder, Hub, HubConfig, Proof};
 use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{
@@ -28,6 +29,8 @@ pub struct Services {
     /// The longest `text` of a direct or room message, in bytes.
     pub max_text: usize,
     hasher: Hasher,
+    /// Failed passwords per name, which slow down the next answer.
+    backoff: Backoff,
 }
 
 /// The rules [`Services`] serves by that the operator chooses.
@@ -49,6 +52,9 @@ pub struct SessionState {
     pub name: Option<Arc<str>>,
     /// It said `bye`: its session ends with the connection, and is not parked.
     pub said_bye: bool,
+    /// Where the connection stands under the server's rate limit (`--rate`), kept by
+    /// the connection layer: see `server::RateLimit`.
+    pub rate_clock: Option<tokio::time::Instant>,
 }
 
 impl SessionState {
@@ -57,6 +63,7 @@ impl SessionState {
             client_id,
             name: None,
             said_bye: false,
+            rate_clock: None,
         }
     }
 }
@@ -94,6 +101,7 @@ impl Services {
             require_password: policy.require_password,
             max_text: policy.max_text.min(MAX_TEXT),
             hasher: Hasher::default(),
+            backoff: Backoff::default(),
         }
     }
 
@@ -348,13 +356,6 @@ impl Services {
         name: &str,
         password: Option<&Password>,
     ) -> Result<(String, bool), ErrorBody> {
-        // The same answer for a wrong and a missing password: no hint which it was.
-        let refused = || {
-            error(
-                ErrorCode::AuthFailed,
-                "wrong or missing password for this name",
-            )
-        };
         let internal = |e: crate::auth::AuthError| {
             tracing::error!("{e}");
             error(ErrorCode::Internal, "could not check the password")
@@ -371,12 +372,15 @@ impl Services {
             match (hash, password) {
                 (Some(hash), Some(password)) => {
                     return match self.hasher.verify(password, hash).await {
-                        Ok(true) => Ok((display(), true)),
-                        Ok(false) => Err(refused()),
+                        Ok(true) => {
+                            self.backoff.succeeded(name);
+                            Ok((display(), true))
+                        }
+                        Ok(false) => Err(self.refuse_slowly(name).await),
                         Err(e) => Err(internal(e)),
                     };
                 }
-                (Some(_), None) => return Err(refused()),
+                (Some(_), None) => return Err(self.refuse_slowly(name).await),
                 (None, None) if self.require_password => {
                     return Err(error(
                         ErrorCode::AuthFailed,
@@ -395,6 +399,18 @@ impl Services {
                 }
             }
         }
+    }
+
+    /// The answer to a wrong or missing password for a protected name (the same for
+    /// both: no hint which it was), given only after the name's guessing delay; see
+    /// [`Backoff`].
+    async fn refuse_slowly(&self, name: &str) -> ErrorBody {
+        let wait = self.backoff.failed(name, tokio::time::Instant::now());
+        tokio::time::sleep(wait).await;
+        error(
+            ErrorCode::AuthFailed,
+            "wrong or missing password for this name",
+        )
     }
 
     /// The connection whose session is `id` and whose queue is `queue` ended; if it

@@ -83,6 +83,12 @@ pub struct BenchArgs {
     /// plain TCP; --addr is then the HTTP listener's [default: 127.0.0.1:12080].
     #[arg(long)]
     pub ws: bool,
+    /// `rr`: one more connection, beside the measured ones, that sends R pings a
+    /// second whatever the answers, as a runaway client does (switchboard over plain
+    /// TCP; 1..=10000000). Against `serve --rate` far below R, the others' latency
+    /// should be what it is without it.
+    #[arg(long, value_name = "R", value_parser = count::<u32>(1..=10_000_000))]
+    pub flood: Option<u32>,
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -130,6 +136,16 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "--ws measures switchboard's WebSocket: it needs --target switchboard".into(),
         ));
     }
+    if args.flood.is_some()
+        && (!matches!(args.scenario, Scenario::Rr)
+            || target != Target::Switchboard
+            || args.ws
+            || args.tls.tls)
+    {
+        return Err(BenchError::Unsupported(
+            "--flood adds a flooder to `rr` against switchboard over plain TCP".into(),
+        ));
+    }
     if args.ws && args.tls.tls {
         return Err(BenchError::Unsupported(
             "--ws and --tls measure one transport each; wss:// is not measured".into(),
@@ -161,6 +177,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 connections: n,
                 pipeline: args.pipeline,
                 duration,
+                flood: args.flood,
             })
             .await?
         }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod conns;
 pub mod echo;
 pub mod fanout;
+pub mod flood;
 pub mod rr;
 pub mod send;
 pub mod target;
@@ -67,6 +68,9 @@ pub struct Report {
     /// `burst`: what was said, what should have arrived, and who was cut.
     #[serde(flatten)]
     pub burst: Option<burst::Counts>,
+    /// `rr --flood`: what the flooder beside the measured connections did.
+    #[serde(flatten)]
+    pub flood: Option<flood::Flood>,
     /// Stopped early by Ctrl-C: the numbers cover the time it ran.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
@@ -119,6 +123,7 @@ impl Report {
             lost: None,
             kib_per_conn: None,
             burst: None,
+            flood: None,
             interrupted: false,
         }
     }
@@ -140,6 +145,9 @@ impl Report {
         }
         if let Some(burst) = &self.burst {
             notes.push(burst.notes());
+        }
+        if let Some(flood) = &self.flood {
+            notes.push(flood.notes());
         }
         if self.interrupted {
             notes.push("interrupted".into());

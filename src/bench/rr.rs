@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::flood::Flooder;
 use super::target::{Conn, ECHO_PING, Target, resp_command};
 use super::{BenchError, Report, histogram, join_latencies, progress, running};
 use crate::cli::oneshot::guest_names;
@@ -16,6 +17,8 @@ pub struct RrOptions {
     /// Pings each connection keeps outstanding.
     pub pipeline: usize,
     pub duration: Duration,
+    /// Pings a second one more connection sends whatever the answers (`--flood`).
+    pub flood: Option<u32>,
 }
 
 /// One ping in the target's protocol.
@@ -40,6 +43,10 @@ pub async fn run(options: &RrOptions) -> Result<Report, BenchError> {
         conns.push(Conn::open(options.target, &options.addr, &names(i)).await?);
     }
     let request = ping(options.target);
+    let flooder = match options.flood {
+        Some(rate) => Some(Flooder::start(&options.addr, rate).await?),
+        None => None,
+    };
     let bar = progress(options.duration, "rr");
     let start = Instant::now();
     let deadline = start + options.duration;
@@ -66,11 +73,13 @@ pub async fn run(options: &RrOptions) -> Result<Report, BenchError> {
         })
         .collect();
     let all = join_latencies(tasks, &bar, start, deadline).await?;
-    Ok(Report::new(
+    let mut report = Report::new(
         "rr",
         options.target,
         options.connections,
         &all,
         start.elapsed(),
-    ))
+    );
+    report.flood = flooder.map(Flooder::stop);
+    Ok(report)
 }

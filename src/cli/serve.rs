@@ -9,7 +9,7 @@ use crate::cli::args::{count, seconds};
 use crate::client::normalize_addr;
 use crate::server::{
     AdminToken, Config, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING,
-    HttpListen, RoomLimits, TlsSource,
+    HttpListen, RateLimit, RoomLimits, TlsSource,
 };
 
 /// Most threads `--threads` takes: more would only cost memory and switching.
@@ -142,6 +142,15 @@ pub struct ServeArgs {
     /// owns) for its client to resume; 0 turns resume off.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds(0.0, 86_400.0))]
     pub resume_grace: Duration,
+    /// Requests per second each connection may have served, on average [default: no
+    /// limit]. Over it the server stops reading that connection until its budget
+    /// refills: the client waits, it is never cut, and nobody else waits with it.
+    #[arg(long, value_name = "N", value_parser = count::<u32>(1..=1_000_000))]
+    pub rate: Option<u32>,
+    /// Requests a connection may send at once after a quiet while, under --rate
+    /// [default: one second's worth, the --rate].
+    #[arg(long, value_name = "N", requires = "rate", value_parser = count::<u32>(1..=1_000_000))]
+    pub burst: Option<u32>,
     /// How log lines are written to stderr: `text` for people, `json` (one object per
     /// line) for a log collector.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -201,6 +210,10 @@ impl ServeArgs {
             admin_token: self.admin_token.clone(),
             tls: self.tls_source(),
             tls_listen: self.tls_listen,
+            rate: self.rate.map(|per_second| RateLimit {
+                per_second,
+                burst: self.burst.unwrap_or(per_second),
+            }),
             ..Config::default()
         }
     }

@@ -11,6 +11,7 @@ use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead};
 
 use super::admin_token::AdminToken;
 use super::http::HttpListen;
+use super::rate::RateLimit;
 use super::tls::TlsSource;
 use super::ws;
 
@@ -78,6 +79,9 @@ pub struct Config {
     pub tls: Option<TlsSource>,
     /// Where the native protocol over TLS listens, if anywhere.
     pub tls_listen: Option<SocketAddr>,
+    /// Requests each connection may have served per second (`--rate`, `--burst`);
+    /// over it, the server stops reading the connection until the budget refills.
+    pub rate: Option<RateLimit>,
 }
 
 impl Default for Config {
@@ -109,6 +113,7 @@ impl Default for Config {
             admin_token: None,
             tls: None,
             tls_listen: None,
+            rate: None,
         }
     }
 }

@@ -9,6 +9,7 @@ mod http;
 mod lifecycle;
 mod pages;
 mod partial;
+mod rate;
 mod registry;
 mod session;
 mod stream;
@@ -46,6 +47,7 @@ use crate::store::{Options, Store, StoreCloser, StoreError};
 pub use admin_token::{AdminToken, MAX_ADMIN_TOKEN};
 pub use config::{Config, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, connection_budget};
 pub use http::{DEFAULT_HTTP_LISTEN, HttpListen};
+pub use rate::RateLimit;
 use session::Session;
 pub use tls::{TlsError, TlsSource};
 
@@ -238,6 +240,14 @@ impl Server {
             config.max_pending,
             config.write_deadline,
         );
+        if let Some(rate) = config.rate {
+            tracing::info!(
+                "rate limit: {} requests per second per connection, bursts of {}; a client \
+                 over it is read no further until its budget refills",
+                rate.per_second,
+                rate.burst
+            );
+        }
         tracing::info!(
             "store: up to {} commands per commit, {}",
             config.commit_batch,
@@ -267,6 +277,7 @@ impl Server {
                 partial: partial::PartialBudget::new(config.max_partial_total),
                 text_addr: text_listener.as_ref().and_then(|l| l.local_addr().ok()),
                 registry: registry::Registry::default(),
+                rate: config.rate,
             }),
             shutdown: stopping.clone(),
         };

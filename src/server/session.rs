@@ -21,6 +21,7 @@ use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
 
 use super::partial::{Held, PartialBudget};
+use super::rate::RateLimit;
 use super::registry::{Registry, Transport};
 use super::writer::write_loop;
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub(super) struct Shared {
     pub text_addr: Option<SocketAddr>,
     /// The connections as the admin pages show them.
     pub registry: Registry,
+    /// Requests per second each connection may have served (`--rate`).
+    pub rate: Option<RateLimit>,
 }
 
 pub(super) struct Session {
@@ -142,17 +145,7 @@ impl Session {
                 ready = std::future::poll_fn(|cx| socket.as_ref().poll_read_ready(cx)) => {
                     ready.and_then(|()| self.read_now(&socket, &mut buf, &mut dialect, state, &queue))
                 }
-                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
-                    Signal::Stop | Signal::Cut => return stop.reason().unwrap_or_else(|| "stopped".into()),
-                    Signal::Drain => {
-                        tx.finish(Outbound::Event(SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() })));
-                        return "server shutting down".into();
-                    }
-                    Signal::Expired(why) => {
-                        tx.finish(Outbound::Event(SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why)))));
-                        return why.into();
-                    }
-                },
+                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, tx, stop),
             };
             // The slow path is boxed before it is awaited, so that the task keeps room
             // only for the box, not also for what it was made from; and scoped, so that
@@ -290,8 +283,17 @@ impl Session {
         queue: &Queue<'_>,
     ) -> Step {
         loop {
+            if let Some(limit) = self.shared.rate {
+                let now = tokio::time::Instant::now();
+                if let Some(until) = limit.wait(state.rate_clock, now) {
+                    return Step::Wait(Slow::Throttle(until));
+                }
+            }
             match dialect.decode(src) {
                 Ok(Some(incoming)) => {
+                    if let Some(limit) = self.shared.rate {
+                        limit.spend(&mut state.rate_clock, tokio::time::Instant::now());
+                    }
                     // A person at `nc` or telnet has shown they are there once they
                     // typed a line (HELP, MENU, ...): they get all the time they need
                     // to choose a name.
@@ -422,6 +424,7 @@ impl Session {
         queue: &Queue<'_>,
     ) -> Option<String> {
         let (id, outcome, bye) = match slow {
+            Slow::Throttle(until) => return throttle(until, queue).await,
             Slow::Queue(item) => return (!queue.send(item).await).then(|| queue.ended()),
             Slow::Send { id, pending } => (id, self.services.sent(pending.await), false),
             Slow::Serve(envelope) => {
@@ -495,6 +498,39 @@ pub(super) enum Slow {
     Serve(Envelope),
     /// A response computed, waiting for room in the queue.
     Queue(Outbound),
+    /// The connection is over its rate limit: nothing more is read or served from it
+    /// until this instant.
+    Throttle(tokio::time::Instant),
+}
+
+/// Waits out a connection's rate limit; a signal from the server (shutdown, a cut)
+/// does not wait for it. `Some(reason)` when the session must end.
+pub(super) async fn throttle(until: tokio::time::Instant, queue: &Queue<'_>) -> Option<String> {
+    tokio::select! {
+        () = tokio::time::sleep_until(until) => None,
+        signal = std::future::poll_fn(|cx| queue.stop.poll_signal(cx)) => {
+            Some(signalled(signal, queue.tx, queue.stop))
+        }
+    }
+}
+
+/// Why the session ends on a signal from the server, with what the client is told.
+pub(super) fn signalled(signal: Signal, tx: &OutQueue, stop: &StopSignal) -> String {
+    match signal {
+        Signal::Stop | Signal::Cut => stop.reason().unwrap_or_else(|| "stopped".into()),
+        Signal::Drain => {
+            let event = Event::Shutdown {
+                reason: "the server is shutting down".into(),
+            };
+            tx.finish(Outbound::Event(SharedEvent::new(event)));
+            "server shutting down".into()
+        }
+        Signal::Expired(why) => {
+            let event = Event::error(ErrorBody::new(ErrorCode::Timeout, why));
+            tx.finish(Outbound::Event(SharedEvent::new(event)));
+            why.into()
+        }
+    }
 }
 
 /// The reader's side of the connection's queue.

@@ -9,13 +9,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::dialect::Dialect;
-use crate::outbound::{OutQueue, Outbound, SharedEvent, Signal, StopSignal};
-use crate::protocol::{ErrorBody, ErrorCode, Event};
+use crate::outbound::{OutQueue, StopSignal};
 use crate::service::SessionState;
 
 use super::partial::Held;
 use super::registry::Transport;
-use super::session::{Queue, Session, Step};
+use super::session::{Queue, Session, Step, signalled};
 use super::writer::encode;
 
 /// Most bytes taken from the stream per read.
@@ -121,25 +120,6 @@ impl Session {
             if !held.set(buf.len() + dialect.held()) {
                 return self.over_partial_budget(tx);
             }
-        }
-    }
-}
-
-/// Why the session ends on a signal from the server, with what the client is told.
-fn signalled(signal: Signal, tx: &OutQueue, stop: &StopSignal) -> String {
-    match signal {
-        Signal::Stop | Signal::Cut => stop.reason().unwrap_or_else(|| "stopped".into()),
-        Signal::Drain => {
-            let event = Event::Shutdown {
-                reason: "the server is shutting down".into(),
-            };
-            tx.finish(Outbound::Event(SharedEvent::new(event)));
-            "server shutting down".into()
-        }
-        Signal::Expired(why) => {
-            let event = Event::error(ErrorBody::new(ErrorCode::Timeout, why));
-            tx.finish(Outbound::Event(SharedEvent::new(event)));
-            why.into()
         }
     }
 }

@@ -79,6 +79,7 @@ async fn buggy_server(
                         partial: super::partial::PartialBudget::new(1 << 30),
                         text_addr: None,
                         registry: Default::default(),
+                        rate: None,
                     }),
                     shutdown: CancellationToken::new(),
                 };

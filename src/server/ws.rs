@@ -135,23 +135,7 @@ impl Session {
             let message = tokio::select! {
                 biased;
                 message = stream.next() => message,
-                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
-                    Signal::Stop => return queue.ended(),
-                    Signal::Cut => {
-                        link.set_close(CLOSE_POLICY);
-                        return queue.ended();
-                    }
-                    Signal::Drain => {
-                        link.set_close(CLOSE_GOING_AWAY);
-                        tx.finish(Outbound::Event(SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() })));
-                        return "server shutting down".into();
-                    }
-                    Signal::Expired(why) => {
-                        link.set_close(CLOSE_POLICY);
-                        tx.finish(Outbound::Event(SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why)))));
-                        return why.into();
-                    }
-                },
+                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
             };
             link.heard_now();
             unfinished.complete();
@@ -201,12 +185,46 @@ impl Session {
                     };
                 }
             };
+            if let Some(limit) = self.shared.rate {
+                if let Some(until) = limit.wait(state.rate_clock, Instant::now()) {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
+                    }
+                }
+                limit.spend(&mut state.rate_clock, Instant::now());
+            }
             if let Some(reason) = self
                 .serve(parse_request(text.as_bytes()), state, &queue)
                 .await
             {
                 return reason;
             }
+        }
+    }
+}
+
+/// Why the session ends on a signal from the server, with what the client is told and
+/// the close code it gets.
+fn signalled(signal: Signal, queue: &Queue<'_>, link: &Link) -> String {
+    let tell = |event| queue.tx.finish(Outbound::Event(SharedEvent::new(event)));
+    match signal {
+        Signal::Stop => queue.ended(),
+        Signal::Cut => {
+            link.set_close(CLOSE_POLICY);
+            queue.ended()
+        }
+        Signal::Drain => {
+            link.set_close(CLOSE_GOING_AWAY);
+            tell(Event::Shutdown {
+                reason: "the server is shutting down".into(),
+            });
+            "server shutting down".into()
+        }
+        Signal::Expired(why) => {
+            link.set_close(CLOSE_POLICY);
+            tell(Event::error(ErrorBody::new(ErrorCode::Timeout, why)));
+            why.into()
         }
     }
 }

@@ -58,6 +58,7 @@ async fn every_numeric_flag_refuses_values_out_of_range_by_name() {
         (&["--pid", "99999999999"], "--pid <PID>", "1..=4194304"),
         (&["--stall", "-1"], "--stall <K>", "0..=100000"),
         (&["--addr", "0"], "--addr <ADDR>", "1..=65535"),
+        (&["--flood", "0"], "--flood <R>", "1..=10000000"),
     ];
     for (flags, flag, range) in cases {
         let mut list = vec!["bench", "rr"];
@@ -275,6 +276,48 @@ async fn the_scenarios_run_over_a_websocket() {
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("--target switchboard"),
+        "{output:?}"
+    );
+}
+
+/// `rr --flood R` adds a connection asking R pings a second; against `--rate` far
+/// below R it is answered at the rate, and the measured connections are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn rr_with_a_flooder_reports_what_the_flooder_got() {
+    let server = TestServer::start_tweaked(|c| {
+        c.rate = Some(switchboard::server::RateLimit {
+            per_second: 200,
+            burst: 200,
+        });
+    })
+    .await;
+    let addr = server.addr.to_string();
+    let output = run(&[
+        "bench",
+        "rr",
+        "--addr",
+        &addr,
+        "-n",
+        "2",
+        "--duration",
+        "1",
+        "--flood",
+        "20000",
+        "--json",
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&output);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["flood_offered"], 20000.0, "{report}");
+    // The burst and one second at the rate: at most 400, far below what it asked.
+    let answered = report["flood_answered"].as_f64().unwrap();
+    assert!(answered > 0.0 && answered <= 450.0, "{report}");
+
+    let output = run(&["bench", "fanout", "--flood", "10"]).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--flood adds a flooder to `rr`"),
         "{output:?}"
     );
 }

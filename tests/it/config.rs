@@ -235,7 +235,7 @@ async fn the_operators_guide_lists_every_key() {
     const OPERATIONS: &str = include_str!("../../docs/operations.md");
     let listed: std::collections::BTreeSet<&str> = OPERATIONS
         .split_once("So the keys are")
-        .and_then(|(_, rest)| rest.split_once("The server reads the keys"))
+        .and_then(|(_, rest)| rest.split_once("The server reads"))
         .expect("the list of keys in \"Configuration file\"")
         .0
         .split('`')

@@ -28,6 +28,7 @@ mod menu_client;
 mod native;
 mod oneshot;
 mod python_example;
+mod rate;
 mod readme;
 mod reconnect;
 mod resume;

@@ -18,7 +18,7 @@ use crate::common::{PATIENCE, Raw, TestServer, code};
 use crate::wire::TextConn;
 
 /// A server with HTTP (and so `/ws`) on a port of the system's choosing.
-async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     TestServer::start_tweaked(|c| {
         c.http_listen = HttpListen::Given("127.0.0.1:0".parse().unwrap());
         tweak(c);
@@ -34,14 +34,14 @@ enum Got {
 }
 
 /// A WebSocket client speaking the native protocol, as `Raw` does over TCP.
-struct Ws {
+pub(crate) struct Ws {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     events: VecDeque<Value>,
     next_id: u64,
 }
 
 impl Ws {
-    async fn connect(server: &TestServer) -> Ws {
+    pub(crate) async fn connect(server: &TestServer) -> Ws {
         Ws::connect_to(server.http.expect("http listens")).await
     }
 
@@ -56,7 +56,7 @@ impl Ws {
         }
     }
 
-    async fn send(&mut self, value: &Value) {
+    pub(crate) async fn send(&mut self, value: &Value) {
         self.send_message(Message::text(value.to_string())).await;
     }
 
@@ -84,14 +84,14 @@ impl Ws {
         }
     }
 
-    async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         match self.got().await {
             Got::Json(value) => value,
             Got::Close(code) => panic!("closed ({code:?}) where a message was expected"),
         }
     }
 
-    async fn response(&mut self, id: u64) -> Value {
+    pub(crate) async fn response(&mut self, id: u64) -> Value {
         loop {
             let value = self.recv().await;
             if value.get("event").is_some() {
@@ -103,7 +103,7 @@ impl Ws {
         }
     }
 
-    async fn event(&mut self) -> Value {
+    pub(crate) async fn event(&mut self) -> Value {
         if let Some(event) = self.events.pop_front() {
             return event;
         }
@@ -112,7 +112,7 @@ impl Ws {
         value
     }
 
-    async fn call(&mut self, mut request: Value) -> Value {
+    pub(crate) async fn call(&mut self, mut request: Value) -> Value {
         self.next_id += 1;
         request["id"] = json!(self.next_id);
         self.send(&request).await;

@@ -3,6 +3,8 @@
 //! `hello`s costs the flooders time, not everyone else's latency or the server's memory
 //! (each hash takes about 19 MiB).
 
+pub mod backoff;
+
 use std::sync::Arc;
 
 use argon2::Argon2;
