@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use switchboard::bench::cli::BenchArgs;
 use switchboard::cli::args::Address;
-use switchboard::cli::serve::ServeArgs;
+use switchboard::cli::serve::{LogFormat, ServeArgs};
 use switchboard::cli::tls::TlsArgs;
 use switchboard::cli::{self, menu, oneshot};
 use switchboard::protocol::Recipient;
@@ -302,7 +302,18 @@ fn default_serve_threads() -> (Option<usize>, usize) {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let mut cli = Cli::parse();
+    let given = cli::config_file::apply(Cli::command(), std::env::args_os().collect())?;
+    let matches = Cli::command()
+        .try_get_matches_from(&given.args)
+        .unwrap_or_else(|e| refused(e, given.file.as_deref()));
+    let mut cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    if let Command::Serve(args) = &cli.command
+        && args.print_config
+    {
+        oneshot::print(cli::config_file::render(Cli::command(), &matches).trim_end())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut one_thread_for_cores = None;
     if let Command::Serve(args) = &mut cli.command
         && args.threads.is_none()
@@ -311,12 +322,18 @@ fn run() -> anyhow::Result<ExitCode> {
         args.threads = threads;
         one_thread_for_cores = threads.map(|_| cores);
     }
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(cli.log_filter())
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Serve(args) if args.log_format == LogFormat::Json => {
+            log.json().flatten_event(true).init()
+        }
+        _ => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     if let Some(cores) = one_thread_for_cores {
         tracing::info!("{cores} cores: serving on one thread (--threads N to choose)");
     }
@@ -380,6 +397,23 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Exits as clap does for a command line it refuses, saying when a config file's keys
+/// were part of it (a conflict between two keys, say, is reported with their flags).
+fn refused(e: clap::Error, file: Option<&std::path::Path>) -> ! {
+    if let Some(file) = file
+        && e.use_stderr()
+    {
+        let _ = e.print();
+        let _ = writeln!(
+            std::io::stderr(),
+            "(the keys of the config file {} were given as these flags)",
+            file.display()
+        );
+        std::process::exit(e.exit_code());
+    }
+    e.exit()
+}
+
 fn done(result: Result<(), cli::CliError>) -> anyhow::Result<ExitCode> {
     result?;
     Ok(ExitCode::SUCCESS)
@@ -407,7 +441,6 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             .then(|| "--field is for the lab client: it needs --dialect lab".to_owned())
     };
     if let Some(why) = misplaced {
-        use clap::CommandFactory;
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, why)
             .exit();

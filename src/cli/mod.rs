@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod config_file;
 pub mod console;
 pub mod lab;
 pub mod menu;

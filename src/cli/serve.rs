@@ -151,6 +151,28 @@ pub struct ServeArgs {
     /// [default: one second's worth, the --rate].
     #[arg(long, value_name = "N", requires = "rate", value_parser = count::<u32>(1..=1_000_000))]
     pub burst: Option<u32>,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per
+    /// line) for a log collector.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// A TOML file setting any of these flags: each key is a flag's name without the
+    /// leading dashes (`listen = "0.0.0.0:12000"`, `require-password = true`). A flag
+    /// given here wins over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the configuration in force (command line, --config file, defaults) as a
+    /// file --config takes, and exit without serving.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The log's format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for a person at a console.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 impl ServeArgs {
