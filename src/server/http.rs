@@ -27,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admin_token::AdminAccess;
-use super::dashboard;
 use super::partial::Unfinished;
 use super::session::Session;
 use super::upgrade::WsRequest;
 use super::{ClientIds, SessionKit};
+use super::{connz, dashboard};
 
 /// Where the HTTP listener listens when nothing else is said.
 pub const DEFAULT_HTTP_LISTEN: SocketAddr =
@@ -244,6 +244,7 @@ fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
         .merge(dashboard::routes(&app.ws.kit, &app.admin))
+        .merge(connz::routes(&app.ws.kit, &app.admin))
         .merge(super::pages::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::hub::{Departure, Ending};
-use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent};
+use crate::outbound::{Closing, OutQueue, Outbound, Outbox, SharedEvent};
 use crate::protocol::Event;
 use crate::service::SessionState;
 
@@ -22,8 +22,11 @@ impl Session {
         transport: Transport,
         peer: SocketAddr,
     ) -> (Arc<OutQueue>, Listed<'_>) {
-        let listed = self.shared.registry.open(self.client_id, transport, peer);
         let queue = Arc::new(OutQueue::new(self.bounds));
+        let listed = self
+            .shared
+            .registry
+            .open(self.client_id, transport, peer, &queue);
         let welcome = SharedEvent::new(Event::welcome(self.client_id));
         // The queue is new and holds at least two items, so this cannot fail.
         let _ = queue.try_send(Outbound::Event(welcome));
@@ -40,15 +43,26 @@ impl Session {
 
     /// Ends a connection whose reader has stopped for `reason`: takes its session out of
     /// the hub, lets its writer (unless it already stopped) flush what is queued for
-    /// at most [`FLUSH_GRACE`], and logs the one line that says it ended.
+    /// at most [`FLUSH_GRACE`], logs the one line that says it ended, and moves it to
+    /// the registry's closed connections.
     pub(super) async fn end(
         &self,
         state: &SessionState,
         queue: &OutQueue,
-        reason: &str,
+        listed: Listed<'_>,
+        reason: Closing,
         writer: Option<Pin<&mut impl Future<Output = ()>>>,
         transport: &str,
     ) {
+        // What the session was in, taken before the hub forgets it; `state` knows the
+        // name, which a replaced connection's successor now holds in the hub.
+        let rooms = self
+            .services
+            .hub
+            .names_and_rooms([state.client_id])
+            .remove(&state.client_id)
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default();
         let parked = self.depart(state, queue);
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
@@ -60,7 +74,14 @@ impl Session {
                 "gave up flushing to a client that does not read{transport}"
             );
         }
-        self.log_disconnect(state, reason, parked, transport);
+        self.log_disconnect(state, &reason, parked, transport);
+        // The one place where a connection's reason is final: whatever counts
+        // disconnects by reason counts here.
+        listed.close(
+            reason.reason,
+            state.name.as_deref().map(str::to_owned),
+            rooms,
+        );
     }
 
     /// Takes the ended connection's session out of the hub: a connection that ends
@@ -82,7 +103,13 @@ impl Session {
 
     /// The one line that says a connection ended, and why; `transport` is said after
     /// the word (` (websocket)`).
-    fn log_disconnect(&self, state: &SessionState, reason: &str, parked: bool, transport: &str) {
+    fn log_disconnect(
+        &self,
+        state: &SessionState,
+        reason: &Closing,
+        parked: bool,
+        transport: &str,
+    ) {
         let parked = if parked {
             "; session parked for resuming"
         } else {

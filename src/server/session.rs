@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
-use crate::outbound::{Bounds, OutQueue, Outbound, SharedEvent, Signal, StopSignal};
+use crate::outbound::{
+    Bounds, CloseReason, Closing, OutQueue, Outbound, SharedEvent, Signal, StopSignal,
+};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
@@ -68,7 +70,7 @@ pub(super) enum Step {
     /// All served: more bytes are needed.
     More,
     /// The session must end, for this reason.
-    End(String),
+    End(Closing),
     /// A unit must wait (see [`Session::serve_now`]); what follows it is still buffered.
     Wait(Slow),
 }
@@ -102,7 +104,7 @@ impl Session {
             DialectKind::Text => Transport::Text,
             DialectKind::Lab => Transport::Lab,
         };
-        let (queue, _listed) = self.open(transport, peer);
+        let (queue, listed) = self.open(transport, peer);
         let stop = &queue.signal;
 
         let mut state = SessionState::new(self.client_id);
@@ -113,10 +115,10 @@ impl Session {
         let (reason, writer_done) = tokio::select! {
             biased;
             reason = self.read_loop(read_half, dialect, &queue, stop, &mut state) => (reason, false),
-            () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
+            () = &mut writer => (ended(stop), true),
         };
         let writer = (!writer_done).then_some(writer);
-        self.end(&state, &queue, &reason, writer, "").await;
+        self.end(&state, &queue, listed, reason, writer, "").await;
     }
 
     /// Reads, decodes and serves until the connection should end; returns why.
@@ -127,7 +129,7 @@ impl Session {
         tx: &OutQueue,
         stop: &StopSignal,
         state: &mut SessionState,
-    ) -> String {
+    ) -> Closing {
         let queue = Queue { tx, stop };
         // Only the bytes of a unit not yet complete stay with the connection: reads land
         // in the thread's scratch buffer, so a waiting connection holds no read buffer
@@ -143,14 +145,14 @@ impl Session {
                     ready.and_then(|()| self.read_now(&socket, &mut buf, &mut dialect, state, &queue))
                 }
                 signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => match signal {
-                    Signal::Stop | Signal::Cut => return stop.reason().unwrap_or_else(|| "stopped".into()),
+                    Signal::Stop | Signal::Cut => return ended(stop),
                     Signal::Drain => {
                         tx.finish(Outbound::Event(SharedEvent::new(Event::Shutdown { reason: "the server is shutting down".into() })));
-                        return "server shutting down".into();
+                        return CloseReason::Shutdown.into();
                     }
                     Signal::Expired(why) => {
                         tx.finish(Outbound::Event(SharedEvent::new(Event::error(ErrorBody::new(ErrorCode::Timeout, why)))));
-                        return why.into();
+                        return Closing::new(CloseReason::HandshakeTimeout, why);
                     }
                 },
             };
@@ -196,7 +198,7 @@ impl Session {
                         return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-                    Err(e) => return format!("read failed: {e}"),
+                    Err(e) => return Closing::io("read failed", &e),
                 };
                 match later {
                     Some(later) => later.await,
@@ -219,7 +221,7 @@ impl Session {
 
     /// Ends a connection whose unfinished message would take the server over its
     /// budget for them.
-    pub(super) fn over_partial_budget(&self, tx: &OutQueue) -> String {
+    pub(super) fn over_partial_budget(&self, tx: &OutQueue) -> Closing {
         let why = format!(
             "the server holds as much of unfinished messages as it allows ({} bytes, \
              --max-partial-total); yours was dropped",
@@ -227,7 +229,10 @@ impl Session {
         );
         let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
         tx.finish(Outbound::Event(SharedEvent::new(event)));
-        "too_large: over the server's budget for unfinished messages".into()
+        Closing::new(
+            CloseReason::TooLarge,
+            "over the server's budget for unfinished messages",
+        )
     }
 
     /// Reads what the socket has and serves every complete unit that needs no waiting.
@@ -244,9 +249,11 @@ impl Session {
         queue: &Queue<'_>,
     ) -> std::io::Result<Option<Step>> {
         SCRATCH.with_borrow_mut(|scratch| {
-            if read_ready(socket, scratch)? == 0 {
+            let n = read_ready(socket, scratch)?;
+            if n == 0 {
                 return Ok(None);
             }
+            queue.tx.stats.read(n);
             let step = if buf.is_empty() {
                 let step = self.serve_buffered(scratch, dialect, state, queue);
                 buf.extend_from_slice(scratch);
@@ -268,7 +275,7 @@ impl Session {
         dialect: &mut D,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Option<String> {
+    ) -> Option<Closing> {
         loop {
             if let Some(reason) = self.serve_later(slow, state, queue).await {
                 return Some(reason);
@@ -318,7 +325,7 @@ impl Session {
         dialect: &mut D,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> String {
+    ) -> Closing {
         loop {
             match dialect.decode_eof(buf) {
                 Ok(Some(incoming)) => {
@@ -326,7 +333,7 @@ impl Session {
                         return reason;
                     }
                 }
-                Ok(None) => return "closed by the client".into(),
+                Ok(None) => return CloseReason::ClientClosed.into(),
                 Err(e) => return self.framing_error(e, queue),
             }
         }
@@ -341,7 +348,8 @@ impl Session {
         incoming: Incoming,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Result<Option<String>, Slow> {
+    ) -> Result<Option<Closing>, Slow> {
+        queue.tx.stats.received();
         let (id, outcome) = match incoming {
             Incoming::Invalid { id, error } => (id, Err(error)),
             Incoming::Data { summary, fields } => {
@@ -401,7 +409,7 @@ impl Session {
         outcome: Result<Reply, ErrorBody>,
         state: &SessionState,
         queue: &Queue<'_>,
-    ) -> Result<Option<String>, Slow> {
+    ) -> Result<Option<Closing>, Slow> {
         self.log_error(&outcome, state);
         match queue
             .tx
@@ -420,7 +428,7 @@ impl Session {
         slow: Slow,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Option<String> {
+    ) -> Option<Closing> {
         let (id, outcome, bye) = match slow {
             Slow::Queue(item) => return (!queue.send(item).await).then(|| queue.ended()),
             Slow::Send { id, pending } => (id, self.services.sent(pending.await), false),
@@ -450,7 +458,7 @@ impl Session {
         }
         if bye {
             queue.send(Outbound::Close).await;
-            return Some("bye".into());
+            return Some(CloseReason::Bye.into());
         }
         None
     }
@@ -461,7 +469,7 @@ impl Session {
         incoming: Incoming,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Option<String> {
+    ) -> Option<Closing> {
         match self.serve_now(incoming, state, queue) {
             Ok(ended) => ended,
             Err(slow) => Box::pin(self.serve_later(slow, state, queue)).await,
@@ -505,10 +513,8 @@ pub(super) struct Queue<'a> {
 
 impl Queue<'_> {
     /// Why the session is over once the queue refuses items.
-    pub(super) fn ended(&self) -> String {
-        self.stop
-            .reason()
-            .unwrap_or_else(|| "connection closed".into())
+    pub(super) fn ended(&self) -> Closing {
+        ended(self.stop)
     }
 
     /// Queues a response, waiting while the queue is full (the client is not reading,
@@ -533,7 +539,7 @@ impl Queue<'_> {
 impl Session {
     /// Tells the client why its stream is being closed, after what is queued. A person
     /// who typed at the native port gets it as a line of text, saying where to type.
-    fn framing_error(&self, e: FrameError, queue: &Queue<'_>) -> String {
+    fn framing_error(&self, e: FrameError, queue: &Queue<'_>) -> Closing {
         if e == FrameError::Text {
             let place = match self.shared.text_addr {
                 Some(addr) => format!("the text dialect on port {}", addr.port()),
@@ -546,14 +552,25 @@ impl Session {
             queue
                 .tx
                 .finish(Outbound::Raw(hint.into_bytes().into_boxed_slice()));
-            return format!("framing error: {e}");
+            return Closing::new(CloseReason::BadFrame, e.to_string());
         }
-        let code = match e {
-            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-            _ => ErrorCode::BadRequest,
+        let (code, reason) = match e {
+            FrameError::TooLarge { .. } => (ErrorCode::TooLarge, CloseReason::TooLarge),
+            _ => (ErrorCode::BadRequest, CloseReason::BadFrame),
         };
         let event = Event::error(ErrorBody::new(code, e.to_string()));
         queue.tx.finish(Outbound::Event(SharedEvent::new(event)));
-        format!("framing error: {e}")
+        Closing::new(reason, e.to_string())
     }
+}
+
+/// Why the session is over, once the server or the writer has ended it: the reason
+/// they gave. None given is the server's own failure, which should not happen.
+pub(super) fn ended(stop: &StopSignal) -> Closing {
+    stop.reason().unwrap_or_else(|| {
+        Closing::new(
+            CloseReason::Internal,
+            "the connection ended without a reason",
+        )
+    })
 }

@@ -11,6 +11,7 @@ mod browser;
 mod client_lib;
 mod common;
 mod connect_cli;
+mod connz;
 mod course;
 mod course_programs;
 mod crash;
