@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::outbound::CloseReason;
 use crate::protocol::{ErrorCode, OPS, Request};
 
 /// Every metric's name starts with this and `_`.
@@ -30,25 +31,6 @@ pub const PREFIX: &str = "switchboard";
 /// How a connection reaches the server, as the `dialect` label says it: in the order
 /// of the server's `Transport`, and spelled as the admin pages spell it.
 pub const DIALECTS: [&str; 5] = ["native", "text", "lab", "native/tls", "websocket"];
-
-/// How a connection ended, as the `reason` label says it (DESIGN.md, Operations).
-pub const REASONS: [&str; 12] = [
-    "bye",
-    "client_closed",
-    "reset",
-    "idle_timeout",
-    "handshake_timeout",
-    "slow_consumer",
-    "too_large",
-    "bad_frame",
-    "server_full",
-    "replaced",
-    "shutdown",
-    "internal",
-];
-
-/// Where a reason that is none of [`REASONS`] is counted.
-const INTERNAL: usize = REASONS.len() - 1;
 
 /// Every error code, in the order of [`ErrorCode`]'s variants, so that a code's
 /// discriminant is its slot.
@@ -99,7 +81,7 @@ const OP_COUNT: usize = OPS.len();
 pub struct Metrics {
     connections: [AtomicI64; DIALECTS.len()],
     connections_total: AtomicU64,
-    disconnects: [AtomicU64; REASONS.len()],
+    disconnects: [AtomicU64; CloseReason::ALL.len()],
     requests: [AtomicU64; OP_COUNT],
     errors: [AtomicU64; CODES.len()],
     direct_messages: AtomicU64,
@@ -115,7 +97,7 @@ impl Default for Metrics {
         Metrics {
             connections: [const { AtomicI64::new(0) }; DIALECTS.len()],
             connections_total: AtomicU64::new(0),
-            disconnects: [const { AtomicU64::new(0) }; REASONS.len()],
+            disconnects: [const { AtomicU64::new(0) }; CloseReason::ALL.len()],
             requests: [const { AtomicU64::new(0) }; OP_COUNT],
             errors: [const { AtomicU64::new(0) }; CODES.len()],
             direct_messages: AtomicU64::new(0),
@@ -169,17 +151,13 @@ impl Metrics {
     /// among the connections and their endings, never open.
     pub fn refused(&self) {
         add(&self.connections_total, 1);
-        self.disconnect("server_full");
+        self.disconnect(CloseReason::ServerFull);
     }
 
-    /// A connection ended for `reason`, one of [`REASONS`]; any other is counted as
-    /// `internal`.
-    pub fn disconnect(&self, reason: &str) {
-        let slot = REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(INTERNAL);
-        add(&self.disconnects[slot], 1);
+    /// A connection ended for `reason`.
+    #[inline]
+    pub fn disconnect(&self, reason: CloseReason) {
+        add(&self.disconnects[reason as usize], 1);
     }
 
     /// A request was served (or began to be).
@@ -295,9 +273,9 @@ impl Collector for Metrics {
             "disconnects",
             "Connections ended, by how they ended.",
             "reason",
-            REASONS
+            CloseReason::ALL
                 .iter()
-                .copied()
+                .map(|reason| reason.as_str())
                 .zip(self.disconnects.iter().map(load)),
         )?;
         counters(
@@ -423,11 +401,18 @@ mod tests {
     }
 
     #[test]
+    fn each_reason_has_its_own_slot() {
+        for (slot, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, slot, "{reason:?}");
+        }
+    }
+
+    #[test]
     fn the_exposition_names_every_series() {
         let metrics = Arc::new(Metrics::default());
         metrics.connected(3);
         metrics.request(&Request::Ping);
-        metrics.disconnect("no such reason");
+        metrics.disconnect(CloseReason::Internal);
         metrics.error(ErrorCode::NoSuchUser);
         metrics.store_commit(Duration::from_millis(2), 5);
         let mut text = String::new();

@@ -401,6 +401,22 @@ impl Hub {
         member.name.as_deref().map(str::to_owned)
     }
 
+    /// The name and rooms of each of the sessions `ids` the hub knows, in one look.
+    pub fn names_and_rooms(
+        &self,
+        ids: impl IntoIterator<Item = ClientId>,
+    ) -> HashMap<ClientId, (Option<String>, Vec<String>)> {
+        let state = self.lock();
+        ids.into_iter()
+            .filter_map(|id| {
+                let member = state.clients.get(&id)?;
+                let name = member.name.as_deref().map(str::to_owned);
+                let rooms = member.rooms.iter().map(|seat| seat.room.clone()).collect();
+                Some((id, (name, rooms)))
+            })
+            .collect()
+    }
+
     /// Connections now (parked sessions have none).
     pub fn online_count(&self) -> usize {
         let state = self.lock();

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 
 use super::rooms::replay_items;
 use super::{Hub, HubError, State, Token, name_key};
-use crate::outbound::{Bounds, OutQueue, Outbound, Outbox, SharedEvent};
+use crate::outbound::{Bounds, CloseReason, Closing, OutQueue, Outbound, Outbox, SharedEvent};
 use crate::protocol::{ClientId, Event, Reply, ResumeToken, RoomPosition, Seen};
 
 /// The outbox of every parked session: one closed queue for all of them, so that a
@@ -181,10 +181,10 @@ impl Hub {
         if std::mem::take(&mut member.parked) {
             *parked -= 1;
         } else {
-            member
-                .outbox
-                .signal()
-                .stop("replaced: the session was resumed on another connection");
+            member.outbox.signal().stop(Closing::new(
+                CloseReason::Replaced,
+                "the session was resumed on another connection",
+            ));
         }
         member.outbox = newcomer.outbox;
         member.lost = false;

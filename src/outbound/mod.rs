@@ -2,9 +2,11 @@
 //! events shared by many queues, and the order to close; the queue they wait in, and
 //! the signal that ends a session.
 
+mod close;
 mod queue;
 mod replay;
 mod signal;
+mod stats;
 
 use std::num::NonZeroU64;
 use std::sync::{Arc, OnceLock};
@@ -12,9 +14,11 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 
+pub use close::{CloseReason, Closing};
 pub use queue::{Bounds, HARD_FACTOR, OutQueue};
 pub use replay::{Kept, Replay};
 pub use signal::{Signal, StopSignal};
+pub use stats::{ConnStats, Counts};
 
 use crate::dialect::DialectKind;
 use crate::protocol::{Event, Reply, Response};
@@ -138,6 +142,17 @@ impl Outbound {
             Outbound::Event(_) => 1,
             Outbound::Replay(replay) => replay.lines.len() as u64,
             _ => 0,
+        }
+    }
+
+    /// Messages the client gets of this item (a replay is many, the order to close
+    /// none).
+    #[inline]
+    pub fn messages(&self) -> u64 {
+        match self {
+            Outbound::Replay(replay) => replay.lines.len() as u64,
+            Outbound::Close => 0,
+            _ => 1,
         }
     }
 

@@ -16,6 +16,8 @@ use std::task::Poll;
 use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::close::{CloseReason, Closing};
+use super::stats::ConnStats;
 use super::{Outbound, SharedEvent, StopSignal};
 use crate::protocol::{ErrorBody, ErrorCode, Event};
 
@@ -41,6 +43,8 @@ pub struct OutQueue {
     /// The connection's stop and drain signal, kept here so that a connection costs
     /// one shared allocation, not two.
     pub signal: StopSignal,
+    /// What the connection carried, counted here for the same reason.
+    pub stats: ConnStats,
     state: Mutex<QueueState>,
     waker: AtomicWaker,
     /// The writer is waiting for an item: a push from another task must wake it.
@@ -140,6 +144,7 @@ impl OutQueue {
     pub fn new(bounds: Bounds) -> Self {
         OutQueue {
             signal: StopSignal::default(),
+            stats: ConnStats::default(),
             state: Mutex::default(),
             waker: AtomicWaker::new(),
             wants_item: AtomicBool::new(false),
@@ -272,7 +277,8 @@ impl OutQueue {
         state.push(Outbound::Close);
         state.closed = true;
         drop(state);
-        self.signal.cut(format!("slow consumer: {why}"));
+        self.signal
+            .cut(Closing::new(CloseReason::SlowConsumer, why.to_owned()));
         self.waker.wake();
     }
 
@@ -337,6 +343,9 @@ impl OutQueue {
             }
             item
         };
+        if let Some(item) = &item {
+            self.stats.sent(item.messages());
+        }
         if item.is_some()
             && self.wants_room.load(Ordering::Acquire)
             && self.wants_room.swap(false, Ordering::AcqRel)
@@ -365,6 +374,11 @@ impl OutQueue {
 
     pub fn is_empty(&self) -> bool {
         self.state().items.is_empty()
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.state().items.len()
     }
 
     /// No more items will be taken; the writer drains what is queued and stops.
@@ -495,6 +509,9 @@ mod tests {
             queue.push(event("one too many")),
             Err(TrySendError::Full(()))
         );
-        assert!(queue.signal.reason().unwrap().starts_with("slow consumer"));
+        assert_eq!(
+            queue.signal.reason().map(|r| r.reason),
+            Some(CloseReason::SlowConsumer)
+        );
     }
 }

@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
+use super::close::Closing;
+
 /// Only the session's own task ever waits on it, so one registered waker is enough:
 /// cheaper to poll on every request than a broadcast wait.
 #[derive(Debug, Default)]
@@ -22,7 +24,7 @@ pub struct StopSignal {
     greeted: AtomicBool,
     /// Set by the server's sweep when the handshake took too long.
     expired: Mutex<Option<&'static str>>,
-    reason: Mutex<Option<String>>,
+    reason: Mutex<Option<Closing>>,
     waker: AtomicWaker,
 }
 
@@ -40,7 +42,7 @@ pub enum Signal {
 }
 
 impl StopSignal {
-    pub fn stop(&self, reason: impl Into<String>) {
+    pub fn stop(&self, reason: impl Into<Closing>) {
         self.set_reason(reason);
         self.stopped.store(true, Ordering::Release);
         self.waker.wake();
@@ -48,13 +50,14 @@ impl StopSignal {
 
     /// Ends the reader, leaving the writer to flush what is queued; see
     /// [`super::OutQueue::cut`].
-    pub(super) fn cut(&self, reason: impl Into<String>) {
+    pub(super) fn cut(&self, reason: impl Into<Closing>) {
         self.set_reason(reason);
         self.cut.store(true, Ordering::Release);
         self.waker.wake();
     }
 
-    fn set_reason(&self, reason: impl Into<String>) {
+    /// The first reason given wins: it is what ended the connection.
+    fn set_reason(&self, reason: impl Into<Closing>) {
         if let Ok(mut slot) = self.reason.lock()
             && slot.is_none()
         {
@@ -120,7 +123,7 @@ impl StopSignal {
         .await
     }
 
-    pub fn reason(&self) -> Option<String> {
+    pub fn reason(&self) -> Option<Closing> {
         self.reason.lock().ok().and_then(|slot| slot.clone())
     }
 }

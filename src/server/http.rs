@@ -28,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admin_token::AdminAccess;
-use super::dashboard;
 use super::partial::Unfinished;
 use super::session::Session;
 use super::upgrade::WsRequest;
 use super::varz::{self, Monitor};
 use super::{ClientIds, SessionKit};
+use super::{connz, dashboard};
 
 /// Where the HTTP listener listens when nothing else is said.
 pub const DEFAULT_HTTP_LISTEN: SocketAddr =
@@ -252,6 +252,7 @@ fn router(app: App) -> Router {
         .route("/ws", get(websocket))
         .merge(dashboard::routes(&app.ws.kit, &app.admin))
         .merge(varz::routes(Arc::clone(&app.monitor), &app.admin))
+        .merge(connz::routes(&app.ws.kit, &app.admin))
         .merge(super::pages::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

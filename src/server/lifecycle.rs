@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::hub::{Departure, Ending};
-use crate::outbound::{OutQueue, Outbound, Outbox, SharedEvent};
+use crate::outbound::{CloseReason, Closing, OutQueue, Outbound, Outbox, SharedEvent};
 use crate::protocol::{ErrorCode, Event};
 use crate::service::SessionState;
 
@@ -22,8 +22,11 @@ impl Session {
         transport: Transport,
         peer: SocketAddr,
     ) -> (Arc<OutQueue>, Listed<'_>) {
-        let listed = self.shared.registry.open(self.client_id, transport, peer);
         let queue = Arc::new(OutQueue::new(self.bounds));
+        let listed = self
+            .shared
+            .registry
+            .open(self.client_id, transport, peer, &queue);
         let welcome = SharedEvent::new(Event::welcome(self.client_id));
         // The queue is new and holds at least two items, so this cannot fail.
         let _ = queue.try_send(Outbound::Event(welcome));
@@ -40,18 +43,29 @@ impl Session {
 
     /// Ends a connection whose reader has stopped for `reason`: takes its session out of
     /// the hub, lets its writer (unless it already stopped) flush what is queued for
-    /// at most [`FLUSH_GRACE`], and logs the one line that says it ended.
+    /// at most [`FLUSH_GRACE`], logs the one line that says it ended, and moves it to
+    /// the registry's closed connections.
     pub(super) async fn end(
         &self,
         state: &SessionState,
         queue: &OutQueue,
-        reason: &str,
+        listed: Listed<'_>,
+        reason: Closing,
         writer: Option<Pin<&mut impl Future<Output = ()>>>,
         transport: &str,
     ) {
         // Counted once the ending is decided, not after the flush, which may wait
         // out its grace for a client that does not read.
-        self.count_disconnect(reason);
+        self.count_disconnect(reason.reason);
+        // What the session was in, taken before the hub forgets it; `state` knows the
+        // name, which a replaced connection's successor now holds in the hub.
+        let rooms = self
+            .services
+            .hub
+            .names_and_rooms([state.client_id])
+            .remove(&state.client_id)
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default();
         let parked = self.depart(state, queue);
         // Nothing more will be queued: the writer flushes what is there, then stops.
         queue.close();
@@ -63,23 +77,29 @@ impl Session {
                 "gave up flushing to a client that does not read{transport}"
             );
         }
-        self.log_disconnect(state, reason, parked, transport);
+        self.log_disconnect(state, &reason, parked, transport);
+        // The one place where a connection's reason is final: whatever counts
+        // disconnects by reason counts here.
+        listed.close(
+            reason.reason,
+            state.name.as_deref().map(str::to_owned),
+            rooms,
+        );
     }
 
     /// Counts how the connection ended. The slow consumer's and the handshake
     /// timeout's error events are counted here too, where the reason is known.
-    fn count_disconnect(&self, reason: &str) {
+    fn count_disconnect(&self, reason: CloseReason) {
         let metrics = &self.services.metrics;
-        let label = close_reason(reason);
-        match label {
-            "slow_consumer" => {
+        match reason {
+            CloseReason::SlowConsumer => {
                 metrics.slow_consumer();
                 metrics.error(ErrorCode::SlowConsumer);
             }
-            "handshake_timeout" => metrics.error(ErrorCode::Timeout),
+            CloseReason::HandshakeTimeout => metrics.error(ErrorCode::Timeout),
             _ => {}
         }
-        metrics.disconnect(label);
+        metrics.disconnect(reason);
     }
 
     /// Takes the ended connection's session out of the hub: a connection that ends
@@ -101,7 +121,13 @@ impl Session {
 
     /// The one line that says a connection ended, and why; `transport` is said after
     /// the word (` (websocket)`).
-    fn log_disconnect(&self, state: &SessionState, reason: &str, parked: bool, transport: &str) {
+    fn log_disconnect(
+        &self,
+        state: &SessionState,
+        reason: &Closing,
+        parked: bool,
+        transport: &str,
+    ) {
         let parked = if parked {
             "; session parked for resuming"
         } else {
@@ -113,79 +139,5 @@ impl Session {
             reason = %reason,
             "disconnect{transport}{parked}"
         );
-    }
-}
-
-/// The reason label (`metrics::REASONS`) of a session's ending as the session words it.
-/// The words are a log line's, made in several places; this reads them back until
-/// the ending is a value of its own.
-fn close_reason(reason: &str) -> &'static str {
-    let starts = |prefix: &str| reason.starts_with(prefix);
-    if reason == "bye" {
-        "bye"
-    } else if reason == "closed by the client" || reason == "connection closed" {
-        "client_closed"
-    } else if starts("handshake timeout") {
-        "handshake_timeout"
-    } else if starts("slow consumer") {
-        "slow_consumer"
-    } else if starts("replaced") {
-        "replaced"
-    } else if reason == "server shutting down" {
-        "shutdown"
-    } else if starts("too_large")
-        || starts("framing error: frame length") && reason.contains("over the limit")
-    {
-        "too_large"
-    } else if starts("framing error") || starts("bad_request") {
-        "bad_frame"
-    } else if starts("read failed") || starts("write failed") {
-        // TCP keepalive or TCP_USER_TIMEOUT gave up on a dead peer.
-        if reason.contains("timed out") {
-            "idle_timeout"
-        } else {
-            "reset"
-        }
-    } else {
-        "internal"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::close_reason;
-    use crate::frame::FrameError;
-
-    #[test]
-    fn the_endings_sessions_word_map_to_their_reasons() {
-        let too_large = format!("framing error: {}", FrameError::TooLarge { len: 9, max: 8 });
-        let truncated = format!("framing error: {}", FrameError::Truncated);
-        for (reason, label) in [
-            ("bye", "bye"),
-            ("closed by the client", "client_closed"),
-            ("handshake timeout: no hello in time", "handshake_timeout"),
-            ("slow consumer: 4 times over", "slow_consumer"),
-            (
-                "replaced: the session was resumed on another connection",
-                "replaced",
-            ),
-            ("server shutting down", "shutdown"),
-            ("too_large: over the server's budget", "too_large"),
-            (too_large.as_str(), "too_large"),
-            (truncated.as_str(), "bad_frame"),
-            ("bad_request: a text message must be UTF-8", "bad_frame"),
-            (
-                "read failed: Connection reset by peer (os error 104)",
-                "reset",
-            ),
-            (
-                "read failed: Connection timed out (os error 110)",
-                "idle_timeout",
-            ),
-            ("write failed: Broken pipe (os error 32)", "reset"),
-            ("something new", "internal"),
-        ] {
-            assert_eq!(close_reason(reason), label, "{reason}");
-        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 mod admin_token;
 mod config;
+mod connz;
 mod dashboard;
 mod http;
 mod lifecycle;
@@ -46,6 +47,7 @@ use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event};
 use crate::service::{Policy, Services};
 use crate::store::{Options, Store, StoreCloser, StoreError};
 
+pub use crate::outbound::CloseReason;
 pub use admin_token::{AdminToken, MAX_ADMIN_TOKEN};
 pub use config::{Config, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING, connection_budget};
 pub use http::{DEFAULT_HTTP_LISTEN, HttpListen};
@@ -346,7 +348,14 @@ impl Server {
                     Ok((stream, peer)) => {
                         let max = config.max_frame;
                         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                            tracing::warn!(%peer, "refused: server full ({} clients)", config.max_connections);
+                            let transport = match kind {
+                                DialectKind::Native => registry::Transport::Native,
+                                DialectKind::Text => registry::Transport::Text,
+                                DialectKind::Lab => registry::Transport::Lab,
+                            };
+                            let client_id = ids.next();
+                            kit.shared.registry.refused(client_id, transport, peer);
+                            tracing::warn!(client_id, %peer, "refused: server full ({} clients)", config.max_connections);
                             services.metrics.refused();
                             services.metrics.error(ErrorCode::ServerFull);
                             match kind {
@@ -385,6 +394,7 @@ impl Server {
             clients = services.hub.online_count(),
             "shutting down: telling clients and flushing their queues"
         );
+        kit.shared.registry.stopping();
         stopping.cancel();
         services.hub.drain_all();
         // No WebSocket or TLS session starts once draining has begun.
@@ -525,7 +535,9 @@ fn guarded<T>(
         .catch_unwind()
         .map(move |outcome| {
             if outcome.is_err() {
-                services.metrics.disconnect("internal");
+                services
+                    .metrics
+                    .disconnect(crate::outbound::CloseReason::Internal);
                 let name = services.disconnect(client_id);
                 tracing::error!(
                     client_id,

@@ -7,19 +7,25 @@
 //! when it resumes another session), never per message: the one cost per message is
 //! a relaxed increment of [`Registry::count_message`]. Entries are keyed by the
 //! connection's own client id, which no other connection ever has; a resumed session
-//! changes the client id it shows, not its key. The record of closed connections can
-//! grow beside `open` from the entry [`Listed`] takes out when it drops.
+//! changes the client id it shows, not its key. A connection that ends moves, under
+//! the same lock, to a bounded record of closed connections with its reason: touched
+//! once per connection, never per message (what a connection carried is counted in
+//! its queue, which the entry reaches without keeping it alive).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use foldhash::HashMap;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::outbound::{CloseReason, Counts, OutQueue};
 use crate::protocol::{ClientId, now_millis, rfc3339_of_millis};
+
+/// Closed connections kept for `/api/connz`; older ones are forgotten.
+pub const CLOSED_KEPT: usize = 10_000;
 
 /// Lab submissions kept for the dashboard; older ones are forgotten.
 pub const LAB_KEPT: usize = 200;
@@ -55,6 +61,34 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// When it connected, in milliseconds since the Unix epoch.
     pub start_ms: i64,
+    /// Its queue, where its counters are; gone once the session is.
+    pub queue: Weak<OutQueue>,
+}
+
+/// A connection that ended, as it was then.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    pub client_id: ClientId,
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    pub start_ms: i64,
+    pub stop_ms: i64,
+    pub name: Option<String>,
+    pub rooms: Vec<String>,
+    pub counts: Counts,
+    /// Frames still queued for it when it ended.
+    pub pending: usize,
+    pub reason: CloseReason,
+}
+
+/// The open connections and the last closed ones, under one lock, so that a
+/// connection is always in exactly one of them.
+#[derive(Debug)]
+struct Connections {
+    open: HashMap<ClientId, Connection>,
+    closed: VecDeque<Closed>,
+    /// How many closed connections are kept.
+    kept: usize,
 }
 
 /// What a lab program sent that was not a request.
@@ -91,29 +125,55 @@ struct Rates {
     counted: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
-    open: Mutex<HashMap<ClientId, Connection>>,
+    connections: Mutex<Connections>,
     lab: Mutex<LabLog>,
     /// Room messages and direct messages asked for since the server started.
     messages: AtomicU64,
     rates: Mutex<Rates>,
     /// Counts the connections as they open and close.
     metrics: Arc<Metrics>,
+    /// The server is shutting down: a session dropped unfinished was stopped by it.
+    stopping: AtomicBool,
 }
 
-/// A connection's place in the registry, taken out when this drops: when its session
-/// ends, however it ends (a panicking session's future is dropped too).
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::keeping(CLOSED_KEPT)
+    }
+}
+
+/// A connection's place in the registry: [`Listed::close`] moves it to the closed
+/// connections with its reason. If it drops first (a panicking session's future is
+/// dropped, or the drain timeout aborted it), the server's failure or its shutdown
+/// is the reason.
 #[must_use]
 pub struct Listed<'a> {
     registry: &'a Registry,
     key: ClientId,
     transport: Transport,
+    closed: bool,
+}
+
+impl Listed<'_> {
+    /// The connection ended for `reason`, named `name` and in `rooms` then.
+    pub fn close(mut self, reason: CloseReason, name: Option<String>, rooms: Vec<String>) {
+        self.closed = true;
+        self.registry.close(self.key, reason, name, rooms);
+    }
 }
 
 impl Drop for Listed<'_> {
     fn drop(&mut self) {
-        lock(&self.registry.open).remove(&self.key);
+        if !self.closed {
+            let reason = if self.registry.stopping.load(Ordering::Relaxed) {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::Internal
+            };
+            self.registry.close(self.key, reason, None, Vec::new());
+        }
         self.registry.metrics.closed(self.transport.slot());
     }
 }
@@ -135,33 +195,104 @@ impl Registry {
         }
     }
 
-    /// Lists connection `client_id` (its own id) until the returned guard drops.
-    pub fn open(&self, client_id: ClientId, transport: Transport, peer: SocketAddr) -> Listed<'_> {
+    /// A registry that keeps the last `kept` closed connections.
+    pub fn keeping(kept: usize) -> Self {
+        Registry {
+            connections: Mutex::new(Connections {
+                open: HashMap::default(),
+                closed: VecDeque::new(),
+                kept,
+            }),
+            lab: Mutex::default(),
+            messages: AtomicU64::new(0),
+            rates: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Lists connection `client_id` (its own id), whose queue is `queue`, until the
+    /// returned guard closes or drops.
+    pub fn open(
+        &self,
+        client_id: ClientId,
+        transport: Transport,
+        peer: SocketAddr,
+        queue: &Arc<OutQueue>,
+    ) -> Listed<'_> {
         let connection = Connection {
             client_id,
             transport,
             peer,
             start_ms: now_millis(),
+            queue: Arc::downgrade(queue),
         };
-        lock(&self.open).insert(client_id, connection);
+        lock(&self.connections).open.insert(client_id, connection);
         self.metrics.connected(transport.slot());
         Listed {
             registry: self,
             key: client_id,
             transport,
+            closed: false,
         }
+    }
+
+    /// Moves connection `key` (its own id) to the closed ones.
+    fn close(&self, key: ClientId, reason: CloseReason, name: Option<String>, rooms: Vec<String>) {
+        let mut connections = lock(&self.connections);
+        let Some(connection) = connections.open.remove(&key) else {
+            return;
+        };
+        let queue = connection.queue.upgrade();
+        let closed = Closed {
+            client_id: connection.client_id,
+            transport: connection.transport,
+            peer: connection.peer,
+            start_ms: connection.start_ms,
+            stop_ms: now_millis(),
+            name,
+            rooms,
+            counts: queue.as_ref().map(|q| q.stats.counts()).unwrap_or_default(),
+            pending: queue.as_ref().map_or(0, |q| q.len()),
+            reason,
+        };
+        connections.keep(closed);
+    }
+
+    /// A connection `client_id` from `peer` refused when accepted, the server being
+    /// full: it is closed as soon as it is known.
+    pub fn refused(&self, client_id: ClientId, transport: Transport, peer: SocketAddr) {
+        let now = now_millis();
+        lock(&self.connections).keep(Closed {
+            client_id,
+            transport,
+            peer,
+            start_ms: now,
+            stop_ms: now,
+            name: None,
+            rooms: Vec::new(),
+            counts: Counts::default(),
+            pending: 0,
+            reason: CloseReason::ServerFull,
+        });
+    }
+
+    /// The server is shutting down: sessions dropped from now on were stopped by it.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Connection `key` (its own id) now speaks for session `client_id`: it resumed it.
     pub fn resumed(&self, key: ClientId, client_id: ClientId) {
-        if let Some(connection) = lock(&self.open).get_mut(&key) {
+        if let Some(connection) = lock(&self.connections).open.get_mut(&key) {
             connection.client_id = client_id;
         }
     }
 
     /// The open connections, in the order they connected.
     pub fn connections(&self) -> Vec<Connection> {
-        let mut all: Vec<(ClientId, Connection)> = lock(&self.open)
+        let mut all: Vec<(ClientId, Connection)> = lock(&self.connections)
+            .open
             .iter()
             .map(|(&key, connection)| (key, connection.clone()))
             .collect();
@@ -169,9 +300,14 @@ impl Registry {
         all.into_iter().map(|(_, connection)| connection).collect()
     }
 
+    /// The closed connections kept, oldest first.
+    pub fn closed(&self) -> Vec<Closed> {
+        lock(&self.connections).closed.iter().cloned().collect()
+    }
+
     /// The peer of the connection whose own id is `key`.
     fn peer_of(&self, key: ClientId) -> Option<SocketAddr> {
-        lock(&self.open).get(&key).map(|c| c.peer)
+        lock(&self.connections).open.get(&key).map(|c| c.peer)
     }
 
     /// Keeps what connection `key` (its own id), known as `client_id`, sent.
@@ -255,12 +391,32 @@ impl Registry {
     }
 }
 
+impl Connections {
+    /// Keeps `closed`, forgetting the oldest beyond the bound.
+    fn keep(&mut self, closed: Closed) {
+        if self.kept == 0 {
+            return;
+        }
+        if self.closed.len() >= self.kept {
+            self.closed.pop_front();
+        }
+        self.closed.push_back(closed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn peer() -> SocketAddr {
         "127.0.0.1:5000".parse().unwrap()
+    }
+
+    fn queue() -> Arc<OutQueue> {
+        Arc::new(OutQueue::new(crate::outbound::Bounds {
+            frames: 8,
+            bytes: 1 << 20,
+        }))
     }
 
     #[test]
@@ -281,8 +437,9 @@ mod tests {
     #[test]
     fn a_connection_is_listed_while_its_guard_lives() {
         let registry = Registry::default();
-        let first = registry.open(3, Transport::Lab, peer());
-        let second = registry.open(1, Transport::WebSocket, peer());
+        let (q1, q2) = (queue(), queue());
+        let first = registry.open(3, Transport::Lab, peer(), &q1);
+        let second = registry.open(1, Transport::WebSocket, peer(), &q2);
         registry.resumed(1, 9);
         let listed: Vec<_> = registry
             .connections()
@@ -290,16 +447,64 @@ mod tests {
             .map(|c| (c.client_id, c.transport))
             .collect();
         assert_eq!(listed, [(9, Transport::WebSocket), (3, Transport::Lab)]);
-        drop(first);
+        first.close(CloseReason::Bye, Some("ann".into()), vec!["r".into()]);
         assert_eq!(registry.connections().len(), 1);
         drop(second);
         assert!(registry.connections().is_empty());
+        let closed: Vec<_> = registry
+            .closed()
+            .iter()
+            .map(|c| (c.client_id, c.reason, c.name.clone()))
+            .collect();
+        assert_eq!(
+            closed,
+            [
+                (3, CloseReason::Bye, Some("ann".into())),
+                (9, CloseReason::Internal, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn closed_connections_are_kept_up_to_the_bound_oldest_forgotten_first() {
+        let registry = Registry::keeping(3);
+        for id in 1..=5 {
+            let q = queue();
+            q.stats.read(10);
+            q.stats.received();
+            registry.open(id, Transport::Native, peer(), &q).close(
+                CloseReason::ClientClosed,
+                None,
+                Vec::new(),
+            );
+        }
+        registry.refused(6, Transport::Text, peer());
+        let closed = registry.closed();
+        let ids: Vec<_> = closed.iter().map(|c| c.client_id).collect();
+        assert_eq!(ids, [4, 5, 6]);
+        assert_eq!(closed[0].counts.in_bytes, 10);
+        assert_eq!(closed[0].counts.in_msgs, 1);
+        assert_eq!(closed[2].reason, CloseReason::ServerFull);
+        assert_eq!(
+            Registry::default().connections.lock().unwrap().kept,
+            CLOSED_KEPT
+        );
+    }
+
+    #[test]
+    fn a_session_dropped_while_the_server_stops_was_shut_down() {
+        let registry = Registry::default();
+        let q = queue();
+        registry.stopping();
+        drop(registry.open(1, Transport::Native, peer(), &q));
+        assert_eq!(registry.closed()[0].reason, CloseReason::Shutdown);
     }
 
     #[test]
     fn lab_submissions_are_kept_up_to_the_bound_and_read_after_a_cursor() {
         let registry = Registry::default();
-        let _listed = registry.open(4, Transport::Lab, peer());
+        let q = queue();
+        let _listed = registry.open(4, Transport::Lab, peer(), &q);
         for n in 0..LAB_KEPT + 5 {
             registry.lab_data(4, 4, None, vec![("n".into(), n.to_string())], String::new());
         }

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
-use crate::outbound::{Bounds, OutQueue, Outbound, SharedEvent, Signal, StopSignal};
+use crate::outbound::{
+    Bounds, CloseReason, Closing, OutQueue, Outbound, SharedEvent, Signal, StopSignal,
+};
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
 use crate::service::{Served, Services, SessionState};
 use crate::store::{Appended, Pending};
@@ -69,7 +71,7 @@ pub(super) enum Step {
     /// All served: more bytes are needed.
     More,
     /// The session must end, for this reason.
-    End(String),
+    End(Closing),
     /// A unit must wait (see [`Session::serve_now`]); what follows it is still buffered.
     Wait(Slow),
 }
@@ -105,7 +107,7 @@ impl Session {
             DialectKind::Text => Transport::Text,
             DialectKind::Lab => Transport::Lab,
         };
-        let (queue, _listed) = self.open(transport, peer);
+        let (queue, listed) = self.open(transport, peer);
         let stop = &queue.signal;
 
         let mut state = SessionState::new(self.client_id);
@@ -116,10 +118,10 @@ impl Session {
         let (reason, writer_done) = tokio::select! {
             biased;
             reason = self.read_loop(read_half, dialect, &queue, stop, &mut state) => (reason, false),
-            () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
+            () = &mut writer => (ended(stop), true),
         };
         let writer = (!writer_done).then_some(writer);
-        self.end(&state, &queue, &reason, writer, "").await;
+        self.end(&state, &queue, listed, reason, writer, "").await;
     }
 
     /// Reads, decodes and serves until the connection should end; returns why.
@@ -130,7 +132,7 @@ impl Session {
         tx: &OutQueue,
         stop: &StopSignal,
         state: &mut SessionState,
-    ) -> String {
+    ) -> Closing {
         let queue = Queue { tx, stop };
         // Only the bytes of a unit not yet complete stay with the connection: reads land
         // in the thread's scratch buffer, so a waiting connection holds no read buffer
@@ -189,7 +191,7 @@ impl Session {
                         return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-                    Err(e) => return format!("read failed: {e}"),
+                    Err(e) => return Closing::io("read failed", &e),
                 };
                 match later {
                     Some(later) => later.await,
@@ -212,7 +214,7 @@ impl Session {
 
     /// Ends a connection whose unfinished message would take the server over its
     /// budget for them.
-    pub(super) fn over_partial_budget(&self, tx: &OutQueue) -> String {
+    pub(super) fn over_partial_budget(&self, tx: &OutQueue) -> Closing {
         let why = format!(
             "the server holds as much of unfinished messages as it allows ({} bytes, \
              --max-partial-total); yours was dropped",
@@ -221,7 +223,10 @@ impl Session {
         let event = Event::error(ErrorBody::new(ErrorCode::TooLarge, why));
         tx.finish(Outbound::Event(SharedEvent::new(event)));
         self.services.metrics.error(ErrorCode::TooLarge);
-        "too_large: over the server's budget for unfinished messages".into()
+        Closing::new(
+            CloseReason::TooLarge,
+            "over the server's budget for unfinished messages",
+        )
     }
 
     /// Reads what the socket has and serves every complete unit that needs no waiting.
@@ -238,9 +243,11 @@ impl Session {
         queue: &Queue<'_>,
     ) -> std::io::Result<Option<Step>> {
         SCRATCH.with_borrow_mut(|scratch| {
-            if read_ready(socket, scratch)? == 0 {
+            let n = read_ready(socket, scratch)?;
+            if n == 0 {
                 return Ok(None);
             }
+            queue.tx.stats.read(n);
             let step = if buf.is_empty() {
                 let step = self.serve_buffered(scratch, dialect, state, queue);
                 buf.extend_from_slice(scratch);
@@ -262,7 +269,7 @@ impl Session {
         dialect: &mut D,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Option<String> {
+    ) -> Option<Closing> {
         loop {
             if let Some(reason) = self.serve_later(slow, state, queue).await {
                 return Some(reason);
@@ -321,7 +328,7 @@ impl Session {
         dialect: &mut D,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> String {
+    ) -> Closing {
         loop {
             match dialect.decode_eof(buf) {
                 Ok(Some(incoming)) => {
@@ -329,7 +336,7 @@ impl Session {
                         return reason;
                     }
                 }
-                Ok(None) => return "closed by the client".into(),
+                Ok(None) => return CloseReason::ClientClosed.into(),
                 Err(e) => return self.framing_error(e, queue),
             }
         }
@@ -344,7 +351,8 @@ impl Session {
         incoming: Incoming,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Result<Option<String>, Slow> {
+    ) -> Result<Option<Closing>, Slow> {
+        queue.tx.stats.received();
         let (id, outcome) = match incoming {
             Incoming::Invalid { id, error } => (id, Err(error)),
             Incoming::Data { summary, fields } => {
@@ -406,7 +414,7 @@ impl Session {
         outcome: Result<Reply, ErrorBody>,
         state: &SessionState,
         queue: &Queue<'_>,
-    ) -> Result<Option<String>, Slow> {
+    ) -> Result<Option<Closing>, Slow> {
         self.log_error(&outcome, state);
         match queue
             .tx
@@ -425,7 +433,7 @@ impl Session {
         slow: Slow,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Option<String> {
+    ) -> Option<Closing> {
         let (id, outcome, bye) = match slow {
             Slow::Throttle(until) => return throttle(until, queue).await,
             Slow::Queue(item) => return (!queue.send(item).await).then(|| queue.ended()),
@@ -456,7 +464,7 @@ impl Session {
         }
         if bye {
             queue.send(Outbound::Close).await;
-            return Some("bye".into());
+            return Some(CloseReason::Bye.into());
         }
         None
     }
@@ -467,7 +475,7 @@ impl Session {
         incoming: Incoming,
         state: &mut SessionState,
         queue: &Queue<'_>,
-    ) -> Option<String> {
+    ) -> Option<Closing> {
         match self.serve_now(incoming, state, queue) {
             Ok(ended) => ended,
             Err(slow) => Box::pin(self.serve_later(slow, state, queue)).await,
@@ -509,7 +517,7 @@ pub(super) enum Slow {
 
 /// Waits out a connection's rate limit; a signal from the server (shutdown, a cut)
 /// does not wait for it. `Some(reason)` when the session must end.
-pub(super) async fn throttle(until: tokio::time::Instant, queue: &Queue<'_>) -> Option<String> {
+pub(super) async fn throttle(until: tokio::time::Instant, queue: &Queue<'_>) -> Option<Closing> {
     tokio::select! {
         () = tokio::time::sleep_until(until) => None,
         signal = std::future::poll_fn(|cx| queue.stop.poll_signal(cx)) => {
@@ -519,20 +527,20 @@ pub(super) async fn throttle(until: tokio::time::Instant, queue: &Queue<'_>) -> 
 }
 
 /// Why the session ends on a signal from the server, with what the client is told.
-pub(super) fn signalled(signal: Signal, tx: &OutQueue, stop: &StopSignal) -> String {
+pub(super) fn signalled(signal: Signal, tx: &OutQueue, stop: &StopSignal) -> Closing {
     match signal {
-        Signal::Stop | Signal::Cut => stop.reason().unwrap_or_else(|| "stopped".into()),
+        Signal::Stop | Signal::Cut => ended(stop),
         Signal::Drain => {
             let event = Event::Shutdown {
                 reason: "the server is shutting down".into(),
             };
             tx.finish(Outbound::Event(SharedEvent::new(event)));
-            "server shutting down".into()
+            CloseReason::Shutdown.into()
         }
         Signal::Expired(why) => {
             let event = Event::error(ErrorBody::new(ErrorCode::Timeout, why));
             tx.finish(Outbound::Event(SharedEvent::new(event)));
-            why.into()
+            Closing::new(CloseReason::HandshakeTimeout, why)
         }
     }
 }
@@ -545,10 +553,8 @@ pub(super) struct Queue<'a> {
 
 impl Queue<'_> {
     /// Why the session is over once the queue refuses items.
-    pub(super) fn ended(&self) -> String {
-        self.stop
-            .reason()
-            .unwrap_or_else(|| "connection closed".into())
+    pub(super) fn ended(&self) -> Closing {
+        ended(self.stop)
     }
 
     /// Queues a response, waiting while the queue is full (the client is not reading,
@@ -573,7 +579,7 @@ impl Queue<'_> {
 impl Session {
     /// Tells the client why its stream is being closed, after what is queued. A person
     /// who typed at the native port gets it as a line of text, saying where to type.
-    fn framing_error(&self, e: FrameError, queue: &Queue<'_>) -> String {
+    fn framing_error(&self, e: FrameError, queue: &Queue<'_>) -> Closing {
         if e == FrameError::Text {
             let place = match self.shared.text_addr {
                 Some(addr) => format!("the text dialect on port {}", addr.port()),
@@ -587,15 +593,26 @@ impl Session {
                 .tx
                 .finish(Outbound::Raw(hint.into_bytes().into_boxed_slice()));
             self.services.metrics.error(ErrorCode::BadRequest);
-            return format!("framing error: {e}");
+            return Closing::new(CloseReason::BadFrame, e.to_string());
         }
-        let code = match e {
-            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-            _ => ErrorCode::BadRequest,
+        let (code, reason) = match e {
+            FrameError::TooLarge { .. } => (ErrorCode::TooLarge, CloseReason::TooLarge),
+            _ => (ErrorCode::BadRequest, CloseReason::BadFrame),
         };
         let event = Event::error(ErrorBody::new(code, e.to_string()));
         queue.tx.finish(Outbound::Event(SharedEvent::new(event)));
         self.services.metrics.error(code);
-        format!("framing error: {e}")
+        Closing::new(reason, e.to_string())
     }
+}
+
+/// Why the session is over, once the server or the writer has ended it: the reason
+/// they gave. None given is the server's own failure, which should not happen.
+pub(super) fn ended(stop: &StopSignal) -> Closing {
+    stop.reason().unwrap_or_else(|| {
+        Closing::new(
+            CloseReason::Internal,
+            "the connection ended without a reason",
+        )
+    })
 }

@@ -9,12 +9,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::dialect::Dialect;
-use crate::outbound::{OutQueue, StopSignal};
+use crate::outbound::{Closing, OutQueue, StopSignal};
 use crate::service::SessionState;
 
 use super::partial::Held;
 use super::registry::Transport;
-use super::session::{Queue, Session, Step, signalled};
+use super::session::{Queue, Session, Step, ended, signalled};
 use super::writer::encode;
 
 /// Most bytes taken from the stream per read.
@@ -38,14 +38,14 @@ impl Session {
         self,
         stream: S,
         dialect: D,
-        (listed, peer): (Transport, SocketAddr),
+        (transport_kind, peer): (Transport, SocketAddr),
         transport: &str,
     ) where
         S: AsyncRead + AsyncWrite + Send,
         D: Dialect,
     {
         let (read_half, write_half) = tokio::io::split(stream);
-        let (queue, _listed) = self.open(listed, peer);
+        let (queue, listed) = self.open(transport_kind, peer);
         let stop = &queue.signal;
 
         let mut state = SessionState::new(self.client_id);
@@ -54,10 +54,11 @@ impl Session {
         let (reason, writer_done) = tokio::select! {
             biased;
             reason = self.read_stream(read_half, dialect, &queue, stop, &mut state) => (reason, false),
-            () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
+            () = &mut writer => (ended(stop), true),
         };
         let writer = (!writer_done).then_some(writer);
-        self.end(&state, &queue, &reason, writer, transport).await;
+        self.end(&state, &queue, listed, reason, writer, transport)
+            .await;
     }
 
     /// Reads, decodes and serves until the connection should end; returns why.
@@ -68,7 +69,7 @@ impl Session {
         tx: &OutQueue,
         stop: &StopSignal,
         state: &mut SessionState,
-    ) -> String {
+    ) -> Closing {
         let queue = Queue { tx, stop };
         let mut buf = BytesMut::new();
         let mut held = Held::new(&self.shared.partial);
@@ -90,8 +91,9 @@ impl Session {
             if closed {
                 return Box::pin(self.finish(&mut buf, &mut dialect, state, &queue)).await;
             }
-            if let Err(e) = read {
-                return format!("read failed: {e}");
+            match read {
+                Ok(n) => queue.tx.stats.read(n),
+                Err(e) => return Closing::io("read failed", &e),
             }
             // Nothing was awaited since the read: the bytes are still in the scratch.
             let step = SCRATCH.with_borrow_mut(|scratch| {
@@ -163,7 +165,7 @@ async fn write_loop<S: AsyncWrite, D: Dialect>(
         };
         rx.set_blocked(false);
         if let Err(e) = written {
-            stop.stop(format!("write failed: {e}"));
+            stop.stop(Closing::io("write failed", &e));
             return;
         }
         // An idle connection keeps only a small buffer.
@@ -192,6 +194,7 @@ async fn write_all<W: AsyncWrite>(
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         rx.wrote(n);
+        rx.stats.wrote(n);
         bytes = &bytes[n..];
     }
     stream.flush().await

@@ -286,7 +286,13 @@ impl TlsListener {
                 },
             };
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
-                tracing::warn!(%peer, "refused (tls): server full ({} clients)", self.max_connections);
+                let client_id = self.conn.ids.next();
+                self.conn
+                    .kit
+                    .shared
+                    .registry
+                    .refused(client_id, Transport::NativeTls, peer);
+                tracing::warn!(client_id, %peer, "refused (tls): server full ({} clients)", self.max_connections);
                 let metrics = &self.conn.kit.services.metrics;
                 metrics.refused();
                 metrics.error(crate::protocol::ErrorCode::ServerFull);

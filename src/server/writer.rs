@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::dialect::Dialect;
-use crate::outbound::{OutQueue, Outbound, StopSignal};
+use crate::outbound::{CloseReason, Closing, OutQueue, Outbound, StopSignal};
 use crate::protocol::{Reply, Response};
 
 /// The writer gathers queued frames into one write of up to about this many bytes.
@@ -40,7 +40,7 @@ pub(super) async fn write_loop<D: Dialect>(
         let (left, close) = match write_now(&socket, &dialect, first, rx) {
             Ok(done) => done,
             Err(e) => {
-                stop.stop(format!("write failed: {e}"));
+                stop.stop(Closing::io("write failed", &e));
                 return;
             }
         };
@@ -76,15 +76,16 @@ async fn write_rest(
             biased;
             written = socket.write(left) => match written {
                 Ok(0) => {
-                    stop.stop("write failed: the socket takes no more bytes");
+                    stop.stop(Closing::new(CloseReason::Reset, "write failed: the socket takes no more bytes"));
                     break false;
                 }
                 Ok(n) => {
                     queue.wrote(n);
+                    queue.stats.wrote(n);
                     left = &left[n..];
                 }
                 Err(e) => {
-                    stop.stop(format!("write failed: {e}"));
+                    stop.stop(Closing::io("write failed", &e));
                     break false;
                 }
             },
@@ -122,7 +123,10 @@ fn write_now<D: Dialect>(
             }
         }
         let written = match socket.try_write(buf) {
-            Ok(n) => n,
+            Ok(n) => {
+                rx.stats.wrote(n);
+                n
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };

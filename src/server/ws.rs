@@ -22,18 +22,20 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use crate::dialect::native::parse_request;
 use crate::dialect::{Dialect, DialectKind, Native};
 use crate::metrics::Metrics;
-use crate::outbound::{OutQueue, Outbound, SharedEvent, Signal, StopSignal};
+use crate::outbound::{CloseReason, Closing, OutQueue, Outbound, SharedEvent, Signal, StopSignal};
 use crate::protocol::{ErrorBody, ErrorCode, Event, Reply, Response};
 use crate::service::SessionState;
 
 use super::partial::Unfinished;
 use super::registry::Transport;
-use super::session::{FLUSH_GRACE, Queue, Session};
+use super::session::{FLUSH_GRACE, Queue, Session, ended};
 use super::upgrade::{OverBudget, WebSocket};
 
 /// After this long without a message from the client, the server sends a ping: it
-/// keeps NATs and proxies from dropping a quiet connection (a dead peer is found by
-/// TCP keepalive, as for every connection).
+/// keeps NATs and proxies from dropping a quiet connection. A ping still unanswered
+/// after as long again ends the connection (`idle_timeout`): every WebSocket client
+/// answers pings by itself, so only a dead or stuck one does not (a dead peer is also
+/// found by TCP keepalive, as for every connection).
 pub const DEFAULT_WS_PING: Duration = Duration::from_secs(30);
 
 /// The writer sends what is queued in batches of up to about this many bytes before it
@@ -52,7 +54,9 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// task must be `Send`, so these are atomics rather than cells.
 struct Link {
     start: Instant,
-    /// When the client last sent anything (pongs included), in ms after `start`.
+    /// When the client last sent anything (pongs included), in microseconds after
+    /// `start`: finer than the time a pong takes over loopback, so that an answer is
+    /// never taken for silence before the ping.
     heard: AtomicU64,
     /// The close code the connection ends with.
     close: AtomicU16,
@@ -68,12 +72,12 @@ impl Link {
     }
 
     fn heard_now(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.heard.store(ms, Ordering::Relaxed);
+        let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.heard.store(us, Ordering::Relaxed);
     }
 
     fn heard(&self) -> Instant {
-        self.start + Duration::from_millis(self.heard.load(Ordering::Relaxed))
+        self.start + Duration::from_micros(self.heard.load(Ordering::Relaxed))
     }
 
     fn set_close(&self, code: u16) {
@@ -97,7 +101,7 @@ impl Session {
         ping_after: Duration,
     ) {
         let (sink, stream) = socket.split();
-        let (queue, _listed) = self.open(Transport::WebSocket, peer);
+        let (queue, listed) = self.open(Transport::WebSocket, peer);
         let stop = &queue.signal;
 
         let link = Link::new();
@@ -114,10 +118,10 @@ impl Session {
         let (reason, writer_done) = tokio::select! {
             biased;
             reason = self.read_ws(stream, &unfinished, &queue, stop, &mut state, &link) => (reason, false),
-            () = &mut writer => (stop.reason().unwrap_or_else(|| "connection closed".into()), true),
+            () = &mut writer => (ended(stop), true),
         };
         let writer = (!writer_done).then_some(writer);
-        self.end(&state, &queue, &reason, writer, " (websocket)")
+        self.end(&state, &queue, listed, reason, writer, " (websocket)")
             .await;
     }
 
@@ -130,7 +134,7 @@ impl Session {
         stop: &StopSignal,
         state: &mut SessionState,
         link: &Link,
-    ) -> String {
+    ) -> Closing {
         let queue = Queue { tx, stop };
         loop {
             let message = tokio::select! {
@@ -140,6 +144,9 @@ impl Session {
             };
             link.heard_now();
             unfinished.complete();
+            if let Some(Ok(message)) = &message {
+                tx.stats.read(message.len());
+            }
             let text = match message {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Binary(_))) => {
@@ -148,13 +155,13 @@ impl Session {
                         tx,
                         link,
                         CLOSE_UNSUPPORTED,
-                        ErrorCode::BadRequest,
+                        CloseReason::BadFrame,
                         "binary messages are not understood: send each request as one \
                          text message holding a JSON object",
                     );
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => return "closed by the client".into(),
+                Some(Ok(Message::Close(_))) | None => return CloseReason::ClientClosed.into(),
                 Some(Err(e)) => {
                     return match e {
                         tungstenite::Error::Capacity(_) => refuse(
@@ -162,7 +169,7 @@ impl Session {
                             tx,
                             link,
                             CLOSE_TOO_BIG,
-                            ErrorCode::TooLarge,
+                            CloseReason::TooLarge,
                             "the message is larger than the server accepts (--max-frame)",
                         ),
                         tungstenite::Error::Utf8(_) => refuse(
@@ -170,7 +177,7 @@ impl Session {
                             tx,
                             link,
                             CLOSE_INVALID_DATA,
-                            ErrorCode::BadRequest,
+                            CloseReason::BadFrame,
                             "a text message must be UTF-8",
                         ),
                         tungstenite::Error::Io(e) => {
@@ -180,13 +187,13 @@ impl Session {
                                     tx,
                                     link,
                                     CLOSE_TOO_BIG,
-                                    ErrorCode::TooLarge,
+                                    CloseReason::TooLarge,
                                     &format!("{over}; yours was dropped"),
                                 ),
-                                None => format!("read failed: {e}"),
+                                None => Closing::io("read failed", &e),
                             }
                         }
-                        e => format!("read failed: {e}"),
+                        e => read_failed(e),
                     };
                 }
             };
@@ -211,7 +218,7 @@ impl Session {
 
 /// Why the session ends on a signal from the server, with what the client is told and
 /// the close code it gets.
-fn signalled(signal: Signal, queue: &Queue<'_>, link: &Link) -> String {
+fn signalled(signal: Signal, queue: &Queue<'_>, link: &Link) -> Closing {
     let tell = |event| queue.tx.finish(Outbound::Event(SharedEvent::new(event)));
     match signal {
         Signal::Stop => queue.ended(),
@@ -224,12 +231,12 @@ fn signalled(signal: Signal, queue: &Queue<'_>, link: &Link) -> String {
             tell(Event::Shutdown {
                 reason: "the server is shutting down".into(),
             });
-            "server shutting down".into()
+            CloseReason::Shutdown.into()
         }
         Signal::Expired(why) => {
             link.set_close(CLOSE_POLICY);
             tell(Event::error(ErrorBody::new(ErrorCode::Timeout, why)));
-            why.into()
+            Closing::new(CloseReason::HandshakeTimeout, why)
         }
     }
 }
@@ -240,14 +247,35 @@ fn refuse(
     tx: &OutQueue,
     link: &Link,
     code: u16,
-    error: ErrorCode,
+    reason: CloseReason,
     why: &str,
-) -> String {
-    metrics.error(error);
+) -> Closing {
     link.set_close(code);
+    let error = match reason {
+        CloseReason::TooLarge => ErrorCode::TooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    metrics.error(error);
     let event = Event::error(ErrorBody::new(error, why));
     tx.finish(Outbound::Event(SharedEvent::new(event)));
-    format!("{error}: {why}")
+    Closing::new(reason, why.to_owned())
+}
+
+/// What a WebSocket error other than a message's size or encoding says of how the
+/// connection ended: a peer gone without the closing handshake has closed all the
+/// same; one that broke the protocol sent what cannot be decoded.
+fn read_failed(e: tungstenite::Error) -> Closing {
+    use tungstenite::error::ProtocolError;
+    let reason = match &e {
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            CloseReason::ClientClosed
+        }
+        tungstenite::Error::Protocol(_) => CloseReason::BadFrame,
+        _ => CloseReason::Reset,
+    };
+    Closing::new(reason, format!("read failed: {e}"))
 }
 
 /// The connection's only writer: sends what is queued, a ping when the client has been
@@ -263,6 +291,8 @@ async fn write_loop(
     let stopped = stop.stopped();
     tokio::pin!(stopped);
     let mut pinged = Instant::now();
+    // The ping the client has not answered yet (nothing heard since it was sent).
+    let mut unanswered = false;
     let mut batch = Vec::new();
     loop {
         let due = link.heard().max(pinged) + ping_after;
@@ -271,8 +301,17 @@ async fn write_loop(
             item = rx.recv() => item,
             () = &mut stopped => return,
             () = tokio::time::sleep_until(due) => {
+                unanswered &= link.heard() < pinged;
+                if unanswered && pinged + ping_after <= Instant::now() {
+                    stop.stop(Closing::new(
+                        CloseReason::IdleTimeout,
+                        format!("no answer to a ping within {ping_after:?}"),
+                    ));
+                    return;
+                }
                 if link.heard() + ping_after <= Instant::now() {
                     pinged = Instant::now();
+                    unanswered = true;
                     if !send(&mut sink, vec![Message::Ping(Bytes::new())], rx, stopped.as_mut(), stop).await {
                         return;
                     }
@@ -349,6 +388,7 @@ async fn send(
             let len = message_len(&message);
             sink.feed(message).await?;
             queue.wrote(len);
+            queue.stats.wrote(len);
         }
         sink.flush().await
     };
@@ -357,7 +397,11 @@ async fn send(
         sent = sent => match sent {
             Ok(()) => true,
             Err(e) => {
-                stop.stop(format!("write failed: {e}"));
+                let closing = match &e {
+                    tungstenite::Error::Io(e) => Closing::io("write failed", e),
+                    e => Closing::new(CloseReason::Reset, format!("write failed: {e}")),
+                };
+                stop.stop(closing);
                 false
             }
         },

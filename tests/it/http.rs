@@ -66,7 +66,7 @@ async fn healthz_is_ok_and_what_is_not_routed_is_404() {
     assert_eq!(get(http, "/healthz").await, (200, "ok".into()));
     // A plain GET of the WebSocket's address is not an upgrade (see tests/it/ws.rs).
     assert_eq!(get(http, "/ws").await.0, 400);
-    for path in ["/api/connz", "/nothing"] {
+    for path in ["/nothing"] {
         assert_eq!(get(http, path).await.0, 404, "{path}");
     }
     // HEAD too, as load balancers send it.

@@ -12,6 +12,7 @@ mod client_lib;
 mod common;
 mod config;
 mod connect_cli;
+mod connz;
 mod contrib;
 mod course;
 mod course_programs;
