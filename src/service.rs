@@ -75,13 +75,36 @@ impl SessionState {
 pub enum Served {
     /// Answered at once.
     Now(Result<Reply, ErrorBody>),
-    /// A message queued with the store: answer with [`Services::sent`] once it is.
-    Sending(Pending<Appended>),
+    /// A message on its way to being kept: answer with [`Services::sent`] once it is.
+    Sending(Sending),
     /// Waits on the store or a password hash.
     Later(Request),
     /// Answered already: the hub queued the answer in one step with what must follow
     /// it (a replay).
     Queued,
+}
+
+/// A direct message on its way to being kept, ready once it is (committed to the store);
+/// its output goes to [`Services::sent`]. The sessions wait on this alone, a future of
+/// two words, and never on the store itself: what keeps the message is the services'
+/// business.
+#[must_use = "the send is answered only once it is kept"]
+#[derive(Debug)]
+pub struct Sending(Pending<Appended>);
+
+/// What became of a send: for [`Services::sent`].
+#[derive(Debug)]
+pub struct Stored(Result<Appended, StoreError>);
+
+impl Future for Sending {
+    type Output = Stored;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Stored> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(Stored)
+    }
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -476,7 +499,7 @@ impl Services {
         from: Arc<str>,
         to: Recipient,
         text: String,
-    ) -> Result<Pending<Appended>, ErrorBody> {
+    ) -> Result<Sending, ErrorBody> {
         self.check_text(&text)?;
         let to = match to {
             Recipient::Name(name) => name,
@@ -487,12 +510,12 @@ impl Services {
                 )
             })?,
         };
-        Ok(self.store.append(to, from, text))
+        Ok(Sending(self.store.append(to, from, text)))
     }
 
     /// Answers a send the store has committed (or refused), telling the recipient
     /// if it is online.
-    pub fn sent(&self, stored: Result<Appended, StoreError>) -> Result<Reply, ErrorBody> {
+    pub fn sent(&self, Stored(stored): Stored) -> Result<Reply, ErrorBody> {
         let stored = stored?;
         self.metrics.direct_message();
         self.hub.notify_mail(&stored.to, &stored.from, stored.id);

@@ -19,8 +19,7 @@ use crate::outbound::{
     Bounds, CloseReason, Closing, OutQueue, Outbound, SharedEvent, Signal, StopSignal,
 };
 use crate::protocol::{ClientId, Envelope, ErrorBody, ErrorCode, Event, Reply, Request, Response};
-use crate::service::{Served, Services, SessionState};
-use crate::store::{Appended, Pending};
+use crate::service::{Sending, Served, Services, SessionState};
 
 use super::partial::{Held, PartialBudget};
 use super::rate::RateLimit;
@@ -501,11 +500,8 @@ impl Session {
 
 /// What is left of a unit that could not be served without waiting.
 pub(super) enum Slow {
-    /// A message queued with the store, to be answered once it is committed.
-    Send {
-        id: Option<u64>,
-        pending: Pending<Appended>,
-    },
+    /// A direct message on its way to being kept, to be answered once it is.
+    Send { id: Option<u64>, pending: Sending },
     /// A request that waits on the store or a hash (or ends the session: bye).
     Serve(Envelope),
     /// A response computed, waiting for room in the queue.
