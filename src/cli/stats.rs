@@ -13,6 +13,9 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use super::CliError;
+use super::args::{count, seconds};
+use super::tls::TlsArgs;
+use crate::client::ClientTls;
 
 /// Largest `/api/varz` answer read.
 const MAX_BODY: usize = 1024 * 1024;
@@ -29,12 +32,16 @@ pub struct StatsArgs {
     /// not needed on a loopback listener without one.
     #[arg(long)]
     pub token: Option<String>,
-    /// Seconds between lines.
-    #[arg(long, default_value_t = 1.0)]
-    pub interval: f64,
-    /// Stop after this many lines (default: until Ctrl-C).
-    #[arg(long)]
+    /// Seconds between lines (0.01..=3600).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = seconds(0.01, 3600.0))]
+    pub interval: Duration,
+    /// Stop after this many lines [default: until Ctrl-C].
+    #[arg(long, value_name = "N", value_parser = count::<u64>(1..=u64::MAX))]
     pub count: Option<u64>,
+    /// When the server has a certificate, its HTTP listener serves HTTPS: --tls, and
+    /// whom to trust.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// The counters `stats` reads from `/api/varz`.
@@ -52,14 +59,11 @@ const HEADER: &str = "connections  requests/s  deliveries/s  sends/s  room msgs/
 
 /// Prints the header, then a line every `interval` until `count` lines are printed.
 pub async fn run(args: &StatsArgs, out: &mut impl Write) -> Result<(), CliError> {
-    if !(args.interval.is_finite() && args.interval >= 0.01) {
-        return Err(CliError::Usage(
-            "--interval is in seconds, at least 0.01".into(),
-        ));
-    }
-    let interval = Duration::from_secs_f64(args.interval);
+    let interval = args.interval;
     let token = args.token.as_deref();
-    let mut last = read(&args.addr, token).await?;
+    let tls = args.tls.client_tls()?;
+    let tls = tls.as_ref();
+    let mut last = read(&args.addr, token, tls).await?;
     writeln!(out, "{HEADER}")?;
     out.flush()?;
     let mut printed = 0;
@@ -67,8 +71,8 @@ pub async fn run(args: &StatsArgs, out: &mut impl Write) -> Result<(), CliError>
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while args.count.is_none_or(|count| printed < count) {
         tick.tick().await;
-        let now = read(&args.addr, token).await?;
-        writeln!(out, "{}", line(&last, &now, args.interval))?;
+        let now = read(&args.addr, token, tls).await?;
+        writeln!(out, "{}", line(&last, &now, interval.as_secs_f64()))?;
         out.flush()?;
         last = now;
         printed += 1;
@@ -92,8 +96,12 @@ fn line(last: &Sample, now: &Sample, seconds: f64) -> String {
 }
 
 /// Reads `/api/varz` once, over a connection of its own.
-async fn read(addr: &str, token: Option<&str>) -> Result<Sample, CliError> {
-    match tokio::time::timeout(READ_TIMEOUT, get_varz(addr, token)).await {
+async fn read(
+    addr: &str,
+    token: Option<&str>,
+    tls: Option<&ClientTls>,
+) -> Result<Sample, CliError> {
+    match tokio::time::timeout(READ_TIMEOUT, get_varz(addr, token, tls)).await {
         Ok(read) => read,
         Err(_) => Err(CliError::Connect(format!(
             "the server at {addr} did not answer /api/varz within {} s",
@@ -102,17 +110,40 @@ async fn read(addr: &str, token: Option<&str>) -> Result<Sample, CliError> {
     }
 }
 
-async fn get_varz(addr: &str, token: Option<&str>) -> Result<Sample, CliError> {
-    let unreachable = |e: &dyn std::fmt::Display| {
-        CliError::Connect(format!(
-            "cannot reach the server's HTTP listener at {addr}: {e} (its serve \
-             --http-listen; --addr chooses another)"
-        ))
-    };
+fn unreachable(addr: &str, e: &dyn std::fmt::Display) -> CliError {
+    CliError::Connect(format!(
+        "cannot reach the server's HTTP listener at {addr}: {e} (its serve \
+         --http-listen; --addr chooses another)"
+    ))
+}
+
+async fn get_varz(
+    addr: &str,
+    token: Option<&str>,
+    tls: Option<&ClientTls>,
+) -> Result<Sample, CliError> {
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .map_err(|e| unreachable(addr, &e))?;
+    match tls {
+        Some(tls) => {
+            let stream = tls
+                .connect(addr, stream)
+                .await
+                .map_err(|e| unreachable(addr, &e))?;
+            get_over(stream, addr, token).await
+        }
+        None => get_over(stream, addr, token).await,
+    }
+}
+
+/// `GET /api/varz` over `io`, a connection to `addr`.
+async fn get_over<IO>(io: IO, addr: &str, token: Option<&str>) -> Result<Sample, CliError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let unreachable = |e: &dyn std::fmt::Display| unreachable(addr, e);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| unreachable(&e))?;
     tokio::spawn(connection);

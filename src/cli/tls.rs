@@ -9,8 +9,9 @@ use super::CliError;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TlsArgs {
-    /// Speak TLS (to the server's --tls-listen port, which serves the native protocol
-    /// over TLS); trust the server with --ca or --fingerprint.
+    /// Speak TLS: to the server's --tls-listen port, which serves the native protocol
+    /// over TLS (for `stats`, to its HTTP listener serving HTTPS); trust the server
+    /// with --ca or --fingerprint.
     #[arg(long, requires = "tls_trust")]
     pub tls: bool,
     /// With --tls: PEM file of the certificate(s) to trust, for instance a server's

@@ -595,3 +595,33 @@ async fn a_tls_client_reconnects_over_tls_and_resumes() {
     client.ping().await.unwrap();
     server.stop().await;
 }
+
+/// `switchboard stats` reads /api/varz from an HTTP listener that serves HTTPS,
+/// trusting the pinned fingerprint; without --tls it says it cannot get an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_reads_an_https_listener() {
+    let server = TlsServer::start().await;
+    let addr = format!("localhost:{}", server.https.port());
+    let args = [
+        "stats",
+        "--addr",
+        &addr,
+        "--count",
+        "1",
+        "--interval",
+        "0.1",
+        "--tls",
+        "--fingerprint",
+        &server.fingerprint,
+    ];
+    let output = crate::common::run_switchboard(&args, "").await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{output:?}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+
+    let plain = crate::common::run_switchboard(&args[..7], "").await;
+    assert!(!plain.status.success(), "{plain:?}");
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    server.stop().await;
+}
