@@ -190,12 +190,19 @@ fn query_tokens(query: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
         .map(|value| percent_encoding::percent_decode_str(value).collect())
 }
 
+/// `router`'s routes, each answering 401 to a request without the admin token.
+pub(super) fn guarded<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+    access: &Arc<AdminAccess>,
+) -> axum::Router<S> {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        Arc::clone(access),
+        require,
+    ))
+}
+
 /// A middleware that answers 401 to requests the guard does not allow.
-pub async fn require(
-    State(access): State<Arc<AdminAccess>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn require(State(access): State<Arc<AdminAccess>>, request: Request, next: Next) -> Response {
     if access.allows(request.headers(), request.uri().query()) {
         return next.run(request).await;
     }

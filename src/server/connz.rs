@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -40,16 +39,10 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(
     kit: &SessionKit,
     access: &Arc<AdminAccess>,
 ) -> Router<S> {
-    Router::new()
-        .route("/api/connz", get(connz))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(access),
-            admin_token::require,
-        ))
-        .with_state(Connz {
-            services: Arc::clone(&kit.services),
-            shared: Arc::clone(&kit.shared),
-        })
+    admin_token::guarded(Router::new().route("/api/connz", get(connz)), access).with_state(Connz {
+        services: Arc::clone(&kit.services),
+        shared: Arc::clone(&kit.shared),
+    })
 }
 
 /// Which connections are listed.

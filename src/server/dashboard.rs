@@ -9,7 +9,6 @@ use std::sync::{Arc, LazyLock};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -48,17 +47,16 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(
     kit: &SessionKit,
     access: &Arc<AdminAccess>,
 ) -> Router<S> {
-    Router::new()
-        .route("/dashboard", get(page))
-        .route("/api/dashboard", get(snapshot))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(access),
-            admin_token::require,
-        ))
-        .with_state(Dashboard {
-            services: Arc::clone(&kit.services),
-            shared: Arc::clone(&kit.shared),
-        })
+    admin_token::guarded(
+        Router::new()
+            .route("/dashboard", get(page))
+            .route("/api/dashboard", get(snapshot)),
+        access,
+    )
+    .with_state(Dashboard {
+        services: Arc::clone(&kit.services),
+        shared: Arc::clone(&kit.shared),
+    })
 }
 
 async fn page() -> Response {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::prometheus_text;
@@ -71,14 +70,13 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(
     monitor: Arc<Monitor>,
     access: &Arc<AdminAccess>,
 ) -> Router<S> {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/api/varz", get(varz))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(access),
-            admin_token::require,
-        ))
-        .with_state(monitor)
+    admin_token::guarded(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/api/varz", get(varz)),
+        access,
+    )
+    .with_state(monitor)
 }
 
 async fn metrics(State(monitor): State<Arc<Monitor>>) -> Response {
