@@ -147,11 +147,12 @@ impl Metrics {
         }
     }
 
-    /// A connection refused before it became a session (the server was full): counted
-    /// among the connections and their endings, never open.
-    pub fn refused(&self) {
+    /// A connection that ended before it became a session (the server was full, its
+    /// TLS handshake failed): counted among the connections and their endings, never
+    /// open.
+    pub fn never_opened(&self, reason: CloseReason) {
         add(&self.connections_total, 1);
-        self.disconnect(CloseReason::ServerFull);
+        self.disconnect(reason);
     }
 
     /// A connection ended for `reason`.

@@ -192,7 +192,7 @@ impl Http {
                 // The handshake counts against the header timeout: a peer that stalls
                 // or sends garbage costs only its own connection.
                 let stopping = stop.clone();
-                if let Some(stream) =
+                if let Ok(stream) =
                     super::tls::handshake(&tls, stream, peer, header_timeout, &stopping).await
                 {
                     serve(builder, stream, service, stop, peer).await;

@@ -354,9 +354,9 @@ impl Server {
                                 DialectKind::Lab => registry::Transport::Lab,
                             };
                             let client_id = ids.next();
-                            kit.shared.registry.refused(client_id, transport, peer);
+                            kit.shared.registry.never_opened(client_id, (transport, peer), crate::protocol::now_millis(), CloseReason::ServerFull);
                             tracing::warn!(client_id, %peer, "refused: server full ({} clients)", config.max_connections);
-                            services.metrics.refused();
+                            services.metrics.never_opened(CloseReason::ServerFull);
                             services.metrics.error(ErrorCode::ServerFull);
                             match kind {
                                 DialectKind::Native => tokio::spawn(refuse(stream, Native::new(max))),

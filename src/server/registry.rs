@@ -259,21 +259,27 @@ impl Registry {
         connections.keep(closed);
     }
 
-    /// A connection `client_id` from `peer` refused when accepted, the server being
-    /// full: it is closed as soon as it is known.
-    pub fn refused(&self, client_id: ClientId, transport: Transport, peer: SocketAddr) {
-        let now = now_millis();
+    /// A connection `client_id` from `peer`, accepted at `start_ms`, that ended for
+    /// `reason` before it became a session: refused when the server was full, or its
+    /// TLS handshake failed.
+    pub fn never_opened(
+        &self,
+        client_id: ClientId,
+        (transport, peer): (Transport, SocketAddr),
+        start_ms: i64,
+        reason: CloseReason,
+    ) {
         lock(&self.connections).keep(Closed {
             client_id,
             transport,
             peer,
-            start_ms: now,
-            stop_ms: now,
+            start_ms,
+            stop_ms: now_millis(),
             name: None,
             rooms: Vec::new(),
             counts: Counts::default(),
             pending: 0,
-            reason: CloseReason::ServerFull,
+            reason,
         });
     }
 
@@ -478,7 +484,12 @@ mod tests {
                 Vec::new(),
             );
         }
-        registry.refused(6, Transport::Text, peer());
+        registry.never_opened(
+            6,
+            (Transport::Text, peer()),
+            now_millis(),
+            CloseReason::ServerFull,
+        );
         let closed = registry.closed();
         let ids: Vec<_> = closed.iter().map(|c| c.client_id).collect();
         assert_eq!(ids, [4, 5, 6]);

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dialect::{Dialect, Native};
-use crate::protocol::{ErrorBody, ErrorCode, Event};
+use crate::outbound::CloseReason;
+use crate::protocol::{ErrorBody, ErrorCode, Event, now_millis};
 
 use super::registry::Transport;
 use super::session::Session;
@@ -287,14 +288,15 @@ impl TlsListener {
             };
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
                 let client_id = self.conn.ids.next();
-                self.conn
-                    .kit
-                    .shared
-                    .registry
-                    .refused(client_id, Transport::NativeTls, peer);
+                self.conn.kit.shared.registry.never_opened(
+                    client_id,
+                    (Transport::NativeTls, peer),
+                    now_millis(),
+                    CloseReason::ServerFull,
+                );
                 tracing::warn!(client_id, %peer, "refused (tls): server full ({} clients)", self.max_connections);
                 let metrics = &self.conn.kit.services.metrics;
-                metrics.refused();
+                metrics.never_opened(CloseReason::ServerFull);
                 metrics.error(crate::protocol::ErrorCode::ServerFull);
                 tokio::spawn(refuse(
                     self.conn.acceptor.clone(),
@@ -316,6 +318,7 @@ impl TlsListener {
 /// The TLS handshake under the handshake timeout, then the session. A handshake that
 /// fails or stalls is logged in one line and ends this connection alone.
 async fn serve(conn: Arc<TlsKit>, stream: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit) {
+    let start_ms = now_millis();
     let shaken = handshake(
         &conn.acceptor,
         stream,
@@ -323,8 +326,19 @@ async fn serve(conn: Arc<TlsKit>, stream: TcpStream, peer: SocketAddr, slot: Own
         conn.handshake_timeout,
         &conn.kit.shutdown,
     );
-    let Some(stream) = shaken.await else {
-        return;
+    let stream = match shaken.await {
+        Ok(stream) => stream,
+        Err(reason) => {
+            // A would-be client all the same: listed among the closed connections.
+            let kit = &conn.kit;
+            let client_id = conn.ids.next();
+            let how = (Transport::NativeTls, peer);
+            kit.shared
+                .registry
+                .never_opened(client_id, how, start_ms, reason);
+            kit.services.metrics.never_opened(reason);
+            return;
+        }
     };
     let client_id = conn.ids.next();
     tracing::info!(client_id, %peer, "connect (tls)");
@@ -349,20 +363,24 @@ pub(super) async fn handshake(
     peer: SocketAddr,
     timeout: Duration,
     stopping: &CancellationToken,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, CloseReason> {
     let shaken = tokio::select! {
         shaken = tokio::time::timeout(timeout, acceptor.accept(stream)) => shaken,
-        () = stopping.cancelled() => return None,
+        () = stopping.cancelled() => return Err(CloseReason::Shutdown),
     };
     match shaken {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => {
             tracing::info!(%peer, "tls handshake failed: {e}");
-            None
+            Err(match e.kind() {
+                // Not TLS, or TLS gone wrong: what rustls could not decode.
+                std::io::ErrorKind::InvalidData => CloseReason::BadFrame,
+                _ => CloseReason::of_io(&e),
+            })
         }
         Err(_) => {
             tracing::info!(%peer, "tls handshake timed out after {timeout:?}");
-            None
+            Err(CloseReason::HandshakeTimeout)
         }
     }
 }

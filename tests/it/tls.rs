@@ -98,6 +98,20 @@ impl TlsServer {
         client
     }
 
+    /// The JSON body of `GET path` on the HTTPS listener.
+    async fn https_get(&self, path: &str) -> Value {
+        let mut stream = self.raw_tls(self.https).await;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        serde_json::from_str(body).unwrap()
+    }
+
     /// A raw TLS stream to `addr`, trusting the certificate file.
     async fn raw_tls(&self, addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
         let mut roots = RootCertStore::empty();
@@ -414,6 +428,23 @@ async fn bad_tls_input_costs_only_its_connection() {
     // A new TLS client after all that is served too.
     let late = server.tls_client("late").await;
     late.ping().await.unwrap();
+
+    // The native TLS port's would-be clients are listed among the closed connections,
+    // with how their handshake ended.
+    let connz = server.https_get("/api/connz?state=closed").await;
+    let mut reasons: Vec<&str> = connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["dialect"] == "native/tls")
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        ["bad_frame", "handshake_timeout", "handshake_timeout"],
+        "{connz}"
+    );
     server.stop().await;
 }
 
