@@ -105,12 +105,15 @@ impl Tls {
     /// made beside `db` and makes one (for localhost, this machine's name and `ips`)
     /// when there is none.
     pub fn load(source: &TlsSource, db: &Path, ips: &[IpAddr]) -> Result<Tls, TlsError> {
+        let mut reused = false;
         let (cert, key) = match source {
             TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
             TlsSource::SelfSigned => {
                 let (cert, key) = self_signed_paths(db);
                 if !cert.exists() || !key.exists() {
                     make_self_signed(&cert, &key, ips)?;
+                } else {
+                    reused = true;
                 }
                 (cert, key)
             }
@@ -128,6 +131,9 @@ impl Tls {
             return Err(TlsError::NoCert(cert));
         };
         let fingerprint = fingerprint(leaf);
+        if reused {
+            warn_of_addresses_not_named(leaf, &cert, ips);
+        }
         let private = PrivateKeyDer::from_pem_slice(&read(&key)?)
             .map_err(|_| TlsError::NoKey(key.clone()))?;
         let config = ServerConfig::builder_with_provider(provider())
@@ -143,6 +149,35 @@ impl Tls {
             fingerprint,
             cert_path: cert,
         })
+    }
+}
+
+/// A self-signed certificate made at an earlier start names the addresses the server
+/// had then; one it listens on now that is not among them makes clients that check
+/// names (`--ca`, browsers) refuse it there. Pinned fingerprints still work, and making
+/// a new certificate would break them, so this only says so.
+fn warn_of_addresses_not_named(leaf: &CertificateDer<'_>, path: &Path, ips: &[IpAddr]) {
+    let Ok(parsed) = rustls::server::ParsedCertificate::try_from(leaf) else {
+        return;
+    };
+    let unnamed: Vec<String> = ips
+        .iter()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .filter(|ip| {
+            let name = rustls::pki_types::ServerName::IpAddress((**ip).into());
+            rustls::client::verify_server_name(&parsed, &name).is_err()
+        })
+        .map(IpAddr::to_string)
+        .collect();
+    if !unnamed.is_empty() {
+        tracing::warn!(
+            "the self-signed certificate {} was made for other addresses than {}: clients \
+             that check names (--ca, browsers) refuse it there, while those pinning \
+             --fingerprint connect; to make one for this machine's addresses now (with a \
+             new fingerprint), delete it and its key and start again",
+            path.display(),
+            unnamed.join(", ")
+        );
     }
 }
 
