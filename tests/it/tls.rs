@@ -656,3 +656,39 @@ async fn stats_reads_an_https_listener() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     server.stop().await;
 }
+
+/// The interactive menu client over TLS, pinning the fingerprint: connects, lists the
+/// users (a plain TCP client among them), and leaves with option 6.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_menu_client_works_over_tls() {
+    use crate::menu_client::{expect, spawn_giving_up_after};
+    use expectrl::Expect;
+    let server = TlsServer::start().await;
+    let plain = Client::connect(server.plain).await.unwrap();
+    plain.hello("plainly").await.unwrap();
+    let addr = format!("localhost:{}", server.tls.port());
+    let fingerprint = server.fingerprint.clone();
+    tokio::task::spawn_blocking(move || {
+        let args = [
+            "--addr",
+            &addr,
+            "--name",
+            "tina",
+            "--tls",
+            "--fingerprint",
+            &fingerprint,
+        ];
+        let mut tina = spawn_giving_up_after(&args, "1");
+        expect(&mut tina, "Client Name: tina");
+        expect(&mut tina, "Your option <enter a number>:");
+        tina.send_line("1").unwrap();
+        expect(&mut tina, "Users in server: ");
+        expect(&mut tina, "plainly:");
+        expect(&mut tina, "Your option <enter a number>:");
+        tina.send_line("6").unwrap();
+        tina.expect(expectrl::Eof).unwrap();
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
