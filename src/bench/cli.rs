@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::wire::WS_SCHEME;
+use super::wire::{WS_SCHEME, WSS_SCHEME};
 use super::{BenchError, Report, STOP, Target, burst, conns, echo, fanout, rr, send};
 use crate::cli::args::{Address, count, seconds};
 use crate::cli::tls::TlsArgs;
@@ -80,7 +80,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub scratch: bool,
     /// Reach switchboard over a WebSocket (`/ws` on its HTTP listener) instead of
-    /// plain TCP; --addr is then the HTTP listener's [default: 127.0.0.1:12080].
+    /// plain TCP; --addr is then the HTTP listener's [default: 127.0.0.1:12080]. With
+    /// --tls, over wss:// (the listener serves HTTPS when the server has a certificate).
     #[arg(long)]
     pub ws: bool,
     /// `rr`: one more connection, beside the measured ones, that sends R pings a
@@ -92,7 +93,8 @@ pub struct BenchArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// switchboard over TLS: point --addr at the server's --tls-listen port.
+    /// switchboard over TLS: point --addr at the server's --tls-listen port (with --ws,
+    /// at its HTTP listener).
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -146,14 +148,10 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "--flood adds a flooder to `rr` against switchboard over plain TCP".into(),
         ));
     }
-    if args.ws && args.tls.tls {
-        return Err(BenchError::Unsupported(
-            "--ws and --tls measure one transport each; wss:// is not measured".into(),
-        ));
-    }
+    let ws_scheme = if args.tls.tls { WSS_SCHEME } else { WS_SCHEME };
     let addr = match (&args.addr, target) {
-        (Some(addr), _) if args.ws => format!("{WS_SCHEME}{}/ws", addr.with_port(HTTP_PORT)),
-        (None, _) if args.ws => format!("{WS_SCHEME}{DEFAULT_HTTP_LISTEN}/ws"),
+        (Some(addr), _) if args.ws => format!("{ws_scheme}{}/ws", addr.with_port(HTTP_PORT)),
+        (None, _) if args.ws => format!("{ws_scheme}{DEFAULT_HTTP_LISTEN}/ws"),
         (Some(addr), _) => {
             let port = target.default_addr().rsplit(':').next();
             addr.with_port(port.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT))

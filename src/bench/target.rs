@@ -9,8 +9,9 @@ use bytes::{Buf, BytesMut};
 use tokio::net::TcpSocket;
 
 use super::BenchError;
-use super::wire::{WS_SCHEME, Wire};
+use super::wire::{WS_SCHEME, WSS_SCHEME, Wire};
 use crate::frame;
+use tokio_util::either::Either;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,19 +92,22 @@ impl Conn {
         addr: &str,
         receive_buffer: Option<u32>,
     ) -> Result<Conn, BenchError> {
-        let url = addr.strip_prefix(WS_SCHEME).map(|_| addr);
+        let scheme = [WS_SCHEME, WSS_SCHEME]
+            .into_iter()
+            .find(|scheme| addr.starts_with(scheme));
+        let url = scheme.map(|_| addr);
         if url.is_some() && target != Target::Switchboard {
             return Err(BenchError::Unsupported(format!(
                 "only switchboard is reached over a WebSocket, not {}",
                 target.name()
             )));
         }
-        let addr = match url {
-            Some(url) => {
-                let rest = &url[WS_SCHEME.len()..];
+        let addr = match (url, scheme) {
+            (Some(url), Some(scheme)) => {
+                let rest = &url[scheme.len()..];
                 rest.split_once('/').map_or(rest, |(host, _)| host)
             }
-            None => addr,
+            _ => addr,
         };
         let fail =
             |e: std::io::Error| BenchError::Connect(format!("could not connect to {addr}: {e}"));
@@ -128,15 +132,22 @@ impl Conn {
         }
         let stream = socket.connect(peer).await.map_err(fail)?;
         let _ = stream.set_nodelay(true);
+        let handshake_failed = |e: std::io::Error| {
+            BenchError::Connect(format!("TLS handshake with {addr} failed: {e}"))
+        };
         let wire = match (url, super::TLS.get(), target) {
-            (Some(url), _, _) => Wire::websocket(stream, url)
+            (Some(url), Some(tls), _) if scheme == Some(WSS_SCHEME) => {
+                let stream = tls.connect(addr, stream).await.map_err(handshake_failed)?;
+                Wire::websocket(Either::Right(stream), url)
+                    .await
+                    .map_err(BenchError::Connect)?
+            }
+            (Some(url), _, _) => Wire::websocket(Either::Left(stream), url)
                 .await
                 .map_err(BenchError::Connect)?,
             (None, Some(tls), Target::Switchboard) => {
                 let shaken = tls.connect(addr, stream).await;
-                Wire::Tls(Box::new(shaken.map_err(|e| {
-                    BenchError::Connect(format!("TLS handshake with {addr} failed: {e}"))
-                })?))
+                Wire::Tls(Box::new(shaken.map_err(handshake_failed)?))
             }
             _ => Wire::Tcp(stream),
         };

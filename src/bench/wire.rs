@@ -1,6 +1,6 @@
 //! The byte streams a bench connection runs on: plain TCP, TLS, or switchboard's native
-//! protocol over a WebSocket (`/ws` on the HTTP listener), which the scenarios see as
-//! the same length-prefixed frames so that one parser serves all three.
+//! protocol over a WebSocket (`/ws` on the HTTP listener, plain or over TLS), which the
+//! scenarios see as the same length-prefixed frames so that one parser serves all.
 
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -8,22 +8,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::either::Either;
 
 use crate::frame;
 
 /// How an address given to bench is reached: `ws://HOST:PORT/ws` is a WebSocket,
-/// anything else plain TCP.
+/// `wss://HOST:PORT/ws` one over TLS, anything else TCP.
 pub const WS_SCHEME: &str = "ws://";
+pub const WSS_SCHEME: &str = "wss://";
+
+/// What a WebSocket runs on: TCP, or TLS over it.
+pub type WsStream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 pub enum Wire {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    Ws(Box<WebSocketStream<TcpStream>>),
+    Ws(Box<WebSocketStream<WsStream>>),
 }
 
 impl Wire {
     /// Upgrades `stream` to a WebSocket at `url`.
-    pub async fn websocket(stream: TcpStream, url: &str) -> Result<Wire, String> {
+    pub async fn websocket(stream: WsStream, url: &str) -> Result<Wire, String> {
         let (socket, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .map_err(|e| format!("websocket handshake with {url} failed: {e}"))?;

@@ -449,29 +449,31 @@ async fn bad_tls_input_costs_only_its_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bench_measures_over_tls() {
+async fn bench_measures_over_tls_and_wss() {
     let server = TlsServer::start().await;
-    let addr = server.tls.to_string();
+    let native = server.tls.to_string();
+    let https = server.https.to_string();
     let fp = server.fingerprint.clone();
-    for scenario in ["rr", "fanout", "conns"] {
-        let output = run_switchboard(
-            &[
-                "bench",
-                scenario,
-                "--addr",
-                &addr,
-                "-n",
-                "2",
-                "--duration",
-                "0.2",
-                "--json",
-                "--tls",
-                "--fingerprint",
-                &fp,
-            ],
-            "",
-        )
-        .await;
+    let runs = ["rr", "fanout", "conns"]
+        .into_iter()
+        .flat_map(|scenario| [(scenario, &native, None), (scenario, &https, Some("--ws"))]);
+    for (scenario, addr, ws) in runs {
+        let mut args = vec![
+            "bench",
+            scenario,
+            "--addr",
+            addr,
+            "-n",
+            "2",
+            "--duration",
+            "0.2",
+            "--json",
+            "--tls",
+            "--fingerprint",
+            &fp,
+        ];
+        args.extend(ws);
+        let output = run_switchboard(&args, "").await;
         assert!(output.status.success(), "{scenario}: {output:?}");
         let report: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert!(report["ops"].as_u64().unwrap() > 0, "{scenario}: {report}");
