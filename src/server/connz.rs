@@ -18,7 +18,6 @@ use serde_json::json;
 use super::SessionKit;
 use super::admin_token::{self, AdminAccess};
 use super::registry::{Closed, Registry, Transport};
-use super::session::Shared;
 use crate::outbound::{CloseReason, Counts};
 use crate::protocol::{ClientId, rfc3339_of_millis};
 use crate::service::Services;
@@ -28,21 +27,13 @@ pub const DEFAULT_LIMIT: usize = 1024;
 /// Connections in one answer at most, whatever `limit` says.
 pub const MAX_LIMIT: usize = 10_000;
 
-#[derive(Clone)]
-struct Connz {
-    services: Arc<Services>,
-    shared: Arc<Shared>,
-}
-
 /// `/api/connz`, behind the admin guard.
 pub(super) fn routes<S: Clone + Send + Sync + 'static>(
     kit: &SessionKit,
     access: &Arc<AdminAccess>,
 ) -> Router<S> {
-    admin_token::guarded(Router::new().route("/api/connz", get(connz)), access).with_state(Connz {
-        services: Arc::clone(&kit.services),
-        shared: Arc::clone(&kit.shared),
-    })
+    admin_token::guarded(Router::new().route("/api/connz", get(connz)), access)
+        .with_state(kit.clone())
 }
 
 /// Which connections are listed.
@@ -325,7 +316,7 @@ fn answer(registry: &Registry, services: &Services, query: Query) -> serde_json:
     })
 }
 
-async fn connz(State(connz): State<Connz>, request: Request) -> Response {
+async fn connz(State(connz): State<SessionKit>, request: Request) -> Response {
     let (status, body) = match Query::parse(request.uri().query().unwrap_or("")) {
         Ok(query) => (
             StatusCode::OK,

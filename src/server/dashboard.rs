@@ -16,7 +16,6 @@ use serde::Serialize;
 use super::SessionKit;
 use super::admin_token::{self, AdminAccess};
 use super::registry::{Registry, Submission, Transport};
-use super::session::Shared;
 use crate::hub::RoomView;
 use crate::protocol::{ClientId, now_millis, rfc3339_of_millis};
 use crate::service::Services;
@@ -36,12 +35,6 @@ static PAGE: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// What the dashboard's routes read.
-#[derive(Clone)]
-struct Dashboard {
-    services: Arc<Services>,
-    shared: Arc<Shared>,
-}
-
 /// `/dashboard` and `/api/dashboard`, behind the admin guard.
 pub(super) fn routes<S: Clone + Send + Sync + 'static>(
     kit: &SessionKit,
@@ -53,10 +46,7 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(
             .route("/api/dashboard", get(snapshot)),
         access,
     )
-    .with_state(Dashboard {
-        services: Arc::clone(&kit.services),
-        shared: Arc::clone(&kit.shared),
-    })
+    .with_state(kit.clone())
 }
 
 async fn page() -> Response {
@@ -87,7 +77,7 @@ async fn page() -> Response {
     response
 }
 
-async fn snapshot(State(dash): State<Dashboard>, request: Request) -> Response {
+async fn snapshot(State(dash): State<SessionKit>, request: Request) -> Response {
     let after = request
         .uri()
         .query()
