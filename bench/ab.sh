@@ -19,7 +19,8 @@
 # BENCH_ARGS says -n) compares deliveries per second and also prints, per pair, the
 # members each server cut; SECS is then how long --stall members stay unread.
 # BENCH_ARGS_B and PORT_B measure B another way than A (over a WebSocket on B's HTTP
-# listener, say) against the same kind of server.
+# listener, say) against the same kind of server; PORT_A points A's runs at another of
+# A's ports likewise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: bench/ab.sh \"SERVER COMMAND A\" \"SERVER COMMAND B\"" >&2; exit 2; }
@@ -28,6 +29,7 @@ SECS=${SECS:-1}
 SCENARIO=${SCENARIO:-send}
 if [ "$SCENARIO" = burst ]; then BENCH_ARGS=${BENCH_ARGS:-}; else BENCH_ARGS=${BENCH_ARGS:--n 64}; fi
 BENCH_ARGS_B=${BENCH_ARGS_B:-$BENCH_ARGS}
+PORT_A=${PORT_A:-12111}
 PORT_B=${PORT_B:-12112}
 cargo build --release
 SB=target/release/switchboard
@@ -59,7 +61,7 @@ print(round(r["ops_per_sec"]), r.get("cut", 0), r.get("stalled_cut", 0), r["ops"
         { read -r rate cut stalled ops p99
           echo "$rate $cut $stalled $(( ($(ticks "$2") - before) * 1000000000 / $(getconf CLK_TCK) / (ops > 0 ? ops : 1) )) $p99"; }
 }
-rate_a() { rate 12111 "${pids[0]}" "$BENCH_ARGS"; }
+rate_a() { rate "$PORT_A" "${pids[0]}" "$BENCH_ARGS"; }
 rate_b() { rate "$PORT_B" "${pids[1]}" "$BENCH_ARGS_B"; }
 rate_a >/dev/null && rate_b >/dev/null # warm-up, not counted
 for k in $(seq "$PAIRS"); do

@@ -61,10 +61,12 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body an extractor will read. Nothing routed yet takes a body.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Bytes a WebSocket reads from its socket at a time. tungstenite allocates and zeroes
-/// its whole read buffer up front, 128 KiB unless told otherwise: that was 131 KiB of
-/// memory per idle connection. A larger message still grows the buffer as it arrives.
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes a WebSocket reads from its socket at a time. tungstenite allocates its read
+/// buffer up front (128 KiB unless told otherwise: 131 KiB of memory per idle
+/// connection) and zeroes this much before every read, two reads per request: 1 KiB
+/// costs 1.2% less server CPU per `rr` request than 4 KiB, and chat messages fit in
+/// it. A larger message still grows the buffer as it arrives, a read at a time.
+const WS_READ_BUFFER: usize = 1024;
 
 /// How long a connection over the connection limit is given to take its 503.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);

@@ -293,28 +293,40 @@ async fn write_loop(
     let mut pinged = Instant::now();
     // The ping the client has not answered yet (nothing heard since it was sent).
     let mut unanswered = false;
+    // One timer for the connection's life, set to when a ping may be due and moved on
+    // only when it fires: a timer made afresh for every wait would be registered and
+    // removed again for every message.
+    let ping_timer = tokio::time::sleep_until(pinged + ping_after);
+    tokio::pin!(ping_timer);
+    // Reused: what the answers are encoded into, and the messages of one write.
+    let mut encoded = BytesMut::new();
     let mut batch = Vec::new();
     loop {
-        let due = link.heard().max(pinged) + ping_after;
         let first = tokio::select! {
             biased;
             item = rx.recv() => item,
             () = &mut stopped => return,
-            () = tokio::time::sleep_until(due) => {
-                unanswered &= link.heard() < pinged;
-                if unanswered && pinged + ping_after <= Instant::now() {
+            () = &mut ping_timer => {
+                let due = link.heard().max(pinged) + ping_after;
+                let now = Instant::now();
+                if due > now {
+                    // Heard from since the timer was set: nothing is due yet.
+                    ping_timer.as_mut().reset(due);
+                    continue;
+                }
+                if unanswered && link.heard() < pinged {
                     stop.stop(Closing::new(
                         CloseReason::IdleTimeout,
                         format!("no answer to a ping within {ping_after:?}"),
                     ));
                     return;
                 }
-                if link.heard() + ping_after <= Instant::now() {
-                    pinged = Instant::now();
-                    unanswered = true;
-                    if !send(&mut sink, vec![Message::Ping(Bytes::new())], rx, stopped.as_mut(), stop).await {
-                        return;
-                    }
+                pinged = now;
+                unanswered = true;
+                ping_timer.as_mut().reset(now + ping_after);
+                batch.push(Message::Ping(Bytes::new()));
+                if !send(&mut sink, &mut batch, rx, stopped.as_mut(), stop).await {
+                    return;
                 }
                 continue;
             }
@@ -323,23 +335,15 @@ async fn write_loop(
             return;
         }
         let Some(first) = first else { break };
-        let mut close = encode(&dialect, first, &mut batch);
+        let mut close = encode(&dialect, first, &mut encoded, &mut batch);
         let mut size: usize = batch.iter().map(message_len).sum();
         while !close && size < WRITE_BATCH {
             let Some(item) = rx.try_recv() else { break };
             let before = batch.len();
-            close = encode(&dialect, item, &mut batch);
+            close = encode(&dialect, item, &mut encoded, &mut batch);
             size += batch[before..].iter().map(message_len).sum::<usize>();
         }
-        if !send(
-            &mut sink,
-            std::mem::take(&mut batch),
-            rx,
-            stopped.as_mut(),
-            stop,
-        )
-        .await
-        {
+        if !send(&mut sink, &mut batch, rx, stopped.as_mut(), stop).await {
             return;
         }
         if close {
@@ -377,14 +381,14 @@ fn message_len(message: &Message) -> usize {
 /// server's sweep can tell a client that reads slowly from one that stopped.
 async fn send(
     sink: &mut SplitSink<WebSocket, Message>,
-    messages: Vec<Message>,
+    messages: &mut Vec<Message>,
     queue: &OutQueue,
     mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
     stop: &StopSignal,
 ) -> bool {
     queue.set_blocked(true);
     let sent = async {
-        for message in messages {
+        for message in messages.drain(..) {
             let len = message_len(&message);
             sink.feed(message).await?;
             queue.wrote(len);
@@ -412,18 +416,18 @@ async fn send(
 }
 
 /// Appends `item` to `out` as text messages, one per native frame; true when it is the
-/// order to close.
-fn encode(dialect: &Native, item: Outbound, out: &mut Vec<Message>) -> bool {
-    let mut buf = BytesMut::new();
+/// order to close. `buf` is the writer's own: each answer is split off it, so that its
+/// allocation serves again once the answers written from it are gone.
+fn encode(dialect: &Native, item: Outbound, buf: &mut BytesMut, out: &mut Vec<Message>) -> bool {
     match item {
-        Outbound::Response(response) => dialect.encode_response(&response, &mut buf),
+        Outbound::Response(response) => dialect.encode_response(&response, buf),
         Outbound::Ok { id, number } => {
             let outcome = Ok(number.map_or(Reply::Done {}, |n| n.reply()));
-            dialect.encode_response(&Response { id, outcome }, &mut buf);
+            dialect.encode_response(&Response { id, outcome }, buf);
         }
         Outbound::Replay(replay) => {
             for event in replay.events() {
-                dialect.encode_event(&event, &mut buf);
+                dialect.encode_event(&event, buf);
             }
         }
         Outbound::Event(event) => {
@@ -439,7 +443,7 @@ fn encode(dialect: &Native, item: Outbound, out: &mut Vec<Message>) -> bool {
         }
         Outbound::Close => return true,
     }
-    push_frames(buf.freeze(), out);
+    push_frames(buf.split().freeze(), out);
     false
 }
 
