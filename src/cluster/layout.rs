@@ -31,6 +31,8 @@ use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{Context, ErrorCode};
 
+use tokio::time::Instant;
+
 use super::ClusterError;
 
 pub const ACCOUNTS: &str = "sb-accounts";
@@ -176,11 +178,103 @@ fn stream_config(
     }
 }
 
+/// How long a node keeps trying while the cluster settles: leaders being elected for
+/// what another node just created, a meta leader being elected at start.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Why one try at a bucket or stream failed.
+enum Attempt {
+    /// The cluster did not answer in time or is electing a leader: try again.
+    Again(ClusterError),
+    Fail(ClusterError),
+}
+
+impl From<ClusterError> for Attempt {
+    fn from(e: ClusterError) -> Self {
+        Attempt::Fail(e)
+    }
+}
+
+/// `error`, classified: transient when JetStream timed out or has no leader yet.
+fn attempt<E: std::error::Error + 'static>(doing: String, error: E) -> Attempt {
+    let again = transient(&error);
+    let error = ClusterError::nats(doing, error);
+    if again {
+        Attempt::Again(error)
+    } else {
+        Attempt::Fail(error)
+    }
+}
+
+fn transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+        KeyValueError,
+    };
+    use async_nats::{RequestError, RequestErrorKind};
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let again = e
+            .downcast_ref::<async_nats::jetstream::Error>()
+            .is_some_and(|j| j.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE)
+            || e.downcast_ref::<RequestError>()
+                .is_some_and(|r| r.kind() != RequestErrorKind::Other)
+            || e.downcast_ref::<GetStreamError>()
+                .is_some_and(|g| g.kind() == GetStreamErrorKind::Request)
+            || e.downcast_ref::<CreateStreamError>().is_some_and(|c| {
+                matches!(
+                    c.kind(),
+                    CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
+                )
+            })
+            || e.downcast_ref::<CreateKeyValueError>().is_some_and(|c| {
+                matches!(
+                    c.kind(),
+                    CreateKeyValueErrorKind::TimedOut | CreateKeyValueErrorKind::JetStream
+                )
+            })
+            // Opening a bucket whose stream was just found.
+            || e.downcast_ref::<KeyValueError>().is_some();
+        if again {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Runs `step` until it succeeds, fails for good, or [`SETTLE`] has passed.
+async fn settle<T, F, Fut>(mut step: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(Attempt::Again(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(Attempt::Again(e) | Attempt::Fail(e)) => return Err(e),
+        }
+    }
+}
+
 async fn ensure_bucket(
     js: &Context,
     config: kv::Config,
     created: &mut Vec<String>,
 ) -> Result<kv::Store, ClusterError> {
+    let (store, new) = settle(|| try_bucket(js, config.clone())).await?;
+    if new {
+        created.push(config.bucket);
+    }
+    Ok(store)
+}
+
+/// The bucket, and whether this call created it.
+async fn try_bucket(js: &Context, config: kv::Config) -> Result<(kv::Store, bool), Attempt> {
     let name = config.bucket.clone();
     match js.get_stream(format!("KV_{name}")).await {
         Ok(stream) => {
@@ -188,9 +282,11 @@ async fn ensure_bucket(
             check(&name, "replicas", found.num_replicas, config.num_replicas)?;
             check(&name, "max_age", found.max_age, config.max_age)?;
             check(&name, "storage", found.storage, config.storage)?;
-            js.get_key_value(&name)
+            let store = js
+                .get_key_value(&name)
                 .await
-                .map_err(|e| ClusterError::nats(format!("opening bucket {name}"), e))
+                .map_err(|e| attempt(format!("opening bucket {name}"), e))?;
+            Ok((store, false))
         }
         Err(e) if not_found(&e) => {
             // Two nodes creating the same bucket at once both succeed: the configs are
@@ -198,11 +294,10 @@ async fn ensure_bucket(
             let store = js
                 .create_key_value(config)
                 .await
-                .map_err(|e| ClusterError::nats(format!("creating bucket {name}"), e))?;
-            created.push(name);
-            Ok(store)
+                .map_err(|e| attempt(format!("creating bucket {name}"), e))?;
+            Ok((store, true))
         }
-        Err(e) => Err(ClusterError::nats(format!("looking up bucket {name}"), e)),
+        Err(e) => Err(attempt(format!("looking up bucket {name}"), e)),
     }
 }
 
@@ -211,6 +306,18 @@ async fn ensure_stream(
     config: stream::Config,
     created: &mut Vec<String>,
 ) -> Result<stream::Stream, ClusterError> {
+    let (stream, new) = settle(|| try_stream(js, config.clone())).await?;
+    if new {
+        created.push(config.name);
+    }
+    Ok(stream)
+}
+
+/// The stream, and whether this call created it.
+async fn try_stream(
+    js: &Context,
+    config: stream::Config,
+) -> Result<(stream::Stream, bool), Attempt> {
     let name = config.name.clone();
     match js.get_stream(&name).await {
         Ok(stream) => {
@@ -225,17 +332,16 @@ async fn ensure_stream(
                 found.max_messages_per_subject,
                 config.max_messages_per_subject,
             )?;
-            Ok(stream)
+            Ok((stream, false))
         }
         Err(e) if not_found(&e) => {
             let stream = js
                 .create_stream(config)
                 .await
-                .map_err(|e| ClusterError::nats(format!("creating stream {name}"), e))?;
-            created.push(name);
-            Ok(stream)
+                .map_err(|e| attempt(format!("creating stream {name}"), e))?;
+            Ok((stream, true))
         }
-        Err(e) => Err(ClusterError::nats(format!("looking up stream {name}"), e)),
+        Err(e) => Err(attempt(format!("looking up stream {name}"), e)),
     }
 }
 

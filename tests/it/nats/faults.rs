@@ -1,6 +1,7 @@
-//! A NATS server killed with SIGKILL under streams of three replicas: nothing
+//! NATS servers killed with SIGKILL under streams of three replicas. One: nothing
 //! acknowledged is lost, writes go on through the other two, and a client of the killed
-//! server is connected again by itself once it is back.
+//! server is connected again by itself once it is back. Two: nothing is acknowledged
+//! until a majority is back.
 
 use std::time::Duration;
 
@@ -123,4 +124,49 @@ where
         assert!(Instant::now() < deadline, "{what} within {FAILOVER:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn without_a_majority_of_servers_nothing_is_acknowledged() {
+    let Some(mut nats) = NatsCluster::start().await else {
+        return;
+    };
+    let js = node(&nats.url(0), "lonely").await;
+    let layout = ensure_layout(&js, &Settings::new(3)).await.expect("layout");
+    let bob = cluster::name_token("bob");
+    let kept = cluster::store_mail(&js, &bob, "kept", "k".into())
+        .await
+        .expect("stored while all three run");
+
+    nats.kill(1);
+    nats.kill(2);
+    // One server of three holds no majority: the send fails (in JetStream's ack
+    // timeout) rather than being acknowledged by the one replica left.
+    let lost = cluster::store_mail(&js, &bob, "alone", "a".into()).await;
+    assert!(
+        lost.is_err(),
+        "acknowledged by one server of three: {lost:?}"
+    );
+
+    nats.restart(1).await;
+    nats.restart(2).await;
+    let after = retry("a send once a majority is back", || {
+        let js = js.clone();
+        let bob = bob.clone();
+        async move {
+            cluster::store_mail(&js, &bob, "after", "b".into())
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let page = retry("the mail once a majority is back", || {
+        let inbox = layout.inbox.clone();
+        let bob = bob.clone();
+        async move { cluster::peek_mail(&inbox, &bob, 0, 10).await.ok() }
+    })
+    .await;
+    let ids: Vec<u64> = page.iter().map(|m| m.id).collect();
+    assert_eq!(ids.first(), Some(&kept));
+    assert_eq!(ids.last(), Some(&after));
 }
