@@ -28,6 +28,7 @@ mod liveness;
 mod menu_client;
 mod metrics;
 mod native;
+mod nats;
 mod oneshot;
 mod python_example;
 mod rate;
