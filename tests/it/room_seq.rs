@@ -520,7 +520,9 @@ async fn join_after_replays_nothing_when_the_epoch_differs_or_the_gap_is_not_kep
 async fn join_after_while_another_talks_has_no_gap_and_no_duplicate() {
     const BEFORE: usize = 300;
     const DURING: usize = 1500;
-    let server = TestServer::start().await;
+    // History for all of it: however long the joiner takes to come in on a busy
+    // machine, what it asks for is still kept.
+    let server = TestServer::start_tweaked(|c| c.room_history = BEFORE + DURING).await;
     let mut owner = in_room(&server, "owner", "busy", true).await;
     let mut talker = in_room(&server, "talker", "busy", false).await;
     say_many(&mut owner, "busy", "before", BEFORE).await;
