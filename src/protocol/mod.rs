@@ -486,7 +486,10 @@ pub fn now_rfc3339() -> String {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_millis() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    // The system clock as it is, without chrono's calendar: this is read once per read
+    // of every connection (its last activity), where a calendar date is never needed.
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since_epoch.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `ms` milliseconds since the Unix epoch as a `sent_at`.
