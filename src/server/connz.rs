@@ -59,9 +59,12 @@ enum SortKey {
     Stop,
     Reason,
     Name,
+    Dialect,
+    Peer,
+    Rooms,
 }
 
-const SORT_KEYS: [(&str, SortKey); 11] = [
+const SORT_KEYS: [(&str, SortKey); 14] = [
     ("client_id", SortKey::ClientId),
     ("start", SortKey::Start),
     ("last_activity", SortKey::LastActivity),
@@ -73,6 +76,9 @@ const SORT_KEYS: [(&str, SortKey); 11] = [
     ("stop", SortKey::Stop),
     ("reason", SortKey::Reason),
     ("name", SortKey::Name),
+    ("dialect", SortKey::Dialect),
+    ("peer", SortKey::Peer),
+    ("rooms", SortKey::Rooms),
 ];
 
 /// What the query asked for.
@@ -182,6 +188,9 @@ struct Order {
     start_ms: i64,
     stop_ms: Option<i64>,
     last_ms: i64,
+    /// The peer as an address, which sorts as addresses do (127.0.0.2 before
+    /// 127.0.0.10), not as the text shown.
+    peer: Option<SocketAddr>,
 }
 
 impl Row {
@@ -217,6 +226,7 @@ impl Row {
                 start_ms,
                 stop_ms: end.map(|(ms, _)| ms),
                 last_ms,
+                peer: Some(peer),
             },
         }
     }
@@ -288,6 +298,10 @@ fn sort(rows: &mut [Row], key: SortKey) {
             }
             // Those without a name yet after those with one.
             SortKey::Name => (a.name.is_none(), &a.name).cmp(&(b.name.is_none(), &b.name)),
+            SortKey::Dialect => a.dialect.name().cmp(b.dialect.name()),
+            SortKey::Peer => a.order.peer.cmp(&b.order.peer),
+            // Those in the most rooms first, as for the counters.
+            SortKey::Rooms => Reverse(a.rooms.len()).cmp(&Reverse(b.rooms.len())),
         }
     };
     rows.sort_by(|a, b| by(a, b).then_with(|| tie(a, b)));
@@ -399,5 +413,32 @@ mod tests {
         assert_eq!(ids(&rows), [2, 1, 3]);
         sort(&mut rows, SortKey::ClientId);
         assert_eq!(ids(&rows), [1, 2, 3]);
+    }
+
+    #[test]
+    fn peers_sort_as_addresses_rooms_by_count_dialects_by_name() {
+        let row = |id, transport, peer: &str, rooms: &[&str]| {
+            let rooms = rooms.iter().map(|r| r.to_string()).collect();
+            let peer = peer.parse().unwrap();
+            Row::new(
+                (id, transport, peer, 0),
+                Counts::default(),
+                0,
+                (None, rooms),
+                None,
+            )
+        };
+        let mut rows = vec![
+            row(1, Transport::WebSocket, "127.0.0.10:1", &["a"]),
+            row(2, Transport::Native, "127.0.0.2:1", &[]),
+            row(3, Transport::Lab, "127.0.0.2:0", &["a", "b"]),
+        ];
+        let ids = |rows: &[Row]| rows.iter().map(|r| r.client_id).collect::<Vec<_>>();
+        sort(&mut rows, SortKey::Peer);
+        assert_eq!(ids(&rows), [3, 2, 1]);
+        sort(&mut rows, SortKey::Rooms);
+        assert_eq!(ids(&rows), [3, 1, 2]);
+        sort(&mut rows, SortKey::Dialect);
+        assert_eq!(ids(&rows), [3, 2, 1]);
     }
 }

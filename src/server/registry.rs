@@ -50,6 +50,11 @@ impl Transport {
     fn slot(self) -> usize {
         self as usize
     }
+
+    /// Its name, as the admin pages and the metrics' `dialect` label spell it.
+    pub fn name(self) -> &'static str {
+        crate::metrics::DIALECTS[self.slot()]
+    }
 }
 
 /// One open connection.
