@@ -15,17 +15,157 @@ use axum::http::header::{HeaderName, SEC_WEBSOCKET_VERSION};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::either::Either;
 
 use super::partial::Unfinished;
 
 /// The WebSocket a session serves.
-pub(super) type WebSocket = WebSocketStream<Counted<TokioIo<Upgraded>>>;
+pub(super) type WebSocket = WebSocketStream<Counted<Beneath>>;
+
+/// What a WebSocket runs on: a plain connection's own socket, taken back from hyper
+/// after the upgrade with what hyper had read past the request in front of it, so that
+/// a read that empties the socket can say so (see [`Drained`]); hyper's stream as it is
+/// for any other (TLS).
+pub(super) type Beneath = Either<Prefixed<Drained>, TokioIo<Upgraded>>;
+
+/// The socket beneath an upgraded connection, as [`Beneath`] says.
+fn beneath(upgraded: Upgraded) -> Beneath {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Either::Left(Prefixed {
+            prefix: parts.read_buf,
+            inner: Drained(parts.io.into_inner()),
+        }),
+        Err(upgraded) => Either::Right(TokioIo::new(upgraded)),
+    }
+}
+
+/// A socket whose read that does not fill the buffer also clears its readiness, as the
+/// native sessions' reads do (`session::read_ready`): the WebSocket library reads again
+/// after every message, and that read would otherwise cost a `recv` that finds
+/// nothing, one per request.
+pub(super) struct Drained(TcpStream);
+
+impl AsyncRead for Drained {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let socket = &self.0;
+        loop {
+            std::task::ready!(socket.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let room = unfilled.len();
+            let mut got = 0;
+            let read = socket.try_io(Interest::READABLE, || {
+                got = socket.try_read(unfilled)?;
+                if got > 0 && got < room {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(got)
+                }
+            });
+            match read {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got == 0 => continue,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                _ => {
+                    buf.advance(got);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Drained {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A stream whose first bytes were read already: they are read again first.
+pub(super) struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// A request to upgrade to a WebSocket, its headers checked.
 pub(super) struct WsRequest {
@@ -103,7 +243,7 @@ impl WsRequest {
                 Ok(upgraded) => {
                     let unfinished = Arc::new(unfinished);
                     let io = Counted {
-                        inner: TokioIo::new(upgraded),
+                        inner: beneath(upgraded),
                         unfinished: Arc::clone(&unfinished),
                     };
                     let socket =

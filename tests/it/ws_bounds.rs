@@ -188,3 +188,30 @@ async fn unfinished_websocket_messages_count_against_the_budget() {
     assert_eq!(answer["id"], 1, "{answer}");
     server.stop().await;
 }
+
+/// A client that sends its first message in the same write as the upgrade request:
+/// what the HTTP side read past the request is the WebSocket's first bytes, served
+/// before anything read from the socket after it.
+#[tokio::test]
+async fn a_message_sent_with_the_upgrade_request_is_served() {
+    let (server, http) = start(1 << 20).await;
+    let mut stream = TcpStream::connect(http).await.unwrap();
+    let ping = json!({"id": 7, "op": "ping"}).to_string().into_bytes();
+    let mut bytes = format!("{UPGRADE}\r\n{KEY}\r\n\r\n").into_bytes();
+    bytes.extend_from_slice(&text_head(ping.len()));
+    bytes.extend_from_slice(&ping);
+    stream.write_all(&bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        answer.push(byte[0]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 101"));
+    let (_, welcome) = frame(&mut stream).await;
+    assert_eq!(welcome["event"], "welcome", "{welcome}");
+    let (_, pong) = frame(&mut stream).await;
+    assert_eq!(pong["id"], 7, "{pong}");
+    assert_eq!(pong["ok"], true, "{pong}");
+    server.stop().await;
+}
