@@ -35,14 +35,14 @@ pub(super) type WebSocket = WebSocketStream<Counted<Beneath>>;
 /// after the upgrade with what hyper had read past the request in front of it, so that
 /// a read that empties the socket can say so (see [`Drained`]); hyper's stream as it is
 /// for any other (TLS).
-pub(super) type Beneath = Either<Prefixed<Drained>, TokioIo<Upgraded>>;
+pub(super) type Beneath = Either<Drained, TokioIo<Upgraded>>;
 
 /// The socket beneath an upgraded connection, as [`Beneath`] says.
 fn beneath(upgraded: Upgraded) -> Beneath {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => Either::Left(Prefixed {
+        Ok(parts) => Either::Left(Drained {
             prefix: parts.read_buf,
-            inner: Drained(parts.io.into_inner()),
+            socket: parts.io.into_inner(),
         }),
         Err(upgraded) => Either::Right(TokioIo::new(upgraded)),
     }
@@ -51,16 +51,24 @@ fn beneath(upgraded: Upgraded) -> Beneath {
 /// A socket whose read that does not fill the buffer also clears its readiness, as the
 /// native sessions' reads do (`session::read_ready`): the WebSocket library reads again
 /// after every message, and that read would otherwise cost a `recv` that finds
-/// nothing, one per request.
-pub(super) struct Drained(TcpStream);
+/// nothing, one per request. What hyper had read past the request is read first.
+pub(super) struct Drained {
+    prefix: Bytes,
+    socket: TcpStream,
+}
 
 impl AsyncRead for Drained {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let socket = &self.0;
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let socket = &self.socket;
         loop {
             std::task::ready!(socket.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
@@ -92,7 +100,7 @@ impl AsyncWrite for Drained {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.socket).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -100,70 +108,19 @@ impl AsyncWrite for Drained {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.socket.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.socket).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// A stream whose first bytes were read already: they are read again first.
-pub(super) struct Prefixed<T> {
-    prefix: Bytes,
-    inner: T,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }
 
