@@ -7,6 +7,7 @@
 //! NATS JetStream layout that several nodes will share a hub through.
 
 pub mod auth;
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::auth::Hasher;
 use crate::auth::backoff::Backoff;
-use crate::hub::{After, Departure, Ending, Holder, Hub, HubConfig, Proof};
+use crate::backend::{Answer, Backend, Kept, Later, Local};
+use crate::hub::{After, Departure, Ending, Holder, HubConfig, HubError, Proof};
 use crate::metrics::Metrics;
 use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{
@@ -13,7 +14,7 @@ use crate::protocol::{
     MAX_HISTORY_LIMIT, MAX_INBOX_LIMIT, MAX_TEXT, Menu, Password, Recipient, Reply, Request,
     Response, Seen, check_name, check_room,
 };
-use crate::store::{Appended, Pending, Store, StoreError, is_guest};
+use crate::store::{Appended, Store, StoreError, is_guest};
 
 /// Headroom left in a frame for the inbox reply's own fields around its messages.
 const INBOX_FRAME_HEADROOM: usize = 1024;
@@ -21,8 +22,8 @@ const INBOX_FRAME_HEADROOM: usize = 1024;
 /// Everything a session needs to serve requests; shared by all sessions.
 #[derive(Debug)]
 pub struct Services {
-    pub hub: Hub,
-    pub store: Store,
+    /// Who is online, rooms, names and inboxes: this node's or the cluster's.
+    pub backend: Backend,
     /// The largest frame a reply may fill (the inbox stops short of it).
     pub max_frame: usize,
     /// Refuse a `hello` without a password.
@@ -79,6 +80,8 @@ pub enum Served {
     Sending(Sending),
     /// Waits on the store or a password hash.
     Later(Request),
+    /// Waits on the cluster; `None` when the answer was queued already.
+    Waiting(Later<Option<Result<Reply, ErrorBody>>>),
     /// Answered already: the hub queued the answer in one step with what must follow
     /// it (a replay).
     Queued,
@@ -90,7 +93,7 @@ pub enum Served {
 /// business.
 #[must_use = "the send is answered only once it is kept"]
 #[derive(Debug)]
-pub struct Sending(Pending<Appended>);
+pub struct Sending(Kept<Appended>);
 
 /// What became of a send: for [`Services::sent`].
 #[derive(Debug)]
@@ -123,12 +126,17 @@ impl Services {
         Services::counted(store, policy, Arc::default())
     }
 
-    /// Services that count into `metrics`.
+    /// Services over this node's own hub and `store`, counting into `metrics`.
     pub fn counted(store: Store, policy: Policy, metrics: Arc<Metrics>) -> Self {
+        let local = Local::new(store, policy.hub, Arc::clone(&metrics));
+        Services::over(Backend::Local(local), policy, metrics)
+    }
+
+    /// Services over `backend`, counting into `metrics`.
+    pub fn over(backend: Backend, policy: Policy, metrics: Arc<Metrics>) -> Self {
         Services {
-            hub: Hub::counted(policy.hub, Arc::clone(&metrics)),
+            backend,
             metrics,
-            store,
             max_frame: policy.max_frame,
             require_password: policy.require_password,
             max_text: policy.max_text.min(MAX_TEXT),
@@ -164,6 +172,7 @@ impl Services {
             Served::Now(outcome) => Some(outcome),
             Served::Sending(pending) => Some(self.sent(pending.await)),
             Served::Later(request) => self.serve_later(session, id, request).await,
+            Served::Waiting(later) => later.await,
             Served::Queued => None,
         }
     }
@@ -198,21 +207,28 @@ impl Services {
             Request::Ping | Request::Bye => Ok(Reply::Done {}),
             Request::Menu => Ok(Reply::Menu(Menu::course_project())),
             Request::Users => Ok(Reply::Users {
-                users: self.hub.users(),
+                users: self.backend.users(),
             }),
-            Request::CreateRoom { room } => valid_room(&room)
-                .and_then(|()| Ok(self.hub.create_room(id, &room)?))
-                .map(|epoch| Reply::Created { epoch, seq: 0 }),
+            Request::CreateRoom { room } => {
+                if let Err(e) = valid_room(&room) {
+                    return Served::Now(Err(e));
+                }
+                let created = self.backend.create_room(id, &room);
+                return answered(created, |epoch| Reply::Created { epoch, seq: 0 });
+            }
             Request::JoinRoom { room, after, epoch } => {
                 let after = after.map(|seq| After {
                     seq,
                     epoch: epoch.as_deref(),
                 });
-                let answer = |reply| queued(request_id, reply);
-                match self.hub.join_room(id, &room, after, answer) {
-                    Ok(()) => return Served::Queued,
-                    Err(e) => Err(e.into()),
-                }
+                let answer = move |reply| queued(request_id, reply);
+                return match self.backend.join_room(id, &room, after, answer) {
+                    Answer::Now(Ok(())) => Served::Queued,
+                    Answer::Now(Err(e)) => Served::Now(Err(e.into())),
+                    Answer::Later(later) => Served::Waiting(Box::pin(async move {
+                        later.await.err().map(|e| Err(e.into()))
+                    })),
+                };
             }
             Request::History {
                 room,
@@ -223,29 +239,41 @@ impl Services {
                     .unwrap_or(DEFAULT_HISTORY_LIMIT)
                     .min(MAX_HISTORY_LIMIT);
                 let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
-                self.hub
-                    .history(id, &room, before, limit as usize, budget)
-                    .map(Reply::History)
-                    .map_err(ErrorBody::from)
+                let page = (self.backend).history(id, &room, before, limit as usize, budget);
+                return answered(page, Reply::History);
             }
-            Request::Say { room, text } => self
-                .check_text(&text)
-                .and_then(|()| Ok(self.hub.say(id, &room, &text)?))
-                .map(|seq| {
-                    self.metrics.room_message();
-                    Reply::Said { seq }
-                }),
-            Request::LeaveRoom { room } => self
-                .hub
-                .leave_room(id, &room)
-                .map(|()| Reply::Done {})
-                .map_err(ErrorBody::from),
-            Request::CloseRoom { room } => self
-                .hub
-                .close_room(id, &room)
-                .map(|()| Reply::Done {})
-                .map_err(ErrorBody::from),
+            Request::Say { room, text } => {
+                if let Err(e) = self.check_text(&text) {
+                    return Served::Now(Err(e));
+                }
+                return match self.backend.say(id, &room, text) {
+                    Answer::Now(said) => Served::Now(self.said(said)),
+                    Answer::Later(later) => {
+                        let metrics = Arc::clone(&self.metrics);
+                        Served::Waiting(Box::pin(async move {
+                            let said = later.await;
+                            if said.is_ok() {
+                                metrics.room_message();
+                            }
+                            Some(said.map(|seq| Reply::Said { seq }).map_err(ErrorBody::from))
+                        }))
+                    }
+                };
+            }
+            Request::LeaveRoom { room } => {
+                return answered(self.backend.leave_room(id, &room), done);
+            }
+            Request::CloseRoom { room } => {
+                return answered(self.backend.close_room(id, &room), done);
+            }
         })
+    }
+
+    /// The answer to a `say` the hub took (or refused) at once.
+    fn said(&self, said: Result<u64, HubError>) -> Result<Reply, ErrorBody> {
+        let seq = said?;
+        self.metrics.room_message();
+        Ok(Reply::Said { seq })
     }
 
     /// Serves what [`Services::serve_now`] handed back: hello and inbox. `None` when
@@ -268,6 +296,7 @@ impl Services {
             other => match self.serve_now(session, request_id, other) {
                 Served::Now(outcome) => outcome,
                 Served::Queued => return None,
+                Served::Waiting(later) => return later.await,
                 Served::Sending(_) | Served::Later(_) => {
                     Err(error(ErrorCode::Internal, "no way to serve this op"))
                 }
@@ -298,22 +327,24 @@ impl Services {
             )));
         }
         let id = session.client_id;
-        let resuming = resume.is_some() && self.hub.resumes();
+        let resuming = resume.is_some() && self.backend.resumes();
         if let Some(token) = resume.as_ref().filter(|_| resuming)
-            && self.take_over(
-                session,
-                request_id,
-                &name,
-                Proof::Token(token),
-                seen.as_ref(),
-            )
+            && self
+                .take_over(
+                    session,
+                    request_id,
+                    &name,
+                    Proof::Token(token),
+                    seen.as_ref(),
+                )
+                .await
         {
             return None;
         }
         // Prove, then claim: a name that someone online holds is refused before any
         // password is hashed, and the name is claimed only once its password checked
         // out, so a guesser never holds, is listed as, or is notified for it.
-        let mut holder = match self.hub.may_claim(id, &name) {
+        let mut holder = match self.backend.may_claim(id, &name).get().await {
             Ok(holder) => holder,
             Err(e) => return Some(Err(e.into())),
         };
@@ -330,13 +361,15 @@ impl Services {
         };
         if holder == Holder::Parked {
             if by_password
-                && self.take_over(session, request_id, &name, Proof::Password, seen.as_ref())
+                && self
+                    .take_over(session, request_id, &name, Proof::Password, seen.as_ref())
+                    .await
             {
                 return None;
             }
             self.end_parked(&name);
         }
-        let token = match self.hub.claim_name(id, &name) {
+        let token = match self.backend.claim_name(id, &name).get().await {
             Ok(token) => token,
             Err(e) => return Some(Err(e.into())),
         };
@@ -353,7 +386,7 @@ impl Services {
 
     /// Takes the session holding `name` over for `session`, if `proof` allows; the
     /// hub queues the answer. False when it does not.
-    fn take_over(
+    async fn take_over(
         &self,
         session: &mut SessionState,
         request_id: Option<u64>,
@@ -361,11 +394,9 @@ impl Services {
         proof: Proof<'_>,
         seen: Option<&Seen>,
     ) -> bool {
-        let answer = |reply| queued(request_id, reply);
-        match self
-            .hub
-            .take_over(session.client_id, name, proof, seen, answer)
-        {
+        let answer = move |reply| queued(request_id, reply);
+        let taken = (self.backend).take_over(session.client_id, name, proof, seen, answer);
+        match taken.get().await {
             Ok((client_id, name)) => {
                 tracing::info!(
                     client_id,
@@ -395,7 +426,7 @@ impl Services {
             tracing::error!("{e}");
             error(ErrorCode::Internal, "could not check the password")
         };
-        let mut account = self.store.credentials(name).await?;
+        let mut account = self.backend.credentials(name).await?;
         loop {
             let hash = account.as_ref().and_then(|a| a.hash.as_deref());
             let display = || {
@@ -422,15 +453,15 @@ impl Services {
                         "this server requires a password with hello",
                     ));
                 }
-                (None, None) => return Ok((self.store.seen(name).await?, false)),
+                (None, None) => return Ok((self.backend.seen(name).await?, false)),
                 (None, Some(password)) => {
                     let hash = self.hasher.hash(password).await.map_err(internal)?;
-                    if self.store.register(name, hash).await? {
+                    if self.backend.register(name, hash).await? {
                         tracing::info!(name, "name protected with a password");
                         return Ok((display(), false));
                     }
                     // Protected by someone else a moment ago: check against theirs.
-                    account = self.store.credentials(name).await?;
+                    account = self.backend.credentials(name).await?;
                 }
             }
         }
@@ -452,7 +483,7 @@ impl Services {
     /// was cut, its session waits for its client to resume. What ends for good is
     /// forgotten: in the hub, and a guest's name and mail in the store.
     pub fn depart(&self, id: ClientId, queue: &OutQueue, how: Ending) -> Departure {
-        let departure = self.hub.depart(id, queue, how);
+        let departure = self.backend.depart(id, queue, how);
         if let Departure::Gone(Some(name)) = &departure {
             self.forget_if_guest(name);
         }
@@ -461,7 +492,7 @@ impl Services {
 
     /// Forgets client `id` whatever its state (its session panicked).
     pub fn disconnect(&self, id: ClientId) -> Option<String> {
-        let name = self.hub.disconnect(id)?;
+        let name = self.backend.disconnect(id)?;
         self.forget_if_guest(&name);
         Some(name)
     }
@@ -469,7 +500,7 @@ impl Services {
     /// The server's sweep (see [`Hub::sweep`]); parked sessions whose grace ended are
     /// forgotten.
     pub fn sweep(&self, timeouts: crate::hub::Timeouts) {
-        for name in self.hub.sweep(timeouts) {
+        for name in self.backend.sweep(timeouts) {
             tracing::info!(name = %name, "parked session ended: no resume within the grace");
             self.forget_if_guest(&name);
         }
@@ -478,7 +509,7 @@ impl Services {
     /// Ends the parked session holding `name`: its client said hello without the
     /// proof to resume it.
     fn end_parked(&self, name: &str) {
-        if let Some(ended) = self.hub.end_parked(name) {
+        if let Some(ended) = self.backend.end_parked(name) {
             tracing::info!(name = %ended, "parked session ended: its name said hello anew");
             self.forget_if_guest(&ended);
         }
@@ -486,8 +517,8 @@ impl Services {
 
     fn forget_if_guest(&self, name: &str) {
         if is_guest(name) {
-            // Queued now; nothing waits for it.
-            drop(self.store.forget_guest(name));
+            // Queued now (the cluster's side spawns it); nothing waits for it.
+            drop(self.backend.forget_guest(name));
         }
     }
 
@@ -503,14 +534,14 @@ impl Services {
         self.check_text(&text)?;
         let to = match to {
             Recipient::Name(name) => name,
-            Recipient::Id(client) => self.hub.name_of(client).ok_or_else(|| {
+            Recipient::Id(client) => self.backend.name_of(client).ok_or_else(|| {
                 error(
                     ErrorCode::NoSuchUser,
                     format!("no user is online with client id {client}"),
                 )
             })?,
         };
-        Ok(Sending(self.store.append(to, from, text)))
+        Ok(Sending(self.backend.append(to, from, text)))
     }
 
     /// Answers a send the store has committed (or refused), telling the recipient
@@ -518,7 +549,8 @@ impl Services {
     pub fn sent(&self, Stored(stored): Stored) -> Result<Reply, ErrorBody> {
         let stored = stored?;
         self.metrics.direct_message();
-        self.hub.notify_mail(&stored.to, &stored.from, stored.id);
+        self.backend
+            .notify_mail(&stored.to, &stored.from, stored.id);
         Ok(Reply::Sent {
             message_id: stored.id,
         })
@@ -534,20 +566,31 @@ impl Services {
     ) -> Result<Reply, ErrorBody> {
         let limit = limit.unwrap_or(DEFAULT_INBOX_LIMIT).min(MAX_INBOX_LIMIT);
         let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
-        let page = if peek {
-            self.store.peek_inbox(name, limit, budget).await?
-        } else {
-            self.store.take_inbox(name, limit, budget).await?
-        };
+        let page = self.backend.inbox(name, limit, budget, peek).await?;
         Ok(Reply::Inbox(page))
     }
 
     /// Marks read `name`'s unread mail up to message `up_to`, answered once that is
     /// committed: a client that saw `acked` will not be handed those messages again.
     async fn ack(&self, name: String, up_to: u64) -> Result<Reply, ErrorBody> {
-        let acked = self.store.ack(name, up_to).await?;
+        let acked = self.backend.ack(name, up_to).await?;
         Ok(Reply::Acked { acked })
     }
+}
+
+/// What an op the hub answers with `Ok(T)` is served as, `reply` making its reply.
+fn answered<T: Send + 'static>(
+    answer: Answer<Result<T, HubError>>,
+    reply: fn(T) -> Reply,
+) -> Served {
+    match answer.map(move |outcome| outcome.map(reply).map_err(ErrorBody::from)) {
+        Answer::Now(outcome) => Served::Now(outcome),
+        Answer::Later(later) => Served::Waiting(Box::pin(async move { Some(later.await) })),
+    }
+}
+
+fn done((): ()) -> Reply {
+    Reply::Done {}
 }
 
 /// The queue item answering request `id` with `reply`, for the hub to queue.

@@ -209,7 +209,13 @@ async fn serve(stream: UnixStream, services: Arc<Services>) {
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 tracing::info!("admin: {}", describe(&request));
-                execute(&services.store, Some(&services.hub), request).await
+                match services.backend.local() {
+                    Some(local) => execute(local.store(), Some(local.hub()), request).await,
+                    None => Response::refused(
+                        "this node serves a cluster: its names and mail are in NATS, not in \
+                         a store of its own",
+                    ),
+                }
             }
             Err(e) => Response::refused(format!("not a request: {e}")),
         };

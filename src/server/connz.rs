@@ -251,7 +251,7 @@ impl Row {
 fn open_rows(registry: &Registry, services: &Services) -> Vec<Row> {
     let open = registry.connections();
     let mut sessions = services
-        .hub
+        .backend
         .names_and_rooms(open.iter().map(|c| c.client_id));
     open.into_iter()
         .map(|c| {

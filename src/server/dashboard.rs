@@ -170,7 +170,7 @@ struct RateView {
 impl Snapshot {
     fn take(services: &Services, registry: &Registry, after: u64) -> Snapshot {
         let names: HashMap<ClientId, String> = services
-            .hub
+            .backend
             .users()
             .into_iter()
             .map(|user| (user.client_id, user.name))
@@ -208,7 +208,7 @@ impl Snapshot {
                 since_ms: c.start_ms,
             })
             .collect();
-        let (rooms, rooms_total) = services.hub.rooms_overview(MAX_ROOMS, MAX_MEMBERS);
+        let (rooms, rooms_total) = services.backend.rooms_overview(MAX_ROOMS, MAX_MEMBERS);
         let (per_second, current) = registry.rates();
         Snapshot {
             now: rfc3339_of_millis(now_millis()),

@@ -31,7 +31,7 @@ impl Session {
         // The queue is new and holds at least two items, so this cannot fail.
         let _ = queue.try_send(Outbound::Event(welcome));
         self.services
-            .hub
+            .backend
             .connect(self.client_id, Outbox::new(Arc::clone(&queue)));
         // Shutdown drains every session the hub knows; one that joined the hub after
         // that sees the token instead.
@@ -61,7 +61,7 @@ impl Session {
         // name, which a replaced connection's successor now holds in the hub.
         let rooms = self
             .services
-            .hub
+            .backend
             .names_and_rooms([state.client_id])
             .remove(&state.client_id)
             .map(|(_, rooms)| rooms)

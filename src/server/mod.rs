@@ -391,12 +391,12 @@ impl Server {
             sampler.abort();
         }
         tracing::info!(
-            clients = services.hub.online_count(),
+            clients = services.backend.online_count(),
             "shutting down: telling clients and flushing their queues"
         );
         kit.shared.registry.stopping();
         stopping.cancel();
-        services.hub.drain_all();
+        services.backend.drain_all();
         // No WebSocket or TLS session starts once draining has begun.
         ws_sessions.close();
         let drained = tokio::time::timeout(config.drain_timeout, async {

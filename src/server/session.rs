@@ -13,6 +13,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Later;
 use crate::dialect::{Dialect, DialectKind, Incoming};
 use crate::frame::FrameError;
 use crate::outbound::{
@@ -393,6 +394,12 @@ impl Session {
                             pending,
                         });
                     }
+                    Served::Waiting(later) => {
+                        return Err(Slow::Wait {
+                            id: envelope.id,
+                            later,
+                        });
+                    }
                     Served::Later(request) => {
                         return Err(Slow::Serve(Envelope {
                             id: envelope.id,
@@ -437,6 +444,10 @@ impl Session {
             Slow::Throttle(until) => return throttle(until, queue).await,
             Slow::Queue(item) => return (!queue.send(item).await).then(|| queue.ended()),
             Slow::Send { id, pending } => (id, self.services.sent(pending.await), false),
+            Slow::Wait { id, later } => match later.await {
+                Some(outcome) => (id, outcome, false),
+                None => return None,
+            },
             Slow::Serve(envelope) => {
                 let bye = matches!(envelope.request, Request::Bye);
                 state.said_bye |= bye;
@@ -502,6 +513,11 @@ impl Session {
 pub(super) enum Slow {
     /// A direct message on its way to being kept, to be answered once it is.
     Send { id: Option<u64>, pending: Sending },
+    /// A request the cluster is serving; `None` when its answer was queued already.
+    Wait {
+        id: Option<u64>,
+        later: Later<Option<Result<Reply, ErrorBody>>>,
+    },
     /// A request that waits on the store or a hash (or ends the session: bye).
     Serve(Envelope),
     /// A response computed, waiting for room in the queue.

@@ -178,7 +178,7 @@ async fn a_session_that_panics_after_a_resume_is_parked_by_the_sweep() {
     let token = hello["resume_token"].as_str().unwrap().to_owned();
     first.set_zero_linger().unwrap();
     drop(first);
-    while services.hub.parked_count() == 0 {
+    while services.backend.parked_count() == 0 {
         tokio::task::yield_now().await;
     }
     let mut second = TcpStream::connect(addr).await.unwrap();
@@ -201,12 +201,15 @@ async fn a_session_that_panics_after_a_resume_is_parked_by_the_sweep() {
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::time::Instant::now() < give_up {
         services.sweep(timeouts);
-        if services.hub.parked_count() == 1 {
+        if services.backend.parked_count() == 1 {
             parked = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     assert!(parked, "the orphaned session was parked again");
-    assert!(services.hub.users().is_empty(), "and is no longer listed");
+    assert!(
+        services.backend.users().is_empty(),
+        "and is no longer listed"
+    );
 }
