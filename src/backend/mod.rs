@@ -22,6 +22,8 @@ use crate::store::{Account, Appended, Pending, StoreError};
 
 pub use local::Local;
 
+use crate::cluster::Node;
+
 /// A future the cluster's side answers with; it owns what it needs.
 pub type Later<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -81,8 +83,14 @@ impl<T> Future for Kept<T> {
 
 /// The state the services serve from; see the module's introduction.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per server, inside the shared services: boxing the local side would \
+              cost every op on one node a pointer to follow and save nothing"
+)]
 pub enum Backend {
     Local(Local),
+    Cluster(Node),
 }
 
 impl Backend {
@@ -91,6 +99,25 @@ impl Backend {
     pub fn local(&self) -> Option<&Local> {
         match self {
             Backend::Local(local) => Some(local),
+            Backend::Cluster(_) => None,
+        }
+    }
+
+    /// Lets go of what this node holds for others to see (a cluster node's names and
+    /// lease), once its sessions have ended.
+    pub async fn leave(&self) {
+        match self {
+            Backend::Local(_) => {}
+            Backend::Cluster(node) => node.leave().await,
+        }
+    }
+
+    /// The client ids this node hands out: every id on one node; a block of its own in
+    /// a cluster.
+    pub fn client_ids(&self) -> std::ops::Range<ClientId> {
+        match self {
+            Backend::Local(_) => 1..ClientId::MAX,
+            Backend::Cluster(node) => node.ids(),
         }
     }
 
@@ -98,6 +125,7 @@ impl Backend {
     pub fn resumes(&self) -> bool {
         match self {
             Backend::Local(local) => local.hub().resumes(),
+            Backend::Cluster(node) => node.hub().resumes(),
         }
     }
 
@@ -105,6 +133,7 @@ impl Backend {
     pub fn connect(&self, id: ClientId, outbox: Outbox) {
         match self {
             Backend::Local(local) => local.hub().connect(id, outbox),
+            Backend::Cluster(node) => node.hub().connect(id, outbox),
         }
     }
 
@@ -113,6 +142,14 @@ impl Backend {
     pub fn may_claim(&self, id: ClientId, name: &str) -> Answer<Result<Holder, HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().may_claim(id, name)),
+            Backend::Cluster(node) => {
+                Answer::Now(node.hub().may_claim(id, name).and_then(|holder| {
+                    match node.held_elsewhere(name) {
+                        true => Err(HubError::NameTaken(name.to_owned())),
+                        false => Ok(holder),
+                    }
+                }))
+            }
         }
     }
 
@@ -120,6 +157,7 @@ impl Backend {
     pub fn claim_name(&self, id: ClientId, name: &str) -> Answer<Result<Option<Token>, HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().claim_name(id, name)),
+            Backend::Cluster(node) => node.claim_name(id, name),
         }
     }
 
@@ -137,6 +175,9 @@ impl Backend {
             Backend::Local(local) => {
                 Answer::Now(local.hub().take_over(new_id, name, proof, seen, answer))
             }
+            Backend::Cluster(node) => {
+                Answer::Now(node.hub().take_over(new_id, name, proof, seen, answer))
+            }
         }
     }
 
@@ -144,6 +185,7 @@ impl Backend {
     pub fn end_parked(&self, name: &str) -> Option<String> {
         match self {
             Backend::Local(local) => local.hub().end_parked(name),
+            Backend::Cluster(node) => released(node, node.hub().end_parked(name)),
         }
     }
 
@@ -151,6 +193,7 @@ impl Backend {
     pub fn users(&self) -> Vec<UserInfo> {
         match self {
             Backend::Local(local) => local.hub().users(),
+            Backend::Cluster(node) => node.users(),
         }
     }
 
@@ -158,6 +201,7 @@ impl Backend {
     pub fn name_of(&self, id: ClientId) -> Option<String> {
         match self {
             Backend::Local(local) => local.hub().name_of(id),
+            Backend::Cluster(node) => node.name_of(id),
         }
     }
 
@@ -168,6 +212,7 @@ impl Backend {
     ) -> foldhash::HashMap<ClientId, (Option<String>, Vec<String>)> {
         match self {
             Backend::Local(local) => local.hub().names_and_rooms(ids),
+            Backend::Cluster(node) => node.hub().names_and_rooms(ids),
         }
     }
 
@@ -175,6 +220,7 @@ impl Backend {
     pub fn online_count(&self) -> usize {
         match self {
             Backend::Local(local) => local.hub().online_count(),
+            Backend::Cluster(node) => node.hub().online_count(),
         }
     }
 
@@ -182,6 +228,7 @@ impl Backend {
     pub fn parked_count(&self) -> usize {
         match self {
             Backend::Local(local) => local.hub().parked_count(),
+            Backend::Cluster(node) => node.hub().parked_count(),
         }
     }
 
@@ -189,6 +236,7 @@ impl Backend {
     pub fn drain_all(&self) {
         match self {
             Backend::Local(local) => local.hub().drain_all(),
+            Backend::Cluster(node) => node.hub().drain_all(),
         }
     }
 
@@ -196,6 +244,7 @@ impl Backend {
     pub fn rooms_overview(&self, max_rooms: usize, max_members: usize) -> (Vec<RoomView>, usize) {
         match self {
             Backend::Local(local) => local.hub().rooms_overview(max_rooms, max_members),
+            Backend::Cluster(node) => node.hub().rooms_overview(max_rooms, max_members),
         }
     }
 
@@ -203,6 +252,7 @@ impl Backend {
     pub fn notify_mail(&self, to: &str, from: &str, message_id: u64) {
         match self {
             Backend::Local(local) => local.hub().notify_mail(to, from, message_id),
+            Backend::Cluster(node) => node.notify_mail(to, from, message_id),
         }
     }
 
@@ -210,6 +260,7 @@ impl Backend {
     pub fn create_room(&self, id: ClientId, room: &str) -> Answer<Result<String, HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().create_room(id, room)),
+            Backend::Cluster(node) => Answer::Now(node.hub().create_room(id, room)),
         }
     }
 
@@ -223,6 +274,7 @@ impl Backend {
     ) -> Answer<Result<(), HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().join_room(id, room, after, answer)),
+            Backend::Cluster(node) => Answer::Now(node.hub().join_room(id, room, after, answer)),
         }
     }
 
@@ -230,6 +282,7 @@ impl Backend {
     pub fn say(&self, id: ClientId, room: &str, text: String) -> Answer<Result<u64, HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().say(id, room, &text)),
+            Backend::Cluster(node) => Answer::Now(node.hub().say(id, room, &text)),
         }
     }
 
@@ -246,18 +299,23 @@ impl Backend {
             Backend::Local(local) => {
                 Answer::Now(local.hub().history(id, room, before, limit, budget))
             }
+            Backend::Cluster(node) => {
+                Answer::Now(node.hub().history(id, room, before, limit, budget))
+            }
         }
     }
 
     pub fn leave_room(&self, id: ClientId, room: &str) -> Answer<Result<(), HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().leave_room(id, room)),
+            Backend::Cluster(node) => Answer::Now(node.hub().leave_room(id, room)),
         }
     }
 
     pub fn close_room(&self, id: ClientId, room: &str) -> Answer<Result<(), HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().close_room(id, room)),
+            Backend::Cluster(node) => Answer::Now(node.hub().close_room(id, room)),
         }
     }
 
@@ -265,6 +323,13 @@ impl Backend {
     pub fn depart(&self, id: ClientId, queue: &OutQueue, how: Ending) -> Departure {
         match self {
             Backend::Local(local) => local.hub().depart(id, queue, how),
+            Backend::Cluster(node) => {
+                let departure = node.hub().depart(id, queue, how);
+                if let Departure::Gone(Some(name)) = &departure {
+                    node.release(name);
+                }
+                departure
+            }
         }
     }
 
@@ -272,6 +337,7 @@ impl Backend {
     pub fn disconnect(&self, id: ClientId) -> Option<String> {
         match self {
             Backend::Local(local) => local.hub().disconnect(id),
+            Backend::Cluster(node) => released(node, node.hub().disconnect(id)),
         }
     }
 
@@ -279,6 +345,13 @@ impl Backend {
     pub fn sweep(&self, timeouts: Timeouts) -> Vec<String> {
         match self {
             Backend::Local(local) => local.hub().sweep(timeouts),
+            Backend::Cluster(node) => {
+                let ended = node.hub().sweep(timeouts);
+                for name in &ended {
+                    node.release(name);
+                }
+                ended
+            }
         }
     }
 
@@ -286,6 +359,7 @@ impl Backend {
     pub fn credentials(&self, name: &str) -> Kept<Option<Account>> {
         match self {
             Backend::Local(local) => Kept::Local(local.store().credentials(name)),
+            Backend::Cluster(node) => node.credentials(name),
         }
     }
 
@@ -293,6 +367,7 @@ impl Backend {
     pub fn seen(&self, name: &str) -> Kept<String> {
         match self {
             Backend::Local(local) => Kept::Local(local.store().seen(name)),
+            Backend::Cluster(node) => node.seen(name),
         }
     }
 
@@ -300,6 +375,7 @@ impl Backend {
     pub fn register(&self, name: &str, hash: String) -> Kept<bool> {
         match self {
             Backend::Local(local) => Kept::Local(local.store().register(name, hash)),
+            Backend::Cluster(node) => node.register(name, hash),
         }
     }
 
@@ -307,6 +383,7 @@ impl Backend {
     pub fn forget_guest(&self, name: &str) -> Kept<bool> {
         match self {
             Backend::Local(local) => Kept::Local(local.store().forget_guest(name)),
+            Backend::Cluster(node) => node.forget_guest(name),
         }
     }
 
@@ -314,6 +391,7 @@ impl Backend {
     pub fn append(&self, to: String, from: std::sync::Arc<str>, text: String) -> Kept<Appended> {
         match self {
             Backend::Local(local) => Kept::Local(local.store().append(to, from, text)),
+            Backend::Cluster(node) => node.append(to, from, text),
         }
     }
 
@@ -324,6 +402,7 @@ impl Backend {
                 Kept::Local(local.store().peek_inbox(name, limit, budget))
             }
             Backend::Local(local) => Kept::Local(local.store().take_inbox(name, limit, budget)),
+            Backend::Cluster(node) => node.inbox(name, limit, budget, peek),
         }
     }
 
@@ -331,6 +410,15 @@ impl Backend {
     pub fn ack(&self, name: String, up_to: u64) -> Kept<u64> {
         match self {
             Backend::Local(local) => Kept::Local(local.store().ack(name, up_to)),
+            Backend::Cluster(node) => node.ack(name, up_to),
         }
     }
+}
+
+/// `name`, if a session ended with it, freed in the cluster too.
+fn released(node: &Node, name: Option<String>) -> Option<String> {
+    if let Some(name) = &name {
+        node.release(name);
+    }
+    name
 }

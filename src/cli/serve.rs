@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cli::args::{count, seconds};
 use crate::client::normalize_addr;
+use crate::cluster::NodeConfig;
 use crate::server::{
     AdminToken, Config, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_PARTIAL_TOTAL, DEFAULT_MAX_PENDING,
     HttpListen, RateLimit, RoomLimits, TlsSource,
@@ -151,6 +152,23 @@ pub struct ServeArgs {
     /// [default: one second's worth, the --rate].
     #[arg(long, value_name = "N", requires = "rate", value_parser = count::<u32>(1..=1_000_000))]
     pub burst: Option<u32>,
+    /// Serve one hub with other nodes through NATS JetStream instead of alone with
+    /// SQLite: `nats://HOST:PORT[,nats://HOST:PORT...]` (see docs/cluster.md). Names,
+    /// passwords and inboxes are then kept in NATS, not in --db.
+    #[arg(long, value_name = "URLS", requires = "node")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster, unique among its nodes (letters, digits, `_`,
+    /// `-`).
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub node: Option<String>,
+    /// Copies JetStream keeps of every stream and bucket the cluster creates: 3 loses
+    /// nothing acknowledged when one NATS server of three dies.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = count::<usize>(1..=5))]
+    pub replicas: usize,
+    /// Seconds a cluster node may go unheard before the other nodes free its users'
+    /// names (its connections are gone with it).
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = seconds(1.0, 3600.0))]
+    pub heal_after: Duration,
     /// How log lines are written to stderr: `text` for people, `json` (one object per
     /// line) for a log collector.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -213,6 +231,14 @@ impl ServeArgs {
             rate: self.rate.map(|per_second| RateLimit {
                 per_second,
                 burst: self.burst.unwrap_or(per_second),
+            }),
+            cluster: (self.cluster.as_ref().zip(self.node.as_ref())).map(|(urls, node)| {
+                NodeConfig {
+                    urls: urls.clone(),
+                    node: node.clone(),
+                    replicas: self.replicas,
+                    heal_after: self.heal_after,
+                }
             }),
             ..Config::default()
         }

@@ -49,7 +49,9 @@ impl IdAllocator {
         Ok(id)
     }
 
-    async fn take_block(&self) -> Result<Range<u64>, ClusterError> {
+    /// Moves `next` on by one block and hands over the block's ids, for a node that
+    /// counts through them itself.
+    pub async fn take_block(&self) -> Result<Range<u64>, ClusterError> {
         for attempt in 0..CAS_TRIES {
             // Ids start at 1: 0 is never a client's.
             let (start, revision) = match read_latest(&self.ids, NEXT).await? {

@@ -16,12 +16,16 @@
 //! several servers at once loses acknowledged writes (Jepsen's NATS 2.12.1 analysis,
 //! nats-server issue #7564).
 
+mod accounts;
 mod claims;
 mod connect;
+mod directory;
+mod heal;
 mod ids;
 mod inbox;
 mod keys;
 mod layout;
+mod node;
 mod rooms;
 
 pub use claims::{Claim, Claimed, claim_name, release_name};
@@ -33,6 +37,7 @@ pub use layout::{
     ACCOUNTS, IDS, INBOX_STREAM, Layout, NAMES, NODES, ROOMS, ROOMS_STREAM, SESSIONS, Settings,
     ensure_layout, inbox_subject, node_subject, room_event_subject, room_subject,
 };
+pub use node::{Node, NodeConfig};
 pub use rooms::{Appended, SEQ_HEADER, append_to_room};
 
 use std::time::Duration;

@@ -48,6 +48,9 @@ pub enum HubError {
     RoomFull(String, usize),
     #[error("you are in {0} rooms, as many as one client may be in (--max-rooms-per-client)")]
     InTooManyRooms(usize),
+    /// The cluster's shared state could not be read or written; nothing changed.
+    #[error("the cluster cannot be reached; nothing was changed ({0})")]
+    Unavailable(String),
 }
 
 impl HubError {
@@ -63,6 +66,7 @@ impl HubError {
             HubError::NotOwner(_) => ErrorCode::NotOwner,
             HubError::TooManyRooms(_) | HubError::RoomFull(..) => ErrorCode::ServerFull,
             HubError::InTooManyRooms(_) => ErrorCode::TooLarge,
+            HubError::Unavailable(_) => ErrorCode::Internal,
         }
     }
 }

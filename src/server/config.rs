@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cluster::NodeConfig;
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::hub::RoomLimits;
 use crate::store::{DEFAULT_COMMIT_BATCH, KeepRead};
@@ -82,6 +83,9 @@ pub struct Config {
     /// Requests each connection may have served per second (`--rate`, `--burst`);
     /// over it, the server stops reading the connection until the budget refills.
     pub rate: Option<RateLimit>,
+    /// Serve one hub with other nodes through NATS (`--cluster`, `--node`); without it,
+    /// alone with the SQLite store at `db`.
+    pub cluster: Option<NodeConfig>,
 }
 
 impl Default for Config {
@@ -114,6 +118,7 @@ impl Default for Config {
             tls: None,
             tls_listen: None,
             rate: None,
+            cluster: None,
         }
     }
 }

@@ -38,6 +38,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::{Backend, Local};
+use crate::cluster::{ClusterError, Node};
 use crate::dialect::{Dialect, DialectKind, Lab, Native, Text};
 pub use crate::hub::RoomLimits;
 use crate::hub::{HubConfig, Timeouts};
@@ -68,6 +70,8 @@ pub enum ServerError {
     Store { path: PathBuf, cause: StoreError },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(ClusterError),
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -79,7 +83,8 @@ pub struct Server {
     tls_listener: Option<TcpListener>,
     tls: Option<tls::Tls>,
     services: Arc<Services>,
-    store_closer: StoreCloser,
+    /// The SQLite store's, on a node that serves alone.
+    store_closer: Option<StoreCloser>,
     config: Config,
 }
 
@@ -97,7 +102,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Server {
-    /// Opens the store and binds the listening socket.
+    /// Opens the store (or joins the cluster) and binds the listening sockets.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::default());
         let options = Options {
@@ -108,11 +113,34 @@ impl Server {
         };
         // Before the store: a certificate that cannot be loaded stops the start at once.
         let tls = tls::Tls::configure(&config)?;
-        let (store, store_closer) =
-            Store::start(&config.db, options).map_err(|cause| ServerError::Store {
-                path: config.db.clone(),
-                cause,
-            })?;
+        let policy = Policy {
+            max_frame: config.max_frame,
+            max_text: config.max_text,
+            require_password: config.require_password,
+            hub: HubConfig {
+                rooms: config.rooms,
+                history: config.room_history,
+                resume_grace: config.resume_grace,
+                max_parked: config.max_connections,
+            },
+        };
+        let (backend, store_closer) = match &config.cluster {
+            None => {
+                let (store, closer) =
+                    Store::start(&config.db, options).map_err(|cause| ServerError::Store {
+                        path: config.db.clone(),
+                        cause,
+                    })?;
+                let local = Local::new(store, policy.hub, Arc::clone(&metrics));
+                (Backend::Local(local), Some(closer))
+            }
+            Some(cluster) => {
+                let node = Node::start(cluster, policy.hub, Arc::clone(&metrics))
+                    .await
+                    .map_err(ServerError::Cluster)?;
+                (Backend::Cluster(node), None)
+            }
+        };
         let bind =
             |addr: SocketAddr| listen(addr).map_err(|cause| ServerError::Bind { addr, cause });
         let listener = bind(config.listen)?;
@@ -140,21 +168,7 @@ impl Server {
             http_listener,
             tls_listener,
             tls,
-            services: Arc::new(Services::counted(
-                store,
-                Policy {
-                    max_frame: config.max_frame,
-                    max_text: config.max_text,
-                    require_password: config.require_password,
-                    hub: HubConfig {
-                        rooms: config.rooms,
-                        history: config.room_history,
-                        resume_grace: config.resume_grace,
-                        max_parked: config.max_connections,
-                    },
-                },
-                metrics,
-            )),
+            services: Arc::new(Services::over(backend, policy, metrics)),
             store_closer,
             config,
         })
@@ -296,7 +310,7 @@ impl Server {
             }),
             shutdown: stopping.clone(),
         };
-        let ids = Arc::new(ClientIds::new());
+        let ids = Arc::new(ClientIds::new(services.backend.client_ids()));
         let ws_sessions = TaskTracker::new();
         let http_stop = CancellationToken::new();
         // The message rate is only ever shown on the HTTP listener's dashboard.
@@ -416,11 +430,16 @@ impl Server {
         if let Some(http) = http {
             let _ = http.await;
         }
+        services.backend.leave().await;
         drop((services, kit));
         // The store finishes its last batch and closes the file once the last handle
         // is gone.
-        store_closer.closed().await;
-        tracing::info!("store closed; bye");
+        if let Some(store_closer) = store_closer {
+            store_closer.closed().await;
+            tracing::info!("store closed; bye");
+        } else {
+            tracing::info!("left the cluster; bye");
+        }
         Ok(())
     }
 }
@@ -550,17 +569,28 @@ fn guarded<T>(
 }
 
 /// Where client ids come from: one sequence for every listener, so that an id names
-/// one connection whatever it speaks.
+/// one connection whatever it speaks, within the ids the backend gives this node.
 #[derive(Debug)]
-struct ClientIds(AtomicU64);
+struct ClientIds {
+    next: AtomicU64,
+    ids: std::ops::Range<ClientId>,
+}
 
 impl ClientIds {
-    fn new() -> Self {
-        ClientIds(AtomicU64::new(1))
+    fn new(ids: std::ops::Range<ClientId>) -> Self {
+        ClientIds {
+            next: AtomicU64::new(0),
+            ids,
+        }
     }
 
+    /// The next id. A cluster node's block holds 2^32 ids; one that accepted more
+    /// connections than that in one run would count through its block again, not
+    /// into another node's.
     fn next(&self) -> ClientId {
-        self.0.fetch_add(1, Ordering::Relaxed)
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let span = self.ids.end.saturating_sub(self.ids.start).max(1);
+        self.ids.start + n % span
     }
 }
 

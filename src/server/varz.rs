@@ -167,6 +167,7 @@ fn shown(config: &Config) -> Value {
         tls: _,
         tls_listen,
         rate,
+        cluster,
     } = config;
     let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string());
     let http_listen = match config.http_listen {
@@ -215,6 +216,11 @@ fn shown(config: &Config) -> Value {
         "admin_token": admin_token.is_some(),
         "tls": tls,
         "rate": rate.map(|r| json!({"per_second": r.per_second, "burst": r.burst})),
+        "cluster": cluster.as_ref().map(|c| json!({
+            "node": c.node,
+            "replicas": c.replicas,
+            "heal_after": seconds(c.heal_after),
+        })),
     })
 }
 

@@ -121,6 +121,11 @@ impl TestServer {
         }
     }
 
+    /// Keeps `dir` (the server's files) until the server is dropped.
+    pub fn adopt_dir(&mut self, dir: tempfile::TempDir) {
+        self._dir = Some(dir);
+    }
+
     /// Takes the temp dir so it outlives this server (for restarts).
     pub fn keep_dir(&mut self) -> Option<tempfile::TempDir> {
         self._dir.take()

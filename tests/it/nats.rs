@@ -4,6 +4,7 @@
 
 mod faults;
 mod harness;
+mod nodes;
 
 use std::collections::HashSet;
 use std::sync::Arc;

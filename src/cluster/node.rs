@@ -1,0 +1,482 @@
+//! A switchboard node serving its share of one hub through NATS: the cluster's side of
+//! the backend seam (`crate::backend`).
+//!
+//! The node keeps a hub of its own for its own connections (their queues, what each
+//! was sent), and keeps in JetStream what every node must agree on: names, passwords,
+//! inboxes, client id blocks, and its lease. What another node must hear now (mail just
+//! stored for a client connected there) goes over core NATS to that node's subject.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::directory::Directory;
+use super::{
+    Claim, Claimed, ClusterError, IdAllocator, Layout, Settings, accounts, ack_mail, claim_name,
+    connect, ensure_layout, name_token, node_subject, peek_mail, release_name, store_mail,
+};
+use crate::backend::{Answer, Kept};
+use crate::hub::{Hub, HubConfig, HubError, Token};
+use crate::metrics::Metrics;
+use crate::protocol::{ClientId, InboxPage, StoredMessage, now_millis, rfc3339_of_millis};
+use crate::store::{Account, Appended, StoreError};
+
+/// How long each NATS address is given to answer at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Client ids a node takes at a time: so many that it never needs a second block, and
+/// few enough that ids stay below 2^53 (exact in a browser's JSON numbers) for two
+/// million boots.
+const ID_BLOCK: u64 = 1 << 32;
+
+/// How a node joins the cluster.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `nats://HOST:PORT[,...]`.
+    pub urls: String,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// Replicas of every stream and bucket the node creates.
+    pub replicas: usize,
+    /// How long a node may go unheard before the others clean up after it.
+    pub heal_after: Duration,
+}
+
+/// A node of the cluster; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Node(Arc<Inner>);
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    name: String,
+    boot: u64,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    layout: Layout,
+    hub: Hub,
+    pub(super) directory: Directory,
+    /// The revision of each claim this node wrote and still holds, by name token.
+    own: Mutex<HashMap<String, u64>>,
+    ids: Range<u64>,
+    /// Sends made by this boot, which make each one's `Nats-Msg-Id`.
+    sends: std::sync::atomic::AtomicU64,
+    /// Stops the node's background tasks.
+    pub(super) stop: CancellationToken,
+}
+
+/// What one node hands another: mail just stored for a client connected there.
+#[derive(Debug, Serialize, Deserialize)]
+struct Delivery {
+    to: String,
+    from: String,
+    message_id: u64,
+}
+
+/// A direct message as `SB_INBOX` keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Letter {
+    from: String,
+    text: String,
+    sent_at: String,
+}
+
+/// A node's lease in `sb-nodes`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Lease {
+    pub boot: u64,
+}
+
+impl Node {
+    /// Connects to NATS, makes sure of the layout, takes a block of client ids and its
+    /// lease, and starts listening for what other nodes hand it.
+    pub async fn start(
+        config: &NodeConfig,
+        hub: HubConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Node, ClusterError> {
+        let connected = connect(&config.urls, &config.node, CONNECT_TIMEOUT).await?;
+        for url in &connected.unreachable {
+            tracing::warn!("NATS at {url} does not answer; connected through the others");
+        }
+        let client = connected.client;
+        let js = jetstream::new(client.clone());
+        let mut settings = Settings::new(config.replicas);
+        settings.resume_grace = hub.resume_grace.max(Duration::from_secs(1));
+        settings.history = i64::try_from(hub.history.max(1)).unwrap_or(i64::MAX);
+        let layout = ensure_layout(&js, &settings).await?;
+        let start = IdAllocator::new(layout.ids.clone(), ID_BLOCK)
+            .take_block()
+            .await?;
+        let mut boot = [0u8; 8];
+        getrandom::getrandom(&mut boot)
+            .map_err(|e| ClusterError::nats("drawing the node's boot number", e))?;
+        let inner = Arc::new(Inner {
+            name: config.node.clone(),
+            boot: u64::from_le_bytes(boot),
+            client,
+            js,
+            layout,
+            hub: Hub::counted(hub, metrics),
+            directory: Directory::default(),
+            own: Mutex::default(),
+            ids: start,
+            sends: Default::default(),
+            stop: CancellationToken::new(),
+        });
+        inner.renew_lease().await?;
+        let deliveries = (inner.client)
+            .subscribe(node_subject(&inner.name))
+            .await
+            .map_err(|e| ClusterError::nats("listening on the node's subject", e))?;
+        let names = (inner.layout.names)
+            .watch_with_history(">")
+            .await
+            .map_err(|e| ClusterError::nats("watching sb-names", e))?;
+        tokio::spawn(deliver(Arc::downgrade(&inner), deliveries));
+        tokio::spawn(watch_names(Arc::downgrade(&inner), names));
+        tokio::spawn(keep_lease(Arc::downgrade(&inner), config.heal_after));
+        super::heal::spawn(
+            inner.layout.nodes.clone(),
+            inner.layout.names.clone(),
+            Arc::downgrade(&inner),
+            config.heal_after,
+        );
+        tracing::info!(
+            node = %inner.name,
+            "joined the cluster; client ids from {}",
+            inner.ids.start
+        );
+        Ok(Node(inner))
+    }
+
+    /// This node's own connections.
+    pub fn hub(&self) -> &Hub {
+        &self.0.hub
+    }
+
+    /// The client ids this node hands out.
+    pub fn ids(&self) -> Range<u64> {
+        self.0.ids.clone()
+    }
+
+    /// Whether `name` is held by a client of another node (or another boot of this one).
+    pub fn held_elsewhere(&self, name: &str) -> bool {
+        (self.0.directory.holder(&name_token(name)))
+            .is_some_and(|held| !self.0.is_mine(&held.claim))
+    }
+
+    /// Everyone online under a name, on every node.
+    pub fn users(&self) -> Vec<crate::protocol::UserInfo> {
+        self.0.directory.users()
+    }
+
+    /// The name client `id` holds, on whichever node.
+    pub fn name_of(&self, id: ClientId) -> Option<String> {
+        self.0.directory.name_of(id)
+    }
+
+    /// Claims `name` for connection `id` across the cluster, then in this node's hub.
+    pub fn claim_name(&self, id: ClientId, name: &str) -> Answer<Result<Option<Token>, HubError>> {
+        let inner = Arc::clone(&self.0);
+        let name = name.to_owned();
+        Answer::Later(Box::pin(async move {
+            let token = name_token(&name);
+            let claim = Claim {
+                name: name.clone(),
+                node: inner.name.clone(),
+                boot: inner.boot,
+                client: id,
+            };
+            match claim_name(&inner.layout.names, &token, &claim).await {
+                Ok(Claimed::Won { revision }) => match inner.hub.claim_name(id, &name) {
+                    Ok(resume) => {
+                        inner.own().insert(token.clone(), revision);
+                        inner.directory.put(token, claim, revision);
+                        Ok(resume)
+                    }
+                    Err(e) => {
+                        let _ = release_name(&inner.layout.names, &token, revision).await;
+                        Err(e)
+                    }
+                },
+                Ok(Claimed::Taken { .. }) => Err(HubError::NameTaken(name)),
+                Err(e) => Err(HubError::Unavailable(e.to_string())),
+            }
+        }))
+    }
+
+    /// Frees the names of sessions this node ended, in the cluster.
+    pub fn release(&self, name: &str) {
+        self.0.release(name);
+    }
+
+    /// Tells `to`, on whichever node it is connected, that mail is waiting.
+    pub fn notify_mail(&self, to: &str, from: &str, message_id: u64) {
+        self.0.hub.notify_mail(to, from, message_id);
+        let Some(held) = self.0.directory.holder(&name_token(to)) else {
+            return;
+        };
+        if self.0.is_mine(&held.claim) {
+            return;
+        }
+        let delivery = Delivery {
+            to: to.to_owned(),
+            from: from.to_owned(),
+            message_id,
+        };
+        let Ok(payload) = serde_json::to_vec(&delivery) else {
+            return;
+        };
+        let client = self.0.client.clone();
+        let subject = node_subject(&held.claim.node);
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject, payload.into()).await {
+                tracing::warn!("could not tell another node of new mail: {e}");
+            }
+        });
+    }
+
+    pub fn credentials(&self, name: &str) -> Kept<Option<Account>> {
+        let inner = Arc::clone(&self.0);
+        let name = name.to_owned();
+        Kept::Later(Box::pin(async move {
+            accounts::account(&inner.layout.accounts, &name)
+                .await
+                .map_err(failed)
+        }))
+    }
+
+    pub fn seen(&self, name: &str) -> Kept<String> {
+        let inner = Arc::clone(&self.0);
+        let name = name.to_owned();
+        Kept::Later(Box::pin(async move {
+            accounts::see(&inner.layout.accounts, &name)
+                .await
+                .map_err(failed)
+        }))
+    }
+
+    pub fn register(&self, name: &str, hash: String) -> Kept<bool> {
+        let inner = Arc::clone(&self.0);
+        let name = name.to_owned();
+        Kept::Later(Box::pin(async move {
+            accounts::register(&inner.layout.accounts, &name, &hash)
+                .await
+                .map_err(failed)
+        }))
+    }
+
+    /// Forgets guest `name` and its mail, in the background: nobody waits for it.
+    pub fn forget_guest(&self, name: &str) -> Kept<bool> {
+        let inner = Arc::clone(&self.0);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let token = name_token(&name);
+            let forgotten = async {
+                accounts::forget(&inner.layout.accounts, &name).await?;
+                ack_mail(&inner.layout.inbox, &token, u64::MAX - 1).await
+            };
+            if let Err(e) = forgotten.await {
+                tracing::warn!(name = %name, "could not forget a guest in the cluster: {e}");
+            }
+        });
+        Kept::Later(Box::pin(std::future::ready(Ok(true))))
+    }
+
+    /// Stores a direct message for `to` in JetStream; answers once it is stored (on a
+    /// majority of the stream's replicas).
+    pub fn append(&self, to: String, from: Arc<str>, text: String) -> Kept<Appended> {
+        let inner = Arc::clone(&self.0);
+        let sent = (inner.sends).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Kept::Later(Box::pin(async move {
+            let Some(account) = accounts::account(&inner.layout.accounts, &to)
+                .await
+                .map_err(failed)?
+            else {
+                return Err(StoreError::NoSuchUser(to));
+            };
+            let letter = Letter {
+                from: from.to_string(),
+                text,
+                sent_at: rfc3339_of_millis(now_millis()),
+            };
+            let payload = serde_json::to_vec(&letter).map_err(|e| failed(e.to_string()))?;
+            let message_id = format!("{}.{:x}.{sent}", inner.name, inner.boot);
+            let token = name_token(&to);
+            let id = store_mail(&inner.js, &token, &message_id, payload.into())
+                .await
+                .map_err(failed)?;
+            Ok(Appended {
+                id,
+                to: account.name,
+                from,
+            })
+        }))
+    }
+
+    /// A page of `name`'s unread mail, oldest first, as much as fits in `budget`
+    /// bytes; taken (acked at once) unless `peek`.
+    pub fn inbox(&self, name: String, limit: u32, budget: usize, peek: bool) -> Kept<InboxPage> {
+        let inner = Arc::clone(&self.0);
+        Kept::Later(Box::pin(async move {
+            let token = name_token(&name);
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
+            let mail = peek_mail(&inner.layout.inbox, &token, 0, limit.saturating_add(1))
+                .await
+                .map_err(failed)?;
+            let mut more = mail.len() > limit;
+            let mut messages = Vec::new();
+            let mut spent = 0;
+            for mail in mail.into_iter().take(limit) {
+                let letter: Letter = serde_json::from_slice(&mail.payload)
+                    .map_err(|e| failed(format!("mail {} is not switchboard's: {e}", mail.id)))?;
+                let size = 80 + letter.from.len() + letter.text.len();
+                if !messages.is_empty() && spent + size > budget {
+                    more = true;
+                    break;
+                }
+                spent += size;
+                messages.push(StoredMessage {
+                    message_id: mail.id,
+                    from: letter.from,
+                    text: letter.text,
+                    sent_at: letter.sent_at,
+                });
+            }
+            if !peek && let Some(last) = messages.last() {
+                ack_mail(&inner.layout.inbox, &token, last.message_id)
+                    .await
+                    .map_err(failed)?;
+            }
+            Ok(InboxPage { messages, more })
+        }))
+    }
+
+    pub fn ack(&self, name: String, up_to: u64) -> Kept<u64> {
+        let inner = Arc::clone(&self.0);
+        Kept::Later(Box::pin(async move {
+            ack_mail(&inner.layout.inbox, &name_token(&name), up_to)
+                .await
+                .map_err(failed)
+        }))
+    }
+
+    /// Stops the node's background work, gives up its names and its lease: its
+    /// clients have been told the server is going, and may say hello on another node
+    /// at once.
+    pub async fn leave(&self) {
+        let inner = &self.0;
+        inner.stop.cancel();
+        let own: Vec<(String, u64)> = inner.own().drain().collect();
+        for (token, revision) in own {
+            let _ = release_name(&inner.layout.names, &token, revision).await;
+        }
+        let _ = inner.layout.nodes.delete(&inner.name).await;
+        let _ = inner.client.flush().await;
+    }
+}
+
+impl Inner {
+    fn own(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn is_mine(&self, claim: &Claim) -> bool {
+        claim.node == self.name && claim.boot == self.boot
+    }
+
+    fn release(&self, name: &str) {
+        let token = name_token(name);
+        let Some(revision) = self.own().remove(&token) else {
+            return;
+        };
+        self.directory.remove(&token);
+        let names = self.layout.names.clone();
+        tokio::spawn(async move {
+            if let Err(e) = release_name(&names, &token, revision).await {
+                tracing::warn!("could not free name {token} in the cluster: {e}");
+            }
+        });
+    }
+
+    async fn renew_lease(&self) -> Result<(), ClusterError> {
+        let lease = serde_json::to_vec(&Lease { boot: self.boot })
+            .map_err(|e| ClusterError::nats("writing the lease", e))?;
+        (self.layout.nodes)
+            .put(&self.name, lease.into())
+            .await
+            .map(drop)
+            .map_err(|e| ClusterError::nats("renewing the node's lease", e))
+    }
+}
+
+/// A store error for what went wrong in the cluster: answered `internal`, and the
+/// message says nothing was stored.
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+/// Pushes what other nodes hand this one into its clients' queues.
+async fn deliver(inner: Weak<Inner>, mut deliveries: async_nats::Subscriber) {
+    while let Some(message) = deliveries.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        match serde_json::from_slice::<Delivery>(&message.payload) {
+            Ok(d) => inner.hub.notify_mail(&d.to, &d.from, d.message_id),
+            Err(e) => tracing::warn!("a delivery from another node is not understood: {e}"),
+        }
+    }
+}
+
+/// Keeps the directory in step with `sb-names`.
+async fn watch_names(inner: Weak<Inner>, mut names: jetstream::kv::Watch) {
+    use jetstream::kv::Operation;
+    while let Some(entry) = names.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!("watching sb-names: {e}");
+                continue;
+            }
+        };
+        match entry.operation {
+            Operation::Put => match serde_json::from_slice::<Claim>(&entry.value) {
+                Ok(claim) => inner.directory.put(entry.key, claim, entry.revision),
+                Err(e) => tracing::warn!("sb-names holds a claim that is not switchboard's: {e}"),
+            },
+            Operation::Delete | Operation::Purge => inner.directory.remove(&entry.key),
+        }
+    }
+}
+
+/// Renews the node's lease several times within each `heal_after`, so that a late
+/// heartbeat or two never has it taken for dead.
+async fn keep_lease(inner: Weak<Inner>, heal_after: Duration) {
+    let period = (heal_after / 4).max(Duration::from_millis(100));
+    loop {
+        let stop = match inner.upgrade() {
+            Some(inner) => inner.stop.clone(),
+            None => return,
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.renew_lease().await {
+            tracing::warn!("{e}");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! switchboard nodes serving one hub through a real three-server NATS cluster: names
+//! claimed once across nodes, `users` from every node, mail sent through one node and
+//! read through another, a node that cannot reach NATS, and a node that dies without a
+//! goodbye.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard::cluster::NodeConfig;
+use switchboard::server::{Config, HttpListen};
+
+use super::harness::NatsCluster;
+use crate::common::{PATIENCE, Raw, TestServer, code, run_switchboard, unused_addr};
+
+/// A switchboard node named `node` joined to the cluster through NATS server `via`.
+async fn node(nats: &NatsCluster, via: usize, node: &str, heal_after: Duration) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = TestServer::start_with(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: HttpListen::Off,
+        db: dir.path().join("unused.db"),
+        cluster: Some(NodeConfig {
+            urls: nats.url(via),
+            node: node.to_owned(),
+            replicas: 3,
+            heal_after,
+        }),
+        ..Config::default()
+    })
+    .await;
+    server.adopt_dir(dir);
+    server
+}
+
+/// Asks `users` until `wanted` says yes (another node's claims arrive by a watch).
+async fn users_until(raw: &mut Raw, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = raw.call(json!({"op": "users"})).await;
+        let names: Vec<String> = (reply["users"].as_array().expect("users"))
+            .iter()
+            .map(|u| u["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if wanted(&names) {
+            return names;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "users never became what was wanted: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn message_ids(page: &Value) -> Vec<u64> {
+    (page["messages"].as_array().expect("messages"))
+        .iter()
+        .map(|m| m["message_id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn names_users_and_mail_span_the_nodes() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
+    let b = node(&nats, 1, "b", Duration::from_secs(15)).await;
+
+    let mut ana = Raw::connect(a.addr).await;
+    let ana_id = ana.hello("ana").await;
+    let mut bob = Raw::connect(b.addr).await;
+    let bob_id = bob.hello("Bob").await;
+    assert_ne!(ana_id, bob_id, "client ids are unique across nodes");
+
+    // Each node lists the other's user.
+    users_until(&mut ana, |names| names.contains(&"Bob".to_owned())).await;
+    users_until(&mut bob, |names| names.contains(&"ana".to_owned())).await;
+
+    // A name held on one node is refused on the other, in any case.
+    let mut thief = Raw::connect(b.addr).await;
+    assert_eq!(thief.event().await["event"], "welcome");
+    let refused = thief.call(json!({"op": "hello", "name": "ANA"})).await;
+    assert_eq!(code(&refused), "name_taken", "{refused}");
+
+    // Mail through node a reaches bob on node b: answered once stored, told at once,
+    // read (peeked, then acked) through node b.
+    let sent = ana
+        .call(json!({"op": "send", "to": "bob", "text": "hi"}))
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    let id = sent["message_id"].as_u64().unwrap();
+    let told = bob.event().await;
+    assert_eq!(told["event"], "message", "{told}");
+    assert_eq!(told["message_id"], id);
+    assert_eq!(told["from"], "ana");
+    // And by client id, which node a knows from the directory.
+    let sent = (ana.call(json!({"op": "send", "to": bob_id, "text": "by id"}))).await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    let second = sent["message_id"].as_u64().unwrap();
+    let page = bob.call(json!({"op": "inbox", "peek": true})).await;
+    assert_eq!(message_ids(&page), [id, second], "{page}");
+    assert_eq!(page["messages"][0]["text"], "hi");
+    let acked = bob.call(json!({"op": "ack", "up_to": id})).await;
+    assert_eq!(acked["acked"], 1, "{acked}");
+    let page = bob.call(json!({"op": "inbox"})).await;
+    assert_eq!(
+        message_ids(&page),
+        [second],
+        "an acked message is never handed again"
+    );
+    let page = bob.call(json!({"op": "inbox"})).await;
+    assert_eq!(message_ids(&page), Vec::<u64>::new(), "an inbox read takes");
+
+    // Mail for a name that was seen but is offline waits for it on any node.
+    let mut cleo = Raw::connect(b.addr).await;
+    cleo.hello("cleo").await;
+    assert_eq!(cleo.call(json!({"op": "bye"})).await["ok"], true);
+    users_until(&mut ana, |names| !names.contains(&"cleo".to_owned())).await;
+    let sent = ana
+        .call(json!({"op": "send", "to": "cleo", "text": "later"}))
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    let mut cleo = Raw::connect(a.addr).await;
+    cleo.hello("cleo").await;
+    let page = cleo.call(json!({"op": "inbox"})).await;
+    assert_eq!(page["messages"][0]["text"], "later", "{page}");
+    let unknown = ana
+        .call(json!({"op": "send", "to": "nobody", "text": "?"}))
+        .await;
+    assert_eq!(code(&unknown), "no_such_user", "{unknown}");
+
+    // Passwords hold across nodes: protected through a, refused through b without it.
+    let mut dana = Raw::connect(a.addr).await;
+    assert_eq!(dana.event().await["event"], "welcome");
+    let hello = json!({"op": "hello", "name": "dana", "password": "s3cret-pass"});
+    assert_eq!(dana.call(hello.clone()).await["ok"], true);
+    assert_eq!(dana.call(json!({"op": "bye"})).await["ok"], true);
+    let mut other = Raw::connect(b.addr).await;
+    assert_eq!(other.event().await["event"], "welcome");
+    let wrong = json!({"op": "hello", "name": "dana", "password": "guess-guess"});
+    let refused = loop {
+        let reply = other.call(wrong.clone()).await;
+        // The name may still be held for a moment after the bye above.
+        if code(&reply) != "name_taken" {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code(&refused), "auth_failed", "{refused}");
+    assert_eq!(other.call(hello).await["ok"], true);
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn of_clients_claiming_one_name_on_two_nodes_exactly_one_wins() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
+    let b = node(&nats, 2, "b", Duration::from_secs(15)).await;
+    for round in 0..10 {
+        let name = format!("race{round}");
+        let mut one = Raw::connect(a.addr).await;
+        let mut two = Raw::connect(b.addr).await;
+        assert_eq!(one.event().await["event"], "welcome");
+        assert_eq!(two.event().await["event"], "welcome");
+        let hello = json!({"op": "hello", "name": name});
+        let (first, second) = tokio::join!(one.call(hello.clone()), two.call(hello));
+        let won = [&first, &second]
+            .iter()
+            .filter(|reply| reply["ok"] == true)
+            .count();
+        assert_eq!(won, 1, "{first} / {second}");
+        let lost = if first["ok"] == true { &second } else { &first };
+        assert_eq!(code(lost), "name_taken", "{lost}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
+    let nowhere = format!("nats://{}", unused_addr());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("unused.db");
+    let output = run_switchboard(
+        &[
+            "serve",
+            "--cluster",
+            &nowhere,
+            "--node",
+            "a",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // What it says of NATS, besides the information logged before it tried.
+    let lines: Vec<&str> = (stderr.lines())
+        .filter(|l| !l.trim().is_empty() && !l.contains(" INFO "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains("could not reach NATS") && lines[0].contains(&nowhere),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_names_of_a_node_killed_without_a_goodbye_are_freed_after_heal_after() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let heal = Duration::from_secs(1);
+    let a = node(&nats, 0, "a", heal).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = unused_addr();
+    let mut b = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", &listen, "--http-listen", "off", "--db"])
+        .arg(dir.path().join("unused.db"))
+        .args([
+            "--cluster",
+            &nats.url(1),
+            "--node",
+            "b",
+            "--heal-after",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start node b");
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let mut bob = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => break Raw::from_stream(stream),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    bob.hello("bob").await;
+    let mut ana = Raw::connect(a.addr).await;
+    ana.hello("ana").await;
+    users_until(&mut ana, |names| names.contains(&"bob".to_owned())).await;
+
+    b.kill().expect("kill -9 node b");
+    let _ = b.wait();
+    let killed = tokio::time::Instant::now();
+    users_until(&mut ana, |names| !names.contains(&"bob".to_owned())).await;
+    let healed = killed.elapsed();
+    assert!(
+        healed >= heal / 2,
+        "freed before its lease ran out: {healed:?}"
+    );
+    // The name is free for anyone again, on the surviving node.
+    let mut again = Raw::connect(a.addr).await;
+    again.hello("bob").await;
+    a.stop().await;
+}
