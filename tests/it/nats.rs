@@ -4,6 +4,7 @@
 
 mod faults;
 mod harness;
+mod node_faults;
 mod nodes;
 
 use std::collections::HashSet;

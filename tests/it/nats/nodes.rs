@@ -14,7 +14,7 @@ use super::harness::NatsCluster;
 use crate::common::{PATIENCE, Raw, TestServer, code, run_switchboard, unused_addr};
 
 /// A switchboard node named `node` joined to the cluster through NATS server `via`.
-async fn node(nats: &NatsCluster, via: usize, node: &str, heal_after: Duration) -> TestServer {
+pub async fn node(nats: &NatsCluster, via: usize, node: &str, heal_after: Duration) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = TestServer::start_with(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
