@@ -176,7 +176,11 @@ impl Backend {
                 Answer::Now(local.hub().take_over(new_id, name, proof, seen, answer))
             }
             Backend::Cluster(node) => {
-                Answer::Now(node.hub().take_over(new_id, name, proof, seen, answer))
+                let taken = node.hub().take_over(new_id, name, proof, seen, answer);
+                if let Ok((_, name)) = &taken {
+                    node.resumed(name);
+                }
+                Answer::Now(taken)
             }
         }
     }
@@ -185,7 +189,7 @@ impl Backend {
     pub fn end_parked(&self, name: &str) -> Option<String> {
         match self {
             Backend::Local(local) => local.hub().end_parked(name),
-            Backend::Cluster(node) => released(node, node.hub().end_parked(name)),
+            Backend::Cluster(node) => node.end_parked(name),
         }
     }
 
@@ -260,7 +264,7 @@ impl Backend {
     pub fn create_room(&self, id: ClientId, room: &str) -> Answer<Result<String, HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().create_room(id, room)),
-            Backend::Cluster(node) => Answer::Now(node.hub().create_room(id, room)),
+            Backend::Cluster(node) => node.create_room(id, room),
         }
     }
 
@@ -274,7 +278,7 @@ impl Backend {
     ) -> Answer<Result<(), HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().join_room(id, room, after, answer)),
-            Backend::Cluster(node) => Answer::Now(node.hub().join_room(id, room, after, answer)),
+            Backend::Cluster(node) => node.join_room(id, room, after, answer),
         }
     }
 
@@ -282,7 +286,7 @@ impl Backend {
     pub fn say(&self, id: ClientId, room: &str, text: String) -> Answer<Result<u64, HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().say(id, room, &text)),
-            Backend::Cluster(node) => Answer::Now(node.hub().say(id, room, &text)),
+            Backend::Cluster(node) => node.say(id, room, text),
         }
     }
 
@@ -308,14 +312,14 @@ impl Backend {
     pub fn leave_room(&self, id: ClientId, room: &str) -> Answer<Result<(), HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().leave_room(id, room)),
-            Backend::Cluster(node) => Answer::Now(node.hub().leave_room(id, room)),
+            Backend::Cluster(node) => node.leave_room(id, room),
         }
     }
 
     pub fn close_room(&self, id: ClientId, room: &str) -> Answer<Result<(), HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().close_room(id, room)),
-            Backend::Cluster(node) => Answer::Now(node.hub().close_room(id, room)),
+            Backend::Cluster(node) => node.close_room(id, room),
         }
     }
 
@@ -323,13 +327,7 @@ impl Backend {
     pub fn depart(&self, id: ClientId, queue: &OutQueue, how: Ending) -> Departure {
         match self {
             Backend::Local(local) => local.hub().depart(id, queue, how),
-            Backend::Cluster(node) => {
-                let departure = node.hub().depart(id, queue, how);
-                if let Departure::Gone(Some(name)) = &departure {
-                    node.release(name);
-                }
-                departure
-            }
+            Backend::Cluster(node) => node.depart(id, queue, how),
         }
     }
 
@@ -337,7 +335,7 @@ impl Backend {
     pub fn disconnect(&self, id: ClientId) -> Option<String> {
         match self {
             Backend::Local(local) => local.hub().disconnect(id),
-            Backend::Cluster(node) => released(node, node.hub().disconnect(id)),
+            Backend::Cluster(node) => node.disconnect(id),
         }
     }
 
@@ -345,13 +343,7 @@ impl Backend {
     pub fn sweep(&self, timeouts: Timeouts) -> Vec<String> {
         match self {
             Backend::Local(local) => local.hub().sweep(timeouts),
-            Backend::Cluster(node) => {
-                let ended = node.hub().sweep(timeouts);
-                for name in &ended {
-                    node.release(name);
-                }
-                ended
-            }
+            Backend::Cluster(node) => node.sweep(timeouts),
         }
     }
 
@@ -413,12 +405,4 @@ impl Backend {
             Backend::Cluster(node) => node.ack(name, up_to),
         }
     }
-}
-
-/// `name`, if a session ended with it, freed in the cluster too.
-fn released(node: &Node, name: Option<String>) -> Option<String> {
-    if let Some(name) = &name {
-        node.release(name);
-    }
-    name
 }

@@ -2,6 +2,7 @@
 //! chat rooms. Plain synchronous state behind one short-held lock: it never sees bytes or
 //! dialects and never waits for a client, because pushing to a queue never blocks.
 
+mod projection;
 mod resume;
 mod rooms;
 mod token;
@@ -19,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{Outbox, SharedEvent};
 use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
 
+pub use projection::Stored;
 pub use resume::{Departure, Ending, Proof};
 use rooms::Room;
 pub use rooms::{After, RoomLimits, RoomView};
@@ -48,8 +50,9 @@ pub enum HubError {
     RoomFull(String, usize),
     #[error("you are in {0} rooms, as many as one client may be in (--max-rooms-per-client)")]
     InTooManyRooms(usize),
-    /// The cluster's shared state could not be read or written; nothing changed.
-    #[error("the cluster cannot be reached; nothing was changed ({0})")]
+    /// A cluster node's NATS did not confirm the change: it is not acknowledged (and
+    /// may or may not have taken effect).
+    #[error("not acknowledged: the cluster did not confirm it ({0})")]
     Unavailable(String),
 }
 
@@ -527,7 +530,7 @@ impl State {
         Some(name)
     }
 
-    fn named(&self, id: ClientId) -> Result<&str, HubError> {
+    pub(super) fn named(&self, id: ClientId) -> Result<&str, HubError> {
         self.clients
             .get(&id)
             .and_then(|m| m.name.as_deref())
@@ -536,7 +539,12 @@ impl State {
 
     /// Queues `event` for each of `members` except `except` that is reachable; returns
     /// those whose queue refused it (their connection is ending).
-    fn deliver(&self, members: &[ClientId], except: ClientId, event: Event) -> Vec<ClientId> {
+    pub(super) fn deliver(
+        &self,
+        members: &[ClientId],
+        except: ClientId,
+        event: Event,
+    ) -> Vec<ClientId> {
         let event = SharedEvent::new(event);
         let mut failed = Vec::new();
         let mut queued = 0;
@@ -557,7 +565,7 @@ impl State {
     /// Marks members whose queue refused an event: their connection is ending, and
     /// what a resume replays for each room starts after what was queued before.
     /// `failed_at` is the room and `seq` of the message refused, if it was one.
-    fn lost(&mut self, failed: Vec<ClientId>, failed_at: Option<(&str, u64)>) {
+    pub(super) fn lost(&mut self, failed: Vec<ClientId>, failed_at: Option<(&str, u64)>) {
         for id in failed {
             let Some(member) = self.clients.get_mut(&id) else {
                 continue;

@@ -40,15 +40,15 @@ const REPLAY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub(super) struct Room {
-    owner: ClientId,
-    /// In joining order; the owner is the first.
-    members: Vec<ClientId>,
+    pub(super) owner: ClientId,
+    /// In joining order; the owner is the first. On a cluster node, only its own.
+    pub(super) members: Vec<ClientId>,
     /// Differs for every room ever created on this server under any name.
-    epoch: String,
+    pub(super) epoch: String,
     /// The latest message's number; 0 before the first.
-    seq: u64,
+    pub(super) seq: u64,
     /// The last messages, oldest first, with no gap up to `seq`.
-    history: VecDeque<Arc<Kept>>,
+    pub(super) history: VecDeque<Arc<Kept>>,
 }
 
 /// A join's request to replay: the last `seq` the client has, in which incarnation.
@@ -139,6 +139,17 @@ fn encoded_len(line: &Kept) -> usize {
 impl Hub {
     /// Opens `room` owned by `id`; returns its epoch.
     pub fn create_room(&self, id: ClientId, room: &str) -> Result<String, HubError> {
+        self.create_room_as(id, room, None)
+    }
+
+    /// Opens `room` owned by `id` under `epoch` (made by the cluster), or under an
+    /// epoch of this hub's own; returns the epoch.
+    pub fn create_room_as(
+        &self,
+        id: ClientId,
+        room: &str,
+        epoch: Option<String>,
+    ) -> Result<String, HubError> {
         let mut state = self.lock();
         state.named(id)?;
         if state.rooms.contains_key(room) {
@@ -149,7 +160,7 @@ impl Hub {
         }
         self.check_room_count(&state, id)?;
         state.created += 1;
-        let epoch = format!("{:012x}.{}", self.nonce >> 16, state.created);
+        let epoch = epoch.unwrap_or_else(|| format!("{:012x}.{}", self.nonce >> 16, state.created));
         state.rooms.insert(
             room.to_owned(),
             Room {
@@ -175,6 +186,19 @@ impl Hub {
         id: ClientId,
         room: &str,
         after: Option<After<'_>>,
+        answer: impl FnOnce(Reply) -> Outbound,
+    ) -> Result<(), HubError> {
+        self.join_room_among(id, room, after, Vec::new(), answer)
+    }
+
+    /// [`Hub::join_room`] in a room whose members on other nodes are `others` (their
+    /// names, listed before this hub's own members).
+    pub fn join_room_among(
+        &self,
+        id: ClientId,
+        room: &str,
+        after: Option<After<'_>>,
+        others: Vec<String>,
         answer: impl FnOnce(Reply) -> Outbound,
     ) -> Result<(), HubError> {
         let mut state = self.lock();
@@ -204,7 +228,8 @@ impl Hub {
             );
             state.lost(failed, None);
         }
-        let members = state.member_names(room);
+        let mut members = others;
+        members.extend(state.member_names(room));
         let Some(entry) = state.rooms.get(room) else {
             return Err(HubError::NoSuchRoom(room.to_owned()));
         };
@@ -405,7 +430,7 @@ impl State {
         self.clients.get_mut(&id).ok_or(HubError::NotRegistered)
     }
 
-    fn member_room(&self, id: ClientId, room: &str) -> Result<&Room, HubError> {
+    pub(super) fn member_room(&self, id: ClientId, room: &str) -> Result<&Room, HubError> {
         let entry = self
             .rooms
             .get(room)
@@ -459,7 +484,7 @@ impl State {
     }
 
     /// Removes `room`; every member but `by` hears `room_closed`.
-    fn close(&mut self, by: ClientId, by_name: &str, room: &str) {
+    pub(super) fn close(&mut self, by: ClientId, by_name: &str, room: &str) {
         let Some(entry) = self.rooms.remove(room) else {
             return;
         };

@@ -43,6 +43,10 @@ pub enum StoreError {
     NoRuntime,
     #[error("{0}")]
     Backup(String),
+    /// A cluster node's NATS did not confirm the write: it may or may not have been
+    /// kept, and it was not acknowledged.
+    #[error("the cluster did not confirm it ({0})")]
+    Unconfirmed(String),
 }
 
 /// Not `#[from]`, which would also make the SQLite error this one's `source()`, and
@@ -61,6 +65,10 @@ impl From<StoreError> for ErrorBody {
             StoreError::Lost => ErrorBody::new(
                 ErrorCode::Internal,
                 "storage failed: the server lost its database file; nothing was stored",
+            ),
+            StoreError::Unconfirmed(_) => ErrorBody::new(
+                ErrorCode::Internal,
+                format!("not acknowledged: {e}; try again once the cluster is back"),
             ),
             _ => ErrorBody::new(ErrorCode::Internal, "storage failed; nothing was stored"),
         }

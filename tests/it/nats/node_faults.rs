@@ -181,7 +181,7 @@ async fn without_a_majority_a_node_answers_internal_then_serves_again() {
     assert!(
         refused["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("nothing was stored")),
+            .is_some_and(|m| m.contains("not acknowledged")),
         "{refused}"
     );
 

@@ -267,3 +267,133 @@ async fn the_names_of_a_node_killed_without_a_goodbye_are_freed_after_heal_after
     again.hello("bob").await;
     a.stop().await;
 }
+
+/// The next event of `raw` that is not a `message` (mail) notification.
+async fn room_event(raw: &mut Raw) -> Value {
+    loop {
+        let event = raw.event().await;
+        if event["event"] != "message" {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn rooms_span_the_nodes_with_one_gap_free_seq() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
+    let b = node(&nats, 1, "b", Duration::from_secs(15)).await;
+    let mut ana = Raw::connect(a.addr).await;
+    ana.hello("ana").await;
+    let mut bob = Raw::connect(b.addr).await;
+    bob.hello("bob").await;
+
+    let created = ana.call(json!({"op": "create_room", "room": "lab"})).await;
+    assert_eq!(created["ok"], true, "{created}");
+    let taken = bob.call(json!({"op": "create_room", "room": "LAB"})).await;
+    assert_eq!(
+        code(&taken),
+        "room_exists",
+        "room names are the cluster's: {taken}"
+    );
+    let joined = bob.call(json!({"op": "join_room", "room": "lab"})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    assert_eq!(joined["members"], json!(["ana", "bob"]), "{joined}");
+    assert_eq!(joined["epoch"], created["epoch"]);
+    let heard = room_event(&mut ana).await;
+    assert_eq!(
+        (&heard["event"], &heard["name"]),
+        (&json!("joined"), &json!("bob"))
+    );
+
+    // Both say things at once through their own nodes: one seq, no gap, each hears
+    // the other's in seq order.
+    let say = |text: String| json!({"op": "say", "room": "lab", "text": text});
+    let (mut ana_seqs, mut bob_seqs) = (Vec::new(), Vec::new());
+    for n in 0..10 {
+        let (x, y) = tokio::join!(
+            ana.call(say(format!("a{n}"))),
+            bob.call(say(format!("b{n}")))
+        );
+        ana_seqs.push(x["seq"].as_u64().expect("said"));
+        bob_seqs.push(y["seq"].as_u64().expect("said"));
+    }
+    let mut all: Vec<u64> = ana_seqs.iter().chain(&bob_seqs).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=20).collect::<Vec<u64>>(), "gap-free across nodes");
+    for (listener, theirs) in [(&mut ana, &bob_seqs), (&mut bob, &ana_seqs)] {
+        let mut heard = Vec::new();
+        while heard.len() < theirs.len() {
+            let event = room_event(listener).await;
+            assert_eq!(event["event"], "room_message", "{event}");
+            heard.push(event["seq"].as_u64().unwrap());
+        }
+        assert_eq!(
+            &heard, theirs,
+            "each hears the other's messages in seq order"
+        );
+    }
+
+    // A newcomer on node b is given what it missed, and the history.
+    let mut cleo = Raw::connect(b.addr).await;
+    cleo.hello("cleo").await;
+    let joined = cleo
+        .call(json!({"op": "join_room", "room": "lab", "after": 15}))
+        .await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    assert_eq!(joined["seq"], 20, "{joined}");
+    let mut replayed = Vec::new();
+    while replayed.len() < 5 {
+        let event = room_event(&mut cleo).await;
+        assert_eq!(event["replay"], true, "{event}");
+        replayed.push(event["seq"].as_u64().unwrap());
+    }
+    assert_eq!(replayed, [16, 17, 18, 19, 20]);
+    let history = cleo
+        .call(json!({"op": "history", "room": "lab", "limit": 3}))
+        .await;
+    let seqs: Vec<u64> = (history["messages"].as_array().unwrap().iter())
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [18, 19, 20], "{history}");
+    assert_eq!(room_event(&mut ana).await["name"], "cleo");
+
+    // Only the owner closes; a leave is heard on every node; the close too.
+    let refused = bob.call(json!({"op": "close_room", "room": "lab"})).await;
+    assert_eq!(code(&refused), "not_owner", "{refused}");
+    assert_eq!(
+        bob.call(json!({"op": "leave_room", "room": "lab"})).await["ok"],
+        true
+    );
+    for member in [&mut ana, &mut cleo] {
+        let left = room_event(member).await;
+        assert_eq!(
+            (&left["event"], &left["name"]),
+            (&json!("left"), &json!("bob")),
+            "{left}"
+        );
+    }
+    let outside = bob.call(say("still here?".into())).await;
+    assert_eq!(code(&outside), "not_member", "{outside}");
+    assert_eq!(
+        ana.call(json!({"op": "close_room", "room": "lab"})).await["ok"],
+        true
+    );
+    let closed = room_event(&mut cleo).await;
+    assert_eq!(
+        (&closed["event"], &closed["by"]),
+        (&json!("room_closed"), &json!("ana")),
+        "{closed}"
+    );
+
+    // Reopened, it counts from 1 under a new epoch.
+    let again = bob.call(json!({"op": "create_room", "room": "lab"})).await;
+    assert_eq!(again["ok"], true, "{again}");
+    assert_ne!(again["epoch"], created["epoch"]);
+    assert_eq!(bob.call(say("fresh".into())).await["seq"], 1);
+
+    a.stop().await;
+    b.stop().await;
+}

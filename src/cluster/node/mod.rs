@@ -15,6 +15,9 @@ use async_nats::jetstream;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod rooms;
 
 use super::directory::Directory;
 use super::{
@@ -22,9 +25,10 @@ use super::{
     connect, ensure_layout, name_token, node_subject, peek_mail, release_name, store_mail,
 };
 use crate::backend::{Answer, Kept};
-use crate::hub::{Hub, HubConfig, HubError, Token};
+use crate::hub::{After, Departure, Ending, Hub, HubConfig, HubError, Timeouts, Token};
 use crate::metrics::Metrics;
-use crate::protocol::{ClientId, InboxPage, StoredMessage, now_millis, rfc3339_of_millis};
+use crate::outbound::{OutQueue, Outbound};
+use crate::protocol::{ClientId, InboxPage, Reply, StoredMessage, now_millis, rfc3339_of_millis};
 use crate::store::{Account, Appended, StoreError};
 
 /// How long each NATS address is given to answer at start.
@@ -68,6 +72,17 @@ pub(super) struct Inner {
     sends: std::sync::atomic::AtomicU64,
     /// Stops the node's background tasks.
     pub(super) stop: CancellationToken,
+    /// Rooms this node created, which make each one's epoch.
+    rooms_made: std::sync::atomic::AtomicU64,
+    /// The rooms this node follows (it has members in), each with what stops its
+    /// follower.
+    follows: Arc<tokio::sync::Mutex<HashMap<String, CancellationToken>>>,
+    /// The rooms of each session parked here, by name token: left in the cluster if
+    /// the session ends without being resumed.
+    parked: Mutex<HashMap<String, (ClientId, Vec<String>)>>,
+    /// Cleanup in the cluster after sessions that ended, waited for when the node
+    /// leaves.
+    chores: TaskTracker,
 }
 
 /// What one node hands another: mail just stored for a client connected there.
@@ -128,6 +143,10 @@ impl Node {
             ids: start,
             sends: Default::default(),
             stop: CancellationToken::new(),
+            rooms_made: Default::default(),
+            follows: Arc::default(),
+            parked: Mutex::default(),
+            chores: TaskTracker::new(),
         });
         inner.renew_lease().await?;
         let deliveries = (inner.client)
@@ -185,7 +204,7 @@ impl Node {
     pub fn claim_name(&self, id: ClientId, name: &str) -> Answer<Result<Option<Token>, HubError>> {
         let inner = Arc::clone(&self.0);
         let name = name.to_owned();
-        Answer::Later(Box::pin(async move {
+        later(async move {
             let token = name_token(&name);
             let claim = Claim {
                 name: name.clone(),
@@ -208,12 +227,102 @@ impl Node {
                 Ok(Claimed::Taken { .. }) => Err(HubError::NameTaken(name)),
                 Err(e) => Err(HubError::Unavailable(e.to_string())),
             }
-        }))
+        })
     }
 
-    /// Frees the names of sessions this node ended, in the cluster.
-    pub fn release(&self, name: &str) {
+    /// Connection `id` (whose queue is `queue`) ended: in this node's hub, then in
+    /// the cluster (its name freed, its rooms left) once its session is over.
+    pub fn depart(&self, id: ClientId, queue: &OutQueue, how: Ending) -> Departure {
+        let rooms = self.rooms_of(id);
+        let departure = self.0.hub.depart(id, queue, how);
+        match &departure {
+            Departure::Gone(Some(name)) => self.ended(id, name, rooms),
+            Departure::Parked(name) => {
+                self.0.parked().insert(name_token(name), (id, rooms));
+            }
+            Departure::Gone(None) | Departure::Replaced => {}
+        }
+        departure
+    }
+
+    /// Forgets client `id` whatever its state; its name, if it had one.
+    pub fn disconnect(&self, id: ClientId) -> Option<String> {
+        let rooms = self.rooms_of(id);
+        let name = self.0.hub.disconnect(id)?;
+        self.ended(id, &name, rooms);
+        Some(name)
+    }
+
+    /// The parked sessions whose grace ran out, ended here and in the cluster.
+    pub fn sweep(&self, timeouts: Timeouts) -> Vec<String> {
+        let ended = self.0.hub.sweep(timeouts);
+        for name in &ended {
+            self.parked_ended(name);
+        }
+        ended
+    }
+
+    /// Ends the parked session holding `name`, here and in the cluster.
+    pub fn end_parked(&self, name: &str) -> Option<String> {
+        let ended = self.0.hub.end_parked(name)?;
+        self.parked_ended(&ended);
+        Some(ended)
+    }
+
+    /// A session resumed (taken over here): its rooms are its own again.
+    pub fn resumed(&self, name: &str) {
+        self.0.parked().remove(&name_token(name));
+    }
+
+    fn parked_ended(&self, name: &str) {
+        let parked = self.0.parked().remove(&name_token(name));
+        let (id, rooms) = parked.unwrap_or_default();
+        self.ended(id, name, rooms);
+    }
+
+    fn rooms_of(&self, id: ClientId) -> Vec<String> {
+        (self.0.hub.names_and_rooms([id]).remove(&id))
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default()
+    }
+
+    /// Session `id` (`name`) is over: its name is freed and its rooms left (or closed,
+    /// those it owned) in the cluster.
+    fn ended(&self, id: ClientId, name: &str, rooms: Vec<String>) {
         self.0.release(name);
+        if !rooms.is_empty() {
+            let inner = Arc::clone(&self.0);
+            let name = name.to_owned();
+            self.0.chores.spawn(inner.left_rooms(id, name, rooms));
+        }
+    }
+
+    pub fn create_room(&self, id: ClientId, room: &str) -> Answer<Result<String, HubError>> {
+        later(Arc::clone(&self.0).create_room(id, room.to_owned()))
+    }
+
+    pub fn join_room(
+        &self,
+        id: ClientId,
+        room: &str,
+        after: Option<After<'_>>,
+        answer: impl FnOnce(Reply) -> Outbound + Send + 'static,
+    ) -> Answer<Result<(), HubError>> {
+        let after = after.map(|a| (a.seq, a.epoch.map(str::to_owned)));
+        let joined = Arc::clone(&self.0).join_room(id, room.to_owned(), after, answer);
+        later(joined)
+    }
+
+    pub fn say(&self, id: ClientId, room: &str, text: String) -> Answer<Result<u64, HubError>> {
+        later(Arc::clone(&self.0).say(id, room.to_owned(), text))
+    }
+
+    pub fn leave_room(&self, id: ClientId, room: &str) -> Answer<Result<(), HubError>> {
+        later(Arc::clone(&self.0).leave_room(id, room.to_owned()))
+    }
+
+    pub fn close_room(&self, id: ClientId, room: &str) -> Answer<Result<(), HubError>> {
+        later(Arc::clone(&self.0).close_room(id, room.to_owned()))
     }
 
     /// Tells `to`, on whichever node it is connected, that mail is waiting.
@@ -245,31 +354,31 @@ impl Node {
     pub fn credentials(&self, name: &str) -> Kept<Option<Account>> {
         let inner = Arc::clone(&self.0);
         let name = name.to_owned();
-        Kept::Later(Box::pin(async move {
+        kept(async move {
             accounts::account(&inner.layout.accounts, &name)
                 .await
                 .map_err(failed)
-        }))
+        })
     }
 
     pub fn seen(&self, name: &str) -> Kept<String> {
         let inner = Arc::clone(&self.0);
         let name = name.to_owned();
-        Kept::Later(Box::pin(async move {
+        kept(async move {
             accounts::see(&inner.layout.accounts, &name)
                 .await
                 .map_err(failed)
-        }))
+        })
     }
 
     pub fn register(&self, name: &str, hash: String) -> Kept<bool> {
         let inner = Arc::clone(&self.0);
         let name = name.to_owned();
-        Kept::Later(Box::pin(async move {
+        kept(async move {
             accounts::register(&inner.layout.accounts, &name, &hash)
                 .await
                 .map_err(failed)
-        }))
+        })
     }
 
     /// Forgets guest `name` and its mail, in the background: nobody waits for it.
@@ -286,7 +395,7 @@ impl Node {
                 tracing::warn!(name = %name, "could not forget a guest in the cluster: {e}");
             }
         });
-        Kept::Later(Box::pin(std::future::ready(Ok(true))))
+        kept(std::future::ready(Ok(true)))
     }
 
     /// Stores a direct message for `to` in JetStream; answers once it is stored (on a
@@ -294,7 +403,7 @@ impl Node {
     pub fn append(&self, to: String, from: Arc<str>, text: String) -> Kept<Appended> {
         let inner = Arc::clone(&self.0);
         let sent = (inner.sends).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Kept::Later(Box::pin(async move {
+        kept(async move {
             let Some(account) = accounts::account(&inner.layout.accounts, &to)
                 .await
                 .map_err(failed)?
@@ -317,14 +426,14 @@ impl Node {
                 to: account.name,
                 from,
             })
-        }))
+        })
     }
 
     /// A page of `name`'s unread mail, oldest first, as much as fits in `budget`
     /// bytes; taken (acked at once) unless `peek`.
     pub fn inbox(&self, name: String, limit: u32, budget: usize, peek: bool) -> Kept<InboxPage> {
         let inner = Arc::clone(&self.0);
-        Kept::Later(Box::pin(async move {
+        kept(async move {
             let token = name_token(&name);
             let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
             let mail = peek_mail(&inner.layout.inbox, &token, 0, limit.saturating_add(1))
@@ -355,16 +464,16 @@ impl Node {
                     .map_err(failed)?;
             }
             Ok(InboxPage { messages, more })
-        }))
+        })
     }
 
     pub fn ack(&self, name: String, up_to: u64) -> Kept<u64> {
         let inner = Arc::clone(&self.0);
-        Kept::Later(Box::pin(async move {
+        kept(async move {
             ack_mail(&inner.layout.inbox, &name_token(&name), up_to)
                 .await
                 .map_err(failed)
-        }))
+        })
     }
 
     /// Stops the node's background work, gives up its names and its lease: its
@@ -372,7 +481,12 @@ impl Node {
     /// at once.
     pub async fn leave(&self) {
         let inner = &self.0;
+        inner.chores.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), inner.chores.wait()).await;
         inner.stop.cancel();
+        for (_, stop) in inner.follows.lock().await.drain() {
+            stop.cancel();
+        }
         let own: Vec<(String, u64)> = inner.own().drain().collect();
         for (token, revision) in own {
             let _ = release_name(&inner.layout.names, &token, revision).await;
@@ -387,6 +501,10 @@ impl Inner {
         self.own.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ClientId, Vec<String>)>> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(super) fn is_mine(&self, claim: &Claim) -> bool {
         claim.node == self.name && claim.boot == self.boot
     }
@@ -398,7 +516,7 @@ impl Inner {
         };
         self.directory.remove(&token);
         let names = self.layout.names.clone();
-        tokio::spawn(async move {
+        self.chores.spawn(async move {
             if let Err(e) = release_name(&names, &token, revision).await {
                 tracing::warn!("could not free name {token} in the cluster: {e}");
             }
@@ -416,10 +534,42 @@ impl Inner {
     }
 }
 
-/// A store error for what went wrong in the cluster: answered `internal`, and the
-/// message says nothing was stored.
+/// How long a request may wait on NATS before it is answered `internal`. A send is
+/// acknowledged only once JetStream stored it; one that takes longer is refused rather
+/// than left hanging (it may still be stored: the client that sends again may be
+/// handed it twice, never none).
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// An op of the hub that waits on NATS, bounded by [`ANSWER_WITHIN`].
+fn later<T: Send + 'static>(
+    op: impl Future<Output = Result<T, HubError>> + Send + 'static,
+) -> Answer<Result<T, HubError>> {
+    Answer::Later(Box::pin(async move {
+        tokio::time::timeout(ANSWER_WITHIN, op)
+            .await
+            .unwrap_or_else(|_| Err(HubError::Unavailable(slow())))
+    }))
+}
+
+/// An op of the store that waits on NATS, bounded by [`ANSWER_WITHIN`].
+fn kept<T: Send + 'static>(
+    op: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Kept<T> {
+    Kept::Later(Box::pin(async move {
+        tokio::time::timeout(ANSWER_WITHIN, op)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unconfirmed(slow())))
+    }))
+}
+
+fn slow() -> String {
+    format!("NATS did not answer within {ANSWER_WITHIN:?}")
+}
+
+/// A store error for what went wrong in the cluster: answered `internal`, and not
+/// acknowledged.
 fn failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed(e.to_string())
+    StoreError::Unconfirmed(e.to_string())
 }
 
 /// Pushes what other nodes hand this one into its clients' queues.

@@ -1,0 +1,544 @@
+//! Rooms across nodes. A room is a record in `sb-rooms` (`r.<room>`: owner, epoch),
+//! one key per member (`m.<room>.<client>`), and its messages in `SB_ROOMS`, each with
+//! its gap-free `seq`. A node with members in a room follows it: an ordered consumer of
+//! the room's subject hands it every message in `seq` order (its own members' too), and
+//! core NATS `sb.ev.room.<room>` brings joins, leaves and the close from other nodes.
+//! The node's hub holds the room as a projection (`crate::hub::Stored`) and delivers to
+//! its own members as on one node.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, push::OrderedConfig};
+use async_nats::jetstream::stream::Stream;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use crate::cluster::{
+    ClusterError, Latest, SEQ_HEADER, append_to_room, lost_race, read_latest, room_event_subject,
+    room_subject, room_token,
+};
+use crate::hub::{HubError, Stored};
+use crate::protocol::{ClientId, Event, now_millis};
+
+/// What `sb-rooms` holds for an open room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RoomRecord {
+    /// The owner's client id, on whichever node.
+    pub owner: ClientId,
+    pub epoch: String,
+}
+
+/// A member, under `m.<room>.<client>`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Seat {
+    name: String,
+    node: String,
+    boot: u64,
+}
+
+/// A room message as `SB_ROOMS` keeps it (its `seq` is in a header).
+#[derive(Debug, Serialize, Deserialize)]
+struct Said {
+    from: String,
+    client: ClientId,
+    text: String,
+    sent_ms: i64,
+}
+
+/// What one node tells the others' members of a room.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum News {
+    Joined {
+        name: String,
+        node: String,
+        boot: u64,
+    },
+    Left {
+        name: String,
+        node: String,
+        boot: u64,
+    },
+    Closed {
+        by: String,
+        node: String,
+        boot: u64,
+    },
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HubError {
+    HubError::Unavailable(e.to_string())
+}
+
+fn record_key(token: &str) -> String {
+    format!("r.{token}")
+}
+
+fn seat_key(token: &str, id: ClientId) -> String {
+    format!("m.{token}.{id}")
+}
+
+impl Inner {
+    /// The room's record, read through the bucket's leader.
+    pub(super) async fn room_record(
+        &self,
+        room: &str,
+    ) -> Result<Option<(u64, RoomRecord)>, HubError> {
+        match read_latest(&self.layout.rooms, &record_key(&room_token(room)))
+            .await
+            .map_err(unavailable)?
+        {
+            Some(Latest {
+                revision,
+                value: Some(value),
+            }) => serde_json::from_slice(&value)
+                .map(|record| Some((revision, record)))
+                .map_err(unavailable),
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) async fn create_room(
+        self: Arc<Self>,
+        id: ClientId,
+        room: String,
+    ) -> Result<String, HubError> {
+        let name = self.hub.name_of(id).ok_or(HubError::NotRegistered)?;
+        let token = room_token(&room);
+        let made = self
+            .rooms_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let epoch = format!("{:012x}.{made}", self.boot >> 16);
+        let record = RoomRecord {
+            owner: id,
+            epoch: epoch.clone(),
+        };
+        let value = serde_json::to_vec(&record).map_err(unavailable)?;
+        let key = record_key(&token);
+        let revision = match read_latest(&self.layout.rooms, &key)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(Latest { value: Some(_), .. }) => return Err(HubError::RoomExists(room)),
+            Some(Latest { revision, .. }) => revision,
+            None => 0,
+        };
+        match self.layout.rooms.update(&key, value.into(), revision).await {
+            Ok(_) => {}
+            Err(e) if lost_race(&e) => return Err(HubError::RoomExists(room)),
+            Err(e) => return Err(unavailable(e)),
+        }
+        // Messages of an earlier room of the name that a crash left behind.
+        let _ = self
+            .layout
+            .room_history
+            .purge()
+            .filter(room_subject(&token))
+            .await;
+        if let Err(e) = self.hub.create_room_as(id, &room, Some(epoch.clone())) {
+            let _ = self.layout.rooms.delete_expect_revision(&key, None).await;
+            return Err(e);
+        }
+        self.seat(&token, id, &name).await?;
+        self.follow(&room, &record).await?;
+        Ok(epoch)
+    }
+
+    pub(super) async fn join_room(
+        self: Arc<Self>,
+        id: ClientId,
+        room: String,
+        after: Option<(u64, Option<String>)>,
+        answer: impl FnOnce(crate::protocol::Reply) -> crate::outbound::Outbound,
+    ) -> Result<(), HubError> {
+        let name = self.hub.name_of(id).ok_or(HubError::NotRegistered)?;
+        let (_, record) =
+            (self.room_record(&room).await?).ok_or_else(|| HubError::NoSuchRoom(room.clone()))?;
+        let token = room_token(&room);
+        self.follow(&room, &record).await?;
+        let already = self.hub.speaker(id, &room).is_ok();
+        let others = self.others_in(&token).await.map_err(unavailable)?;
+        if !already {
+            self.seat(&token, id, &name).await?;
+        }
+        let after = after.as_ref().map(|(seq, epoch)| crate::hub::After {
+            seq: *seq,
+            epoch: epoch.as_deref(),
+        });
+        self.hub.join_room_among(id, &room, after, others, answer)?;
+        if !already {
+            self.tell(
+                &token,
+                &News::Joined {
+                    name,
+                    node: self.name.clone(),
+                    boot: self.boot,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) async fn say(
+        self: Arc<Self>,
+        id: ClientId,
+        room: String,
+        text: String,
+    ) -> Result<u64, HubError> {
+        let from = match self.hub.speaker(id, &room) {
+            Ok(name) => name,
+            Err(HubError::NoSuchRoom(_)) if self.room_record(&room).await?.is_some() => {
+                return Err(HubError::NotMember(room));
+            }
+            Err(e) => return Err(e),
+        };
+        let said = Said {
+            from,
+            client: id,
+            text,
+            sent_ms: now_millis(),
+        };
+        let payload = serde_json::to_vec(&said).map_err(unavailable)?;
+        let appended = append_to_room(
+            &self.js,
+            &self.layout.room_history,
+            &room_token(&room),
+            payload.into(),
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(appended.seq)
+    }
+
+    pub(super) async fn leave_room(
+        self: Arc<Self>,
+        id: ClientId,
+        room: String,
+    ) -> Result<(), HubError> {
+        let name = self.hub.speaker(id, &room)?;
+        let record = self.room_record(&room).await?;
+        if record.as_ref().is_some_and(|(_, r)| r.owner == id) {
+            return self.close_room(id, room).await;
+        }
+        self.hub.leave_room(id, &room)?;
+        self.gone_from(&room, id, &name).await;
+        Ok(())
+    }
+
+    pub(super) async fn close_room(
+        self: Arc<Self>,
+        id: ClientId,
+        room: String,
+    ) -> Result<(), HubError> {
+        let name = self.hub.name_of(id).ok_or(HubError::NotRegistered)?;
+        let (revision, record) =
+            (self.room_record(&room).await?).ok_or_else(|| HubError::NoSuchRoom(room.clone()))?;
+        if record.owner != id {
+            return Err(HubError::NotOwner(room));
+        }
+        let token = room_token(&room);
+        (self.layout.rooms)
+            .delete_expect_revision(record_key(&token), Some(revision))
+            .await
+            .map_err(unavailable)?;
+        self.tell(
+            &token,
+            &News::Closed {
+                by: name,
+                node: self.name.clone(),
+                boot: self.boot,
+            },
+        );
+        let _ = self.hub.close_room(id, &room);
+        self.unfollow(&room);
+        let inner = Arc::clone(&self);
+        tokio::spawn(async move { inner.clear_room(&token).await });
+        Ok(())
+    }
+
+    /// What is left of a closed room in NATS: its messages and its members' keys.
+    async fn clear_room(&self, token: &str) {
+        let _ = self
+            .layout
+            .room_history
+            .purge()
+            .filter(room_subject(token))
+            .await;
+        let filter = format!("$KV.{}.m.{token}.>", self.layout.rooms.name);
+        let prefix = format!("$KV.{}.", self.layout.rooms.name);
+        let got = catch_up(
+            &self.client,
+            &self.layout.rooms.stream,
+            filter,
+            DeliverPolicy::LastPerSubject,
+        )
+        .await;
+        if let Ok((seats, _)) = got {
+            for seat in seats {
+                if let Some(key) = seat.subject.strip_prefix(&prefix) {
+                    let _ = self.layout.rooms.delete(key).await;
+                }
+            }
+        }
+    }
+
+    /// Client `id` (`name`) is out of `room` here: its key goes, the other nodes'
+    /// members hear it left, and the node stops following a room it has no one in.
+    pub(super) async fn gone_from(&self, room: &str, id: ClientId, name: &str) {
+        let token = room_token(room);
+        if let Err(e) = self.layout.rooms.delete(seat_key(&token, id)).await {
+            tracing::warn!("could not take {name} out of room {room} in the cluster: {e}");
+        }
+        self.tell(
+            &token,
+            &News::Left {
+                name: name.to_owned(),
+                node: self.name.clone(),
+                boot: self.boot,
+            },
+        );
+        if self.hub.unproject_if_empty(room) {
+            self.unfollow(room);
+        }
+    }
+
+    /// A session that ended for good was in `rooms`: it leaves each in the cluster, and
+    /// the rooms it owned close.
+    pub(super) async fn left_rooms(
+        self: Arc<Self>,
+        id: ClientId,
+        name: String,
+        rooms: Vec<String>,
+    ) {
+        for room in rooms {
+            match self.room_record(&room).await {
+                Ok(Some((revision, record))) if record.owner == id => {
+                    let token = room_token(&room);
+                    let _ = (self.layout.rooms)
+                        .delete_expect_revision(record_key(&token), Some(revision))
+                        .await;
+                    self.tell(
+                        &token,
+                        &News::Closed {
+                            by: name.clone(),
+                            node: self.name.clone(),
+                            boot: self.boot,
+                        },
+                    );
+                    if self.hub.unproject_if_empty(&room) {
+                        self.unfollow(&room);
+                    }
+                    self.clear_room(&token).await;
+                }
+                _ => self.gone_from(&room, id, &name).await,
+            }
+        }
+    }
+
+    async fn seat(&self, token: &str, id: ClientId, name: &str) -> Result<(), HubError> {
+        let seat = Seat {
+            name: name.to_owned(),
+            node: self.name.clone(),
+            boot: self.boot,
+        };
+        let value = serde_json::to_vec(&seat).map_err(unavailable)?;
+        self.layout
+            .rooms
+            .put(seat_key(token, id), value.into())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The names of the room's members on other nodes (and earlier boots).
+    async fn others_in(&self, token: &str) -> Result<Vec<String>, ClusterError> {
+        let filter = format!("$KV.{}.m.{token}.>", self.layout.rooms.name);
+        let (seats, _) = catch_up(
+            &self.client,
+            &self.layout.rooms.stream,
+            filter,
+            DeliverPolicy::LastPerSubject,
+        )
+        .await?;
+        Ok(seats
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Seat>(&m.payload).ok())
+            .filter(|seat| !(seat.node == self.name && seat.boot == self.boot))
+            .map(|seat| seat.name)
+            .collect())
+    }
+
+    fn tell(&self, token: &str, news: &News) {
+        let Ok(payload) = serde_json::to_vec(news) else {
+            return;
+        };
+        let client = self.client.clone();
+        let subject = room_event_subject(token);
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject, payload.into()).await {
+                tracing::warn!("could not tell the other nodes of a room's news: {e}");
+            }
+        });
+    }
+
+    /// Follows `room` unless this node does: its news from now on, the messages the
+    /// cluster keeps of it, then every new one.
+    async fn follow(self: &Arc<Self>, room: &str, record: &RoomRecord) -> Result<(), HubError> {
+        let mut follows = self.follows.lock().await;
+        if follows.contains_key(room) {
+            return Ok(());
+        }
+        let token = room_token(room);
+        let news = (self.client)
+            .subscribe(room_event_subject(&token))
+            .await
+            .map_err(unavailable)?;
+        let (kept, messages) = catch_up(
+            &self.client,
+            &self.layout.room_history,
+            room_subject(&token),
+            DeliverPolicy::All,
+        )
+        .await
+        .map_err(unavailable)?;
+        let kept = kept
+            .iter()
+            .filter_map(stored)
+            .map(|(_, line)| line)
+            .collect();
+        self.hub
+            .project_room(room, record.owner, &record.epoch, kept);
+        let stop = CancellationToken::new();
+        follows.insert(room.to_owned(), stop.clone());
+        tokio::spawn(follow_room(
+            Arc::downgrade(self),
+            room.to_owned(),
+            messages,
+            news,
+            stop,
+        ));
+        Ok(())
+    }
+
+    fn unfollow(&self, room: &str) {
+        let follows = Arc::clone(&self.follows);
+        let room = room.to_owned();
+        tokio::spawn(async move {
+            if let Some(stop) = follows.lock().await.remove(&room) {
+                stop.cancel();
+            }
+        });
+    }
+}
+
+/// The room's message as the hub takes it, with who said it.
+fn stored(message: &async_nats::Message) -> Option<(ClientId, Stored)> {
+    let seq = message
+        .headers
+        .as_ref()?
+        .get(SEQ_HEADER)?
+        .as_str()
+        .parse()
+        .ok()?;
+    let said: Said = serde_json::from_slice(&message.payload).ok()?;
+    Some((
+        said.client,
+        Stored {
+            seq,
+            sent_ms: said.sent_ms,
+            from: said.from,
+            text: said.text,
+        },
+    ))
+}
+
+type Messages = async_nats::jetstream::consumer::push::Ordered;
+
+/// What `stream` holds under `filter` now (as `policy` picks), and an ordered consumer
+/// that goes on with what comes after.
+async fn catch_up(
+    client: &async_nats::Client,
+    stream: &Stream,
+    filter: String,
+    policy: DeliverPolicy,
+) -> Result<(Vec<async_nats::Message>, Messages), ClusterError> {
+    let doing = || format!("reading {filter}");
+    let config = OrderedConfig {
+        deliver_subject: client.new_inbox(),
+        filter_subject: filter.clone(),
+        deliver_policy: policy,
+        ..Default::default()
+    };
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| ClusterError::nats(doing(), e))?;
+    let mut pending = consumer.cached_info().num_pending;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| ClusterError::nats(doing(), e))?;
+    let mut kept = Vec::new();
+    while pending > 0 {
+        let Some(message) = messages.next().await else {
+            break;
+        };
+        let message = message.map_err(|e| ClusterError::nats(doing(), e))?;
+        pending = message.info().map_or(0, |info| info.pending);
+        let removed = (message.headers.as_ref())
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        if !removed {
+            kept.push(message.message);
+        }
+    }
+    Ok((kept, messages))
+}
+
+/// Hands `room`'s new messages and the other nodes' news to the hub until stopped.
+async fn follow_room(
+    inner: std::sync::Weak<Inner>,
+    room: String,
+    mut messages: Messages,
+    mut news: async_nats::Subscriber,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            message = messages.next() => {
+                let Some(inner) = inner.upgrade() else { return };
+                match message {
+                    Some(Ok(message)) => match stored(&message.message) {
+                        Some((by, line)) => inner.hub.stored_in_room(&room, by, line),
+                        None => tracing::warn!(room = %room, "a room message that is not switchboard's"),
+                    },
+                    Some(Err(e)) => tracing::warn!(room = %room, "following the room: {e}"),
+                    None => return,
+                }
+            }
+            heard = news.next() => {
+                let Some(inner) = inner.upgrade() else { return };
+                let Some(heard) = heard else { return };
+                let Ok(news) = serde_json::from_slice::<News>(&heard.payload) else { continue };
+                let mine = |node: &str, boot: u64| node == inner.name && boot == inner.boot;
+                match news {
+                    News::Joined { name, node, boot } if !mine(&node, boot) => {
+                        inner.hub.heard_in_room(&room, Event::Joined { room: room.clone(), name });
+                    }
+                    News::Left { name, node, boot } if !mine(&node, boot) => {
+                        inner.hub.heard_in_room(&room, Event::Left { room: room.clone(), name });
+                    }
+                    News::Closed { by, node, boot } if !mine(&node, boot) => {
+                        inner.hub.closed_elsewhere(&room, &by);
+                        inner.unfollow(&room);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
