@@ -57,6 +57,13 @@ pub(super) fn spawn(nodes: kv::Store, names: kv::Store, inner: Weak<Inner>, heal
                                 boot == claim.boot && now.duration_since(at) < heal_after
                             })
                     });
+                    let mut dead: Vec<(String, u64)> = Vec::new();
+                    for (_, held) in &orphans {
+                        let pair = (held.claim.node.clone(), held.claim.boot);
+                        if !dead.contains(&pair) {
+                            dead.push(pair);
+                        }
+                    }
                     for (token, held) in orphans {
                         if let Ok(true) = release_name(&names, &token, held.revision).await {
                             tracing::info!(
@@ -66,6 +73,9 @@ pub(super) fn spawn(nodes: kv::Store, names: kv::Store, inner: Weak<Inner>, heal
                             );
                         }
                         inner.directory.remove(&token);
+                    }
+                    if !dead.is_empty() {
+                        inner.heal_rooms(&dead).await;
                     }
                 }
             }

@@ -25,8 +25,11 @@ use crate::protocol::{ClientId, Event, now_millis};
 /// What `sb-rooms` holds for an open room.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct RoomRecord {
-    /// The owner's client id, on whichever node.
+    /// The owner's client id, name, and node (with its boot).
     pub owner: ClientId,
+    pub owner_name: String,
+    pub node: String,
+    pub boot: u64,
     pub epoch: String,
 }
 
@@ -113,6 +116,9 @@ impl Inner {
         let epoch = format!("{:012x}.{made}", self.boot >> 16);
         let record = RoomRecord {
             owner: id,
+            owner_name: name.clone(),
+            node: self.name.clone(),
+            boot: self.boot,
             epoch: epoch.clone(),
         };
         let value = serde_json::to_vec(&record).map_err(unavailable)?;
@@ -276,10 +282,101 @@ impl Inner {
         )
         .await;
         if let Ok((seats, _)) = got {
-            for seat in seats {
+            for (_, seat) in seats {
                 if let Some(key) = seat.subject.strip_prefix(&prefix) {
                     let _ = self.layout.rooms.delete(key).await;
                 }
+            }
+        }
+    }
+
+    /// Cleans up after the nodes (and boots) in `dead`: their clients' seats are taken
+    /// out of their rooms, and the rooms they owned are closed, each heard by the
+    /// members left. Every node that notices does this; a delete that names the
+    /// revision it removes lets exactly one of them do each part and tell of it.
+    pub(in crate::cluster) async fn heal_rooms(&self, dead: &[(String, u64)]) {
+        let is_dead = |node: &str, boot: u64| dead.iter().any(|(n, b)| n == node && *b == boot);
+        let prefix = format!("$KV.{}.", self.layout.rooms.name);
+        let Ok((records, _)) = catch_up(
+            &self.client,
+            &self.layout.rooms.stream,
+            format!("{prefix}r.>"),
+            DeliverPolicy::LastPerSubject,
+        )
+        .await
+        else {
+            return;
+        };
+        for (revision, message) in records {
+            let Ok(record) = serde_json::from_slice::<RoomRecord>(&message.payload) else {
+                continue;
+            };
+            let Some(key) = message.subject.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !is_dead(&record.node, record.boot) {
+                continue;
+            }
+            let Some(token) = key.strip_prefix("r.") else {
+                continue;
+            };
+            if let Ok(()) = self
+                .layout
+                .rooms
+                .delete_expect_revision(key, Some(revision))
+                .await
+            {
+                tracing::info!(room = %token, "room closed: its owner's node went unheard");
+                self.tell(
+                    token,
+                    &News::Closed {
+                        by: record.owner_name.clone(),
+                        node: record.node.clone(),
+                        boot: record.boot,
+                    },
+                );
+                self.clear_room(token).await;
+            }
+        }
+        let Ok((seats, _)) = catch_up(
+            &self.client,
+            &self.layout.rooms.stream,
+            format!("{prefix}m.>"),
+            DeliverPolicy::LastPerSubject,
+        )
+        .await
+        else {
+            return;
+        };
+        for (revision, message) in seats {
+            let Ok(seat) = serde_json::from_slice::<Seat>(&message.payload) else {
+                continue;
+            };
+            let Some(key) = message.subject.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !is_dead(&seat.node, seat.boot) {
+                continue;
+            }
+            let token = key
+                .strip_prefix("m.")
+                .and_then(|rest| rest.rsplit_once('.'))
+                .map(|(room, _)| room.to_owned());
+            if let (Some(token), Ok(())) = (
+                token,
+                self.layout
+                    .rooms
+                    .delete_expect_revision(key, Some(revision))
+                    .await,
+            ) {
+                self.tell(
+                    &token,
+                    &News::Left {
+                        name: seat.name,
+                        node: seat.node,
+                        boot: seat.boot,
+                    },
+                );
             }
         }
     }
@@ -364,7 +461,7 @@ impl Inner {
         .await?;
         Ok(seats
             .iter()
-            .filter_map(|m| serde_json::from_slice::<Seat>(&m.payload).ok())
+            .filter_map(|(_, m)| serde_json::from_slice::<Seat>(&m.payload).ok())
             .filter(|seat| !(seat.node == self.name && seat.boot == self.boot))
             .map(|seat| seat.name)
             .collect())
@@ -405,7 +502,7 @@ impl Inner {
         .map_err(unavailable)?;
         let kept = kept
             .iter()
-            .filter_map(stored)
+            .filter_map(|(_, m)| stored(m))
             .map(|(_, line)| line)
             .collect();
         self.hub
@@ -463,7 +560,7 @@ async fn catch_up(
     stream: &Stream,
     filter: String,
     policy: DeliverPolicy,
-) -> Result<(Vec<async_nats::Message>, Messages), ClusterError> {
+) -> Result<(Vec<(u64, async_nats::Message)>, Messages), ClusterError> {
     let doing = || format!("reading {filter}");
     let config = OrderedConfig {
         deliver_subject: client.new_inbox(),
@@ -491,7 +588,8 @@ async fn catch_up(
             .and_then(|h| h.get("KV-Operation"))
             .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
         if !removed {
-            kept.push(message.message);
+            let revision = message.info().map_or(0, |info| info.stream_sequence);
+            kept.push((revision, message.message));
         }
     }
     Ok((kept, messages))

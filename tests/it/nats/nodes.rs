@@ -218,7 +218,7 @@ async fn a_node_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
 }
 
 #[tokio::test]
-async fn the_names_of_a_node_killed_without_a_goodbye_are_freed_after_heal_after() {
+async fn a_node_killed_without_a_goodbye_loses_its_names_seats_and_rooms_after_heal_after() {
     let Some(nats) = NatsCluster::start().await else {
         return;
     };
@@ -252,6 +252,24 @@ async fn the_names_of_a_node_killed_without_a_goodbye_are_freed_after_heal_after
     let mut ana = Raw::connect(a.addr).await;
     ana.hello("ana").await;
     users_until(&mut ana, |names| names.contains(&"bob".to_owned())).await;
+    // Bob is in ana's room, and ana in bob's.
+    assert_eq!(
+        ana.call(json!({"op": "create_room", "room": "anas"})).await["ok"],
+        true
+    );
+    assert_eq!(
+        bob.call(json!({"op": "join_room", "room": "anas"})).await["ok"],
+        true
+    );
+    assert_eq!(room_event(&mut ana).await["event"], "joined");
+    assert_eq!(
+        bob.call(json!({"op": "create_room", "room": "bobs"})).await["ok"],
+        true
+    );
+    assert_eq!(
+        ana.call(json!({"op": "join_room", "room": "bobs"})).await["ok"],
+        true
+    );
 
     b.kill().expect("kill -9 node b");
     let _ = b.wait();
@@ -262,6 +280,18 @@ async fn the_names_of_a_node_killed_without_a_goodbye_are_freed_after_heal_after
         healed >= heal / 2,
         "freed before its lease ran out: {healed:?}"
     );
+    // Its memberships and its rooms go with it, and the members left are told.
+    let mut heard = vec![room_event(&mut ana).await, room_event(&mut ana).await];
+    heard.sort_by_key(|e| e["event"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(heard[0]["event"], "left", "{heard:?}");
+    assert_eq!(
+        (&heard[0]["room"], &heard[0]["name"]),
+        (&json!("anas"), &json!("bob"))
+    );
+    assert_eq!(heard[1]["event"], "room_closed", "{heard:?}");
+    assert_eq!(heard[1]["room"], "bobs");
+    let reopened = ana.call(json!({"op": "create_room", "room": "bobs"})).await;
+    assert_eq!(reopened["ok"], true, "{reopened}");
     // The name is free for anyone again, on the surviving node.
     let mut again = Raw::connect(a.addr).await;
     again.hello("bob").await;
