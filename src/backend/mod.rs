@@ -142,14 +142,7 @@ impl Backend {
     pub fn may_claim(&self, id: ClientId, name: &str) -> Answer<Result<Holder, HubError>> {
         match self {
             Backend::Local(local) => Answer::Now(local.hub().may_claim(id, name)),
-            Backend::Cluster(node) => {
-                Answer::Now(node.hub().may_claim(id, name).and_then(|holder| {
-                    match node.held_elsewhere(name) {
-                        true => Err(HubError::NameTaken(name.to_owned())),
-                        false => Ok(holder),
-                    }
-                }))
-            }
+            Backend::Cluster(node) => node.may_claim(id, name),
         }
     }
 
@@ -175,13 +168,7 @@ impl Backend {
             Backend::Local(local) => {
                 Answer::Now(local.hub().take_over(new_id, name, proof, seen, answer))
             }
-            Backend::Cluster(node) => {
-                let taken = node.hub().take_over(new_id, name, proof, seen, answer);
-                if let Ok((_, name)) = &taken {
-                    node.resumed(name);
-                }
-                Answer::Now(taken)
-            }
+            Backend::Cluster(node) => node.take_over(new_id, name, proof, seen, answer),
         }
     }
 

@@ -21,6 +21,10 @@ pub struct Claim {
     /// claims of its previous run can be told apart and cleaned up.
     pub boot: u64,
     pub client: ClientId,
+    /// Its session is parked (its connection was cut): the name stays held, but the
+    /// holder is not listed in `users` or reachable by its client id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 /// How a claim went.

@@ -44,9 +44,11 @@ impl Directory {
         self.lock().get(token).cloned()
     }
 
-    /// Everyone online under a name, on every node, in client id order.
+    /// Everyone online under a name, on every node, in client id order (parked
+    /// sessions are not online).
     pub fn users(&self) -> Vec<UserInfo> {
         let mut users: Vec<UserInfo> = (self.lock().values())
+            .filter(|held| !held.claim.parked)
             .map(|held| UserInfo {
                 client_id: held.claim.client,
                 name: held.claim.name.clone(),
@@ -59,7 +61,7 @@ impl Directory {
     /// The name client `id` holds, on whichever node.
     pub fn name_of(&self, id: ClientId) -> Option<String> {
         (self.lock().values())
-            .find(|held| held.claim.client == id)
+            .find(|held| held.claim.client == id && !held.claim.parked)
             .map(|held| held.claim.name.clone())
     }
 

@@ -22,9 +22,10 @@ use crate::protocol::{ClientId, ErrorBody, ErrorCode, Event, UserInfo};
 
 pub use projection::Stored;
 pub use resume::{Departure, Ending, Proof};
+pub use resume::{ParkedSeat, ParkedSession};
 use rooms::Room;
 pub use rooms::{After, RoomLimits, RoomView};
-pub use token::Token;
+pub use token::{Token, digest_matches};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {

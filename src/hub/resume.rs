@@ -232,3 +232,92 @@ impl Hub {
         Ok((old_id, display))
     }
 }
+
+/// A parked session as a cluster keeps it, for another node to take over: its name,
+/// its token's digest (never the token), and where it stood in each room.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParkedSession {
+    pub client: ClientId,
+    pub name: String,
+    /// Hex of the token's SHA-256; none while resume is off.
+    pub token: Option<String>,
+    pub seats: Vec<ParkedSeat>,
+}
+
+/// One room of a parked session: its own last `say` and the last `seq` its connection
+/// was given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParkedSeat {
+    pub room: String,
+    pub said: u64,
+    pub queued: Option<u64>,
+}
+
+impl Hub {
+    /// Parked session `id`, as another node would take it over.
+    pub fn parked_session(&self, id: ClientId) -> Option<ParkedSession> {
+        let state = self.lock();
+        let member = state.clients.get(&id).filter(|m| m.parked)?;
+        Some(ParkedSession {
+            client: id,
+            name: member.name.as_deref()?.to_owned(),
+            token: (member.token.as_ref())
+                .map(|t| t.digest().iter().map(|b| format!("{b:02x}")).collect()),
+            seats: (member.rooms.iter())
+                .map(|seat| ParkedSeat {
+                    room: seat.room.clone(),
+                    said: seat.said,
+                    queued: seat.queued,
+                })
+                .collect(),
+        })
+    }
+
+    /// Takes in a session parked on another node, parked here now, in the rooms this
+    /// hub projects (the node follows them first): [`Hub::take_over`] with the proof
+    /// checked by the node gives it to its new connection.
+    pub fn adopt_parked(&self, session: &ParkedSession) -> Result<(), HubError> {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let key = name_key(&session.name).into_owned();
+        if state.by_name.contains_key(&key) || state.clients.contains_key(&session.client) {
+            return Err(HubError::NameTaken(session.name.clone()));
+        }
+        let mut seats = Vec::new();
+        for seat in &session.seats {
+            if let Some(room) = state.rooms.get_mut(&seat.room) {
+                if !room.members.contains(&session.client) {
+                    room.members.push(session.client);
+                }
+                seats.push(super::Seat {
+                    room: seat.room.clone(),
+                    said: seat.said,
+                    queued: seat.queued,
+                });
+            }
+        }
+        state.by_name.insert(key, session.client);
+        state.parked += 1;
+        state.clients.insert(
+            session.client,
+            super::Member {
+                name: Some(session.name.as_str().into()),
+                outbox: PARKED.clone(),
+                rooms: seats,
+                since_ms: now,
+                token: None,
+                parked: true,
+                lost: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Lets parked session `id` go without a word to anyone: another node took it
+    /// over, rooms and name with it.
+    pub fn let_go(&self, id: ClientId) -> Option<String> {
+        let mut state = self.lock();
+        state.clients.get(&id).filter(|m| m.parked)?;
+        state.remove_quietly(id)
+    }
+}

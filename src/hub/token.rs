@@ -39,6 +39,12 @@ impl Token {
         ResumeToken(hex)
     }
 
+    /// The token's SHA-256: what a cluster keeps of a parked session's token, so that
+    /// another node can check a token given to it without the token being stored.
+    pub fn digest(&self) -> [u8; 32] {
+        sha256(&self.0)
+    }
+
     /// Whether `given` is this token. Its length and digits are checked first (they are
     /// no secret); the bytes are then compared in constant time.
     pub fn matches(&self, given: &ResumeToken) -> bool {
@@ -47,6 +53,18 @@ impl Token {
         };
         self.0.ct_eq(&bytes).into()
     }
+}
+
+/// Whether `given` is the token whose [`Token::digest`] is `digest`, compared in
+/// constant time.
+pub fn digest_matches(given: &ResumeToken, digest: &[u8; 32]) -> bool {
+    parse(&given.0).is_some_and(|bytes| sha256(&bytes).ct_eq(digest).into())
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
 }
 
 fn parse(hex: &str) -> Option<[u8; 16]> {

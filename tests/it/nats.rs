@@ -6,6 +6,7 @@ mod faults;
 mod harness;
 mod node_faults;
 mod nodes;
+mod resume;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -148,6 +149,7 @@ fn claim(node: &str, client: u64) -> Claim {
         node: node.into(),
         boot: 7,
         client,
+        parked: false,
     }
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod resume;
 mod rooms;
 
 use super::directory::Directory;
@@ -25,10 +26,14 @@ use super::{
     connect, ensure_layout, name_token, node_subject, peek_mail, release_name, store_mail,
 };
 use crate::backend::{Answer, Kept};
-use crate::hub::{After, Departure, Ending, Hub, HubConfig, HubError, Timeouts, Token};
+use crate::hub::{
+    After, Departure, Ending, Holder, Hub, HubConfig, HubError, Proof, Timeouts, Token,
+};
 use crate::metrics::Metrics;
 use crate::outbound::{OutQueue, Outbound};
-use crate::protocol::{ClientId, InboxPage, Reply, StoredMessage, now_millis, rfc3339_of_millis};
+use crate::protocol::{
+    ClientId, InboxPage, Reply, Seen, StoredMessage, now_millis, rfc3339_of_millis,
+};
 use crate::store::{Account, Appended, StoreError};
 
 /// How long each NATS address is given to answer at start.
@@ -85,12 +90,18 @@ pub(super) struct Inner {
     chores: TaskTracker,
 }
 
-/// What one node hands another: mail just stored for a client connected there.
+/// What one node hands another.
 #[derive(Debug, Serialize, Deserialize)]
-struct Delivery {
-    to: String,
-    from: String,
-    message_id: u64,
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Delivery {
+    /// Mail just stored for a client connected there.
+    Mail {
+        to: String,
+        from: String,
+        message_id: u64,
+    },
+    /// A session parked there was resumed here.
+    Taken { client: ClientId, name: String },
 }
 
 /// A direct message as `SB_INBOX` keeps it.
@@ -211,6 +222,7 @@ impl Node {
                 node: inner.name.clone(),
                 boot: inner.boot,
                 client: id,
+                parked: false,
             };
             match claim_name(&inner.layout.names, &token, &claim).await {
                 Ok(Claimed::Won { revision }) => match inner.hub.claim_name(id, &name) {
@@ -239,6 +251,7 @@ impl Node {
             Departure::Gone(Some(name)) => self.ended(id, name, rooms),
             Departure::Parked(name) => {
                 self.0.parked().insert(name_token(name), (id, rooms));
+                self.0.chores.spawn(Arc::clone(&self.0).park(id));
             }
             Departure::Gone(None) | Departure::Replaced => {}
         }
@@ -272,9 +285,55 @@ impl Node {
     /// A session resumed (taken over here): its rooms are its own again.
     pub fn resumed(&self, name: &str) {
         self.0.parked().remove(&name_token(name));
+        self.0.unpark(name, true);
+    }
+
+    /// Whether connection `id` may still say hello as `name`: as on one node, and a
+    /// name held on another node is taken, unless its session is parked there.
+    pub fn may_claim(&self, id: ClientId, name: &str) -> Answer<Result<Holder, HubError>> {
+        let local = self.0.hub.may_claim(id, name);
+        let Some(held) = self.0.directory.holder(&name_token(name)) else {
+            return Answer::Now(local);
+        };
+        if local.is_err() || self.0.is_mine(&held.claim) {
+            return Answer::Now(local);
+        }
+        let inner = Arc::clone(&self.0);
+        let name = name.to_owned();
+        later(async move {
+            match inner.parked_record(&name).await? {
+                Some((_, parked)) if parked.session.client == held.claim.client => {
+                    Ok(Holder::Parked)
+                }
+                _ => Err(HubError::NameTaken(name)),
+            }
+        })
+    }
+
+    /// Gives connection `new_id` the session holding `name`, parked here or on
+    /// another node, if `proof` allows.
+    pub fn take_over(
+        &self,
+        new_id: ClientId,
+        name: &str,
+        proof: Proof<'_>,
+        seen: Option<&Seen>,
+        answer: impl FnOnce(Reply) -> Outbound + Send + 'static,
+    ) -> Answer<Result<(ClientId, String), HubError>> {
+        if !self.held_elsewhere(name) {
+            let taken = self.0.hub.take_over(new_id, name, proof, seen, answer);
+            if let Ok((_, name)) = &taken {
+                self.resumed(name);
+            }
+            return Answer::Now(taken);
+        }
+        let inner = Arc::clone(&self.0);
+        let (name, proof, seen) = (name.to_owned(), resume::Proven::of(proof), seen.cloned());
+        later(inner.take_over_elsewhere(new_id, name, proof, seen, answer))
     }
 
     fn parked_ended(&self, name: &str) {
+        self.0.unpark(name, false);
         let parked = self.0.parked().remove(&name_token(name));
         let (id, rooms) = parked.unwrap_or_default();
         self.ended(id, name, rooms);
@@ -334,7 +393,7 @@ impl Node {
         if self.0.is_mine(&held.claim) {
             return;
         }
-        let delivery = Delivery {
+        let delivery = Delivery::Mail {
             to: to.to_owned(),
             from: from.to_owned(),
             message_id,
@@ -580,7 +639,12 @@ async fn deliver(inner: Weak<Inner>, mut deliveries: async_nats::Subscriber) {
             return;
         }
         match serde_json::from_slice::<Delivery>(&message.payload) {
-            Ok(d) => inner.hub.notify_mail(&d.to, &d.from, d.message_id),
+            Ok(Delivery::Mail {
+                to,
+                from,
+                message_id,
+            }) => inner.hub.notify_mail(&to, &from, message_id),
+            Ok(Delivery::Taken { client, name }) => inner.taken_elsewhere(client, &name),
             Err(e) => tracing::warn!("a delivery from another node is not understood: {e}"),
         }
     }

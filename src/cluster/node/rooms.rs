@@ -434,7 +434,7 @@ impl Inner {
         }
     }
 
-    async fn seat(&self, token: &str, id: ClientId, name: &str) -> Result<(), HubError> {
+    pub(super) async fn seat(&self, token: &str, id: ClientId, name: &str) -> Result<(), HubError> {
         let seat = Seat {
             name: name.to_owned(),
             node: self.name.clone(),
@@ -482,7 +482,11 @@ impl Inner {
 
     /// Follows `room` unless this node does: its news from now on, the messages the
     /// cluster keeps of it, then every new one.
-    async fn follow(self: &Arc<Self>, room: &str, record: &RoomRecord) -> Result<(), HubError> {
+    pub(super) async fn follow(
+        self: &Arc<Self>,
+        room: &str,
+        record: &RoomRecord,
+    ) -> Result<(), HubError> {
         let mut follows = self.follows.lock().await;
         if follows.contains_key(room) {
             return Ok(());
@@ -519,7 +523,7 @@ impl Inner {
         Ok(())
     }
 
-    fn unfollow(&self, room: &str) {
+    pub(super) fn unfollow(&self, room: &str) {
         let follows = Arc::clone(&self.follows);
         let room = room.to_owned();
         tokio::spawn(async move {

@@ -1,0 +1,254 @@
+//! Resume on another node than the one that was cut. A node that parks a session keeps
+//! it in `sb-sessions` (whose entries age out with the resume grace): its client id,
+//! name, the digest of its token, and where it stood in each room. The node its client
+//! comes back to checks the token against the digest (or the name's password), moves
+//! the name's claim to itself with a compare-and-set on its revision, tells the old
+//! node to let the session go, follows its rooms, and gives it to the new connection
+//! with the replay of what it missed, as one node does.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Delivery, Inner};
+use crate::cluster::{Claim, Latest, lost_race, name_token, node_subject, read_latest};
+use crate::hub::{HubError, ParkedSession, Proof, digest_matches};
+use crate::outbound::Outbound;
+use crate::protocol::{ClientId, Reply, ResumeToken, Seen};
+
+/// A parked session in `sb-sessions`, with the node that parked it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Parked {
+    pub session: ParkedSession,
+    pub node: String,
+    pub boot: u64,
+}
+
+/// What proves a take-over on another node; owned, as the take-over waits on NATS.
+pub(super) enum Proven {
+    Token(ResumeToken),
+    /// The name's password, checked already.
+    Password,
+}
+
+impl Proven {
+    pub(super) fn of(proof: Proof<'_>) -> Proven {
+        match proof {
+            Proof::Token(token) => Proven::Token(token.clone()),
+            Proof::Password => Proven::Password,
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HubError {
+    HubError::Unavailable(e.to_string())
+}
+
+impl Inner {
+    /// Keeps session `id`, parked here, in `sb-sessions` for any node to resume.
+    pub(super) async fn park(self: Arc<Self>, id: ClientId) {
+        let Some(session) = self.hub.parked_session(id) else {
+            return;
+        };
+        let token = name_token(&session.name);
+        let parked = Parked {
+            session,
+            node: self.name.clone(),
+            boot: self.boot,
+        };
+        let Ok(value) = serde_json::to_vec(&parked) else {
+            return;
+        };
+        if let Err(e) = self.layout.sessions.put(&token, value.into()).await {
+            tracing::warn!("a parked session can be resumed on this node only: {e}");
+        }
+        self.mark_parked(&token, true).await;
+    }
+
+    /// Marks this node's claim of name token `token` parked or not, so that every node
+    /// lists (and reaches by id) only the sessions online.
+    async fn mark_parked(&self, token: &str, parked: bool) {
+        let Some(revision) = self.own().get(token).copied() else {
+            return;
+        };
+        let Some(held) = self
+            .directory
+            .holder(token)
+            .filter(|h| h.revision == revision)
+        else {
+            return;
+        };
+        let claim = Claim {
+            parked,
+            ..held.claim
+        };
+        let Ok(value) = serde_json::to_vec(&claim) else {
+            return;
+        };
+        if let Ok(revision) = self
+            .layout
+            .names
+            .update(token, value.into(), revision)
+            .await
+        {
+            let mut own = self.own();
+            // Unless the session ended meanwhile and the name was released.
+            if own.contains_key(token) {
+                own.insert(token.to_owned(), revision);
+                self.directory.put(token.to_owned(), claim, revision);
+            }
+        }
+    }
+
+    /// The session parked as `name` on some node, with its revision.
+    pub(super) async fn parked_record(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u64, Parked)>, HubError> {
+        match read_latest(&self.layout.sessions, &name_token(name))
+            .await
+            .map_err(unavailable)?
+        {
+            Some(Latest {
+                revision,
+                value: Some(value),
+            }) => Ok(serde_json::from_slice(&value).ok().map(|p| (revision, p))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Forgets the parked session of `name` in `sb-sessions` (resumed here, or over);
+    /// `online` when it was resumed here, whose claim is then no longer parked.
+    pub(super) fn unpark(self: &Arc<Self>, name: &str, online: bool) {
+        let inner = Arc::clone(self);
+        let token = name_token(name);
+        self.chores.spawn(async move {
+            let _ = inner.layout.sessions.delete(&token).await;
+            if online {
+                inner.mark_parked(&token, false).await;
+            }
+        });
+    }
+
+    /// Takes over for connection `new_id` the session of `name` parked on another
+    /// node, if `proof` allows.
+    pub(super) async fn take_over_elsewhere(
+        self: Arc<Self>,
+        new_id: ClientId,
+        name: String,
+        proof: Proven,
+        seen: Option<Seen>,
+        answer: impl FnOnce(Reply) -> Outbound,
+    ) -> Result<(ClientId, String), HubError> {
+        let refused = || HubError::NameTaken(name.clone());
+        let (parked_at, parked) = self.parked_record(&name).await?.ok_or_else(refused)?;
+        if parked.node == self.name && parked.boot == self.boot {
+            return Err(refused());
+        }
+        let proven = match &proof {
+            Proven::Token(given) => (parked.session.token.as_deref())
+                .and_then(unhex)
+                .is_some_and(|digest| digest_matches(given, &digest)),
+            Proven::Password => true,
+        };
+        if !proven {
+            return Err(refused());
+        }
+        // The name moves to this node only if it is still the parked session's.
+        let token = name_token(&name);
+        let held = match read_latest(&self.layout.names, &token)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(Latest {
+                revision,
+                value: Some(value),
+            }) => (serde_json::from_slice::<Claim>(&value).ok()).map(|claim| (revision, claim)),
+            _ => None,
+        };
+        let Some((revision, claim)) = held.filter(|(_, c)| c.client == parked.session.client)
+        else {
+            return Err(refused());
+        };
+        let moved = Claim {
+            node: self.name.clone(),
+            boot: self.boot,
+            parked: false,
+            ..claim
+        };
+        let value = serde_json::to_vec(&moved).map_err(unavailable)?;
+        let revision = match self
+            .layout
+            .names
+            .update(&token, value.into(), revision)
+            .await
+        {
+            Ok(revision) => revision,
+            Err(e) if lost_race(&e) => return Err(refused()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let _ = (self.layout.sessions)
+            .delete_expect_revision(&token, Some(parked_at))
+            .await;
+        let taken = Delivery::Taken {
+            client: parked.session.client,
+            name: parked.session.name.clone(),
+        };
+        if let Ok(payload) = serde_json::to_vec(&taken) {
+            let _ = (self.client)
+                .publish(node_subject(&parked.node), payload.into())
+                .await;
+        }
+        for seat in &parked.session.seats {
+            if let Some((_, record)) = self.room_record(&seat.room).await? {
+                self.follow(&seat.room, &record).await?;
+            }
+        }
+        self.hub.adopt_parked(&parked.session)?;
+        self.own().insert(token.clone(), revision);
+        self.directory.put(token, moved, revision);
+        for seat in &parked.session.seats {
+            let room = crate::cluster::room_token(&seat.room);
+            self.seat(&room, parked.session.client, &parked.session.name)
+                .await?;
+        }
+        let resumed = self
+            .hub
+            .take_over(new_id, &name, Proof::Password, seen.as_ref(), answer)?;
+        tracing::info!(
+            name = %resumed.1,
+            from = %parked.node,
+            "session resumed from another node"
+        );
+        Ok(resumed)
+    }
+
+    /// Another node took over session `client` (`name`), parked here: it goes from
+    /// this hub without a word, its name and seats now that node's.
+    pub(super) fn taken_elsewhere(&self, client: ClientId, name: &str) {
+        let token = name_token(name);
+        self.own().remove(&token);
+        let rooms = self
+            .parked()
+            .remove(&token)
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default();
+        self.hub.let_go(client);
+        for room in rooms {
+            if self.hub.unproject_if_empty(&room) {
+                self.unfollow(&room);
+            }
+        }
+    }
+}
+
+fn unhex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,135 @@
+//! Resume on another node than the one that was cut: the session keeps its client id,
+//! name and rooms, and is replayed what was said while it was away.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::harness::NatsCluster;
+use super::nodes::node;
+use crate::common::{PATIENCE, Raw, code};
+use crate::resume::{cut, token_of};
+
+/// Says hello on `raw` with `hello` until it is answered ok: the node that parked the
+/// session writes it to the cluster a moment after the cut.
+async fn hello_until_ok(addr: std::net::SocketAddr, hello: Value) -> (Raw, Value) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut raw = Raw::connect(addr).await;
+        assert_eq!(raw.event().await["event"], "welcome");
+        let mut request = hello.clone();
+        request["op"] = json!("hello");
+        let reply = raw.call(request).await;
+        if reply["ok"] == true {
+            return (raw, reply);
+        }
+        assert_eq!(code(&reply), "name_taken", "{reply}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never resumed: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_cut_on_one_node_resumes_on_another() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
+    let b = node(&nats, 1, "b", Duration::from_secs(15)).await;
+
+    let mut away = Raw::connect(a.addr).await;
+    assert_eq!(away.event().await["event"], "welcome");
+    let hello = away.call(json!({"op": "hello", "name": "away"})).await;
+    let away_id = hello["client_id"].clone();
+    let token = token_of(&hello);
+    assert_eq!(
+        away.call(json!({"op": "create_room", "room": "r"})).await["ok"],
+        true
+    );
+    let mut host = Raw::connect(b.addr).await;
+    host.hello("host").await;
+    assert_eq!(
+        host.call(json!({"op": "join_room", "room": "r"})).await["ok"],
+        true
+    );
+    assert_eq!(away.event().await["event"], "joined");
+    cut(away);
+
+    // Parked: not listed anywhere, not reachable by its client id.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let users = host.call(json!({"op": "users"})).await;
+        if !users.to_string().contains("\"away\"") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still listed: {users}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let by_id = host
+        .call(json!({"op": "send", "to": away_id, "text": "?"}))
+        .await;
+    assert_eq!(code(&by_id), "no_such_user", "{by_id}");
+
+    // Said while it was away, through the other node.
+    for text in ["one", "two"] {
+        let said = host
+            .call(json!({"op": "say", "room": "r", "text": text}))
+            .await;
+        assert_eq!(said["ok"], true, "{said}");
+    }
+
+    // A wrong token takes nothing over.
+    let mut thief = Raw::connect(b.addr).await;
+    assert_eq!(thief.event().await["event"], "welcome");
+    let wrong =
+        json!({"op": "hello", "name": "away", "resume": "0123456789abcdef0123456789abcdef"});
+    let refused = thief.call(wrong).await;
+    assert_eq!(code(&refused), "name_taken", "{refused}");
+
+    let (mut back, reply) = hello_until_ok(
+        b.addr,
+        json!({"name": "away", "resume": token, "seen": {"r": 0}}),
+    )
+    .await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["client_id"], away_id, "the session's own id: {reply}");
+    assert_eq!(reply["rooms"][0]["room"], "r", "{reply}");
+    assert_eq!(reply["rooms"][0]["seq"], 2, "{reply}");
+    let mut replayed = Vec::new();
+    while replayed.len() < 2 {
+        let event = back.event().await;
+        assert_eq!(event["replay"], true, "{event}");
+        replayed.push(event["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(replayed, ["one", "two"]);
+
+    let users = back.call(json!({"op": "users"})).await;
+    let listed = (users["users"].as_array().unwrap().iter())
+        .any(|u| u["name"] == "away" && u["client_id"] == away_id);
+    assert!(listed, "{users}");
+
+    // Live again, on its new node, and still the room's owner.
+    let said = host
+        .call(json!({"op": "say", "room": "r", "text": "three"}))
+        .await;
+    assert_eq!(said["seq"], 3);
+    let live = back.event().await;
+    assert_eq!(live["text"], "three", "{live}");
+    assert_ne!(live["replay"], true, "{live}");
+    let refused = host.call(json!({"op": "close_room", "room": "r"})).await;
+    assert_eq!(code(&refused), "not_owner", "{refused}");
+    assert_eq!(
+        back.call(json!({"op": "close_room", "room": "r"})).await["ok"],
+        true
+    );
+    assert_eq!(host.event().await["event"], "room_closed");
+
+    a.stop().await;
+    b.stop().await;
+}
