@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// --tls, over wss:// (the listener serves HTTPS when the server has a certificate).
     #[arg(long)]
     pub ws: bool,
+    /// `fanout`: the members connect to these addresses in turn (the nodes of a
+    /// cluster, say), the publisher to --addr (switchboard over plain TCP).
+    #[arg(long, value_name = "ADDR,ADDR...", value_delimiter = ',', value_parser = Address::parse)]
+    pub spread: Vec<Address>,
     /// `rr`: one more connection, beside the measured ones, that sends R pings a
     /// second whatever the answers, as a runaway client does (switchboard over plain
     /// TCP; 1..=10000000). Against `serve --rate` far below R, the others' latency
@@ -148,6 +152,19 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "--flood adds a flooder to `rr` against switchboard over plain TCP".into(),
         ));
     }
+    if !args.spread.is_empty()
+        && (!matches!(args.scenario, Scenario::Fanout)
+            || target != Target::Switchboard
+            || args.ws
+            || args.tls.tls)
+    {
+        return Err(BenchError::Unsupported(
+            "--spread spreads the members of `fanout` against switchboard over plain TCP".into(),
+        ));
+    }
+    let spread: Vec<String> = (args.spread.iter())
+        .map(|addr| addr.with_port(DEFAULT_PORT))
+        .collect();
     let ws_scheme = if args.tls.tls { WSS_SCHEME } else { WS_SCHEME };
     let addr = match (&args.addr, target) {
         (Some(addr), _) if args.ws => format!("{ws_scheme}{}/ws", addr.with_port(HTTP_PORT)),
@@ -194,6 +211,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 target,
                 addr,
                 members: n,
+                spread,
                 in_flight: args.in_flight,
                 duration,
                 size: args.size,

@@ -16,6 +16,8 @@ pub struct FanoutOptions {
     pub target: Target,
     pub addr: String,
     pub members: usize,
+    /// Where the members connect, in turn; empty: `addr`.
+    pub spread: Vec<String>,
     /// Messages the publisher keeps unacknowledged.
     pub in_flight: usize,
     pub duration: Duration,
@@ -82,7 +84,11 @@ pub async fn run(options: &FanoutOptions) -> Result<Report, BenchError> {
     }
     let mut members = Vec::with_capacity(options.members);
     for i in 0..options.members {
-        let mut member = Conn::open(target, &options.addr, &names(i)).await?;
+        let addr = match options.spread.len() {
+            0 => &options.addr,
+            spread => &options.spread[i % spread],
+        };
+        let mut member = Conn::open(target, addr, &names(i)).await?;
         subscribe(&mut member, &room).await?;
         members.push(member);
     }
