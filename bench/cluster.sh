@@ -99,31 +99,32 @@ for i in (1, 2, 3):
 print(*t)'
 }
 hz=$(getconf CLK_TCK)
-# measure LABEL PIDS -- BENCH ARGS: one line of the table.
+# measure LABEL NODE_PIDS NATS_PIDS -- BENCH ARGS: one line of the table.
 measure() {
-    local label=$1 procs=$2; shift 3
-    local t0 v0 out t1 v1
-    t0=$(ticks $procs); v0=$(varz)
+    local label=$1 nodes=$2 servers=$3; shift 4
+    local t0 n0 v0 out t1 n1 v1
+    t0=$(ticks $nodes); n0=$(ticks $servers); v0=$(varz)
     out=$("$SB" bench "$@" --duration "$SECS" --json)
-    t1=$(ticks $procs); v1=$(varz)
-    python3 - "$label" "$out" "$t0" "$t1" "$v0" "$v1" "$hz" <<'EOF'
+    t1=$(ticks $nodes); n1=$(ticks $servers); v1=$(varz)
+    python3 - "$label" "$out" "$t0" "$t1" "$n0" "$n1" "$v0" "$v1" "$hz" <<'EOF'
 import json, sys
-label, out, t0, t1, v0, v1, hz = sys.argv[1:]
+label, out, t0, t1, n0, n1, v0, v1, hz = sys.argv[1:]
 r = json.loads(out)
 ops = max(r["ops"], 1)
-cpu_us = (int(t1) - int(t0)) / int(hz) * 1e6 / ops
+us = lambda a, b: (int(b) - int(a)) / int(hz) * 1e6 / ops
 d = [b - a for a, b in zip(map(int, v0.split()), map(int, v1.split()))]
-print(f"{label:<28} {r['ops_per_sec']:>10.0f} {r['p99_us']:>8} {cpu_us:>9.1f} "
-      f"{(d[0]+d[1])/ops:>9.1f} {(d[2]+d[3])/ops:>10.0f}")
+print(f"{label:<28} {r['ops_per_sec']:>10.0f} {r['p99_us']:>8} {us(t0, t1):>9.1f} "
+      f"{us(n0, n1):>9.1f} {(d[0]+d[1])/ops:>9.1f} {(d[2]+d[3])/ops:>10.0f}")
 EOF
 }
-all="${node_pids[*]} ${nats_pids[*]}"
+nodes="${node_pids[*]}" servers="${nats_pids[*]}"
 echo "$(date -u +%F): $N connections, $SECS s each, $(nproc) cores shared by all of it, NATS sync_interval $SYNC"
-printf '%-28s %10s %8s %9s %9s %10s\n' scenario ops/s p99_us cpu_us/op nats_msgs nats_bytes
-measure "send, one node (SQLite)" "$single" -- send --addr 127.0.0.1:12010 -n "$N" --scratch
-measure "send, cluster (via node1)" "$all" -- send --addr 127.0.0.1:12001 -n "$N" --scratch
-measure "fanout, one node" "$single" -- fanout --addr 127.0.0.1:12010 -n "$N"
-measure "fanout, cluster (3 nodes)" "$all" -- fanout --addr 127.0.0.1:12001 -n "$N" \
+printf '%-28s %10s %8s %9s %9s %9s %10s\n' scenario ops/s p99_us node_us nats_us nats_msgs nats_bytes
+measure "send, one node (SQLite)" "$single" "" -- send --addr 127.0.0.1:12010 -n "$N" --scratch
+measure "send, cluster (via node1)" "$nodes" "$servers" -- send --addr 127.0.0.1:12001 -n "$N" --scratch
+measure "fanout, one node" "$single" "" -- fanout --addr 127.0.0.1:12010 -n "$N"
+measure "fanout, cluster (3 nodes)" "$nodes" "$servers" -- fanout --addr 127.0.0.1:12001 -n "$N" \
     --spread 127.0.0.1:12001,127.0.0.1:12002,127.0.0.1:12003
-echo "cpu_us/op: every serving process's CPU time per operation (fanout: per delivery)."
+echo "node_us, nats_us: CPU time per operation of the switchboard node(s) and of the three"
+echo "NATS servers (fanout: per delivery)."
 echo "nats_msgs, nats_bytes: what the three NATS servers received and sent per operation."

@@ -8,22 +8,24 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod follow;
+mod mail;
 mod resume;
 mod rooms;
+mod tasks;
 
 use super::directory::Directory;
 use super::{
-    Claim, Claimed, ClusterError, IdAllocator, Layout, Settings, accounts, ack_mail, claim_name,
-    connect, ensure_layout, name_token, node_subject, peek_mail, release_name, store_mail,
+    Claim, Claimed, ClusterError, IdAllocator, Layout, Settings, claim_name, connect,
+    ensure_layout, name_token, node_subject, release_name,
 };
 use crate::backend::{Answer, Kept};
 use crate::hub::{
@@ -31,10 +33,8 @@ use crate::hub::{
 };
 use crate::metrics::Metrics;
 use crate::outbound::{OutQueue, Outbound};
-use crate::protocol::{
-    ClientId, InboxPage, Reply, Seen, StoredMessage, now_millis, rfc3339_of_millis,
-};
-use crate::store::{Account, Appended, StoreError};
+use crate::protocol::{ClientId, Reply, Seen};
+use crate::store::StoreError;
 
 /// How long each NATS address is given to answer at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,6 +85,8 @@ pub(super) struct Inner {
     /// The rooms of each session parked here, by name token: left in the cluster if
     /// the session ends without being resumed.
     parked: Mutex<HashMap<String, (ClientId, Vec<String>)>>,
+    /// Display names of recipients seen, by name token (see [`Inner::recipient`]).
+    recipients: Mutex<HashMap<String, String>>,
     /// Cleanup in the cluster after sessions that ended, waited for when the node
     /// leaves.
     chores: TaskTracker,
@@ -102,14 +104,6 @@ enum Delivery {
     },
     /// A session parked there was resumed here.
     Taken { client: ClientId, name: String },
-}
-
-/// A direct message as `SB_INBOX` keeps it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Letter {
-    from: String,
-    text: String,
-    sent_at: String,
 }
 
 /// A node's lease in `sb-nodes`.
@@ -157,6 +151,7 @@ impl Node {
             rooms_made: Default::default(),
             follows: Arc::default(),
             parked: Mutex::default(),
+            recipients: Mutex::default(),
             chores: TaskTracker::new(),
         });
         inner.renew_lease().await?;
@@ -168,9 +163,9 @@ impl Node {
             .watch_with_history(">")
             .await
             .map_err(|e| ClusterError::nats("watching sb-names", e))?;
-        tokio::spawn(deliver(Arc::downgrade(&inner), deliveries));
-        tokio::spawn(watch_names(Arc::downgrade(&inner), names));
-        tokio::spawn(keep_lease(Arc::downgrade(&inner), config.heal_after));
+        tokio::spawn(tasks::deliver(Arc::downgrade(&inner), deliveries));
+        tokio::spawn(tasks::watch_names(Arc::downgrade(&inner), names));
+        tokio::spawn(tasks::keep_lease(Arc::downgrade(&inner), config.heal_after));
         super::heal::spawn(
             inner.layout.nodes.clone(),
             inner.layout.names.clone(),
@@ -410,131 +405,6 @@ impl Node {
         });
     }
 
-    pub fn credentials(&self, name: &str) -> Kept<Option<Account>> {
-        let inner = Arc::clone(&self.0);
-        let name = name.to_owned();
-        kept(async move {
-            accounts::account(&inner.layout.accounts, &name)
-                .await
-                .map_err(failed)
-        })
-    }
-
-    pub fn seen(&self, name: &str) -> Kept<String> {
-        let inner = Arc::clone(&self.0);
-        let name = name.to_owned();
-        kept(async move {
-            accounts::see(&inner.layout.accounts, &name)
-                .await
-                .map_err(failed)
-        })
-    }
-
-    pub fn register(&self, name: &str, hash: String) -> Kept<bool> {
-        let inner = Arc::clone(&self.0);
-        let name = name.to_owned();
-        kept(async move {
-            accounts::register(&inner.layout.accounts, &name, &hash)
-                .await
-                .map_err(failed)
-        })
-    }
-
-    /// Forgets guest `name` and its mail, in the background: nobody waits for it.
-    pub fn forget_guest(&self, name: &str) -> Kept<bool> {
-        let inner = Arc::clone(&self.0);
-        let name = name.to_owned();
-        tokio::spawn(async move {
-            let token = name_token(&name);
-            let forgotten = async {
-                accounts::forget(&inner.layout.accounts, &name).await?;
-                ack_mail(&inner.layout.inbox, &token, u64::MAX - 1).await
-            };
-            if let Err(e) = forgotten.await {
-                tracing::warn!(name = %name, "could not forget a guest in the cluster: {e}");
-            }
-        });
-        kept(std::future::ready(Ok(true)))
-    }
-
-    /// Stores a direct message for `to` in JetStream; answers once it is stored (on a
-    /// majority of the stream's replicas).
-    pub fn append(&self, to: String, from: Arc<str>, text: String) -> Kept<Appended> {
-        let inner = Arc::clone(&self.0);
-        let sent = (inner.sends).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        kept(async move {
-            let Some(account) = accounts::account(&inner.layout.accounts, &to)
-                .await
-                .map_err(failed)?
-            else {
-                return Err(StoreError::NoSuchUser(to));
-            };
-            let letter = Letter {
-                from: from.to_string(),
-                text,
-                sent_at: rfc3339_of_millis(now_millis()),
-            };
-            let payload = serde_json::to_vec(&letter).map_err(|e| failed(e.to_string()))?;
-            let message_id = format!("{}.{:x}.{sent}", inner.name, inner.boot);
-            let token = name_token(&to);
-            let id = store_mail(&inner.js, &token, &message_id, payload.into())
-                .await
-                .map_err(failed)?;
-            Ok(Appended {
-                id,
-                to: account.name,
-                from,
-            })
-        })
-    }
-
-    /// A page of `name`'s unread mail, oldest first, as much as fits in `budget`
-    /// bytes; taken (acked at once) unless `peek`.
-    pub fn inbox(&self, name: String, limit: u32, budget: usize, peek: bool) -> Kept<InboxPage> {
-        let inner = Arc::clone(&self.0);
-        kept(async move {
-            let token = name_token(&name);
-            let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
-            let mail = peek_mail(&inner.layout.inbox, &token, 0, limit.saturating_add(1))
-                .await
-                .map_err(failed)?;
-            let mut more = mail.len() > limit;
-            let mut messages = Vec::new();
-            let mut spent = 0;
-            for mail in mail.into_iter().take(limit) {
-                let letter: Letter = serde_json::from_slice(&mail.payload)
-                    .map_err(|e| failed(format!("mail {} is not switchboard's: {e}", mail.id)))?;
-                let size = 80 + letter.from.len() + letter.text.len();
-                if !messages.is_empty() && spent + size > budget {
-                    more = true;
-                    break;
-                }
-                spent += size;
-                messages.push(StoredMessage {
-                    message_id: mail.id,
-                    from: letter.from,
-                    text: letter.text,
-                    sent_at: letter.sent_at,
-                });
-            }
-            if !peek && let Some(last) = messages.last() {
-                ack_mail(&inner.layout.inbox, &token, last.message_id)
-                    .await
-                    .map_err(failed)?;
-            }
-            Ok(InboxPage { messages, more })
-        })
-    }
-
-    pub fn ack(&self, name: String, up_to: u64) -> Kept<u64> {
-        let inner = Arc::clone(&self.0);
-        kept(async move {
-            ack_mail(&inner.layout.inbox, &name_token(&name), up_to)
-                .await
-                .map_err(failed)
-        })
-    }
-
     /// Stops the node's background work, gives up its names and its lease: its
     /// clients have been told the server is going, and may say hello on another node
     /// at once.
@@ -642,68 +512,4 @@ fn slow() -> String {
 /// acknowledged.
 fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unconfirmed(e.to_string())
-}
-
-/// Pushes what other nodes hand this one into its clients' queues.
-async fn deliver(inner: Weak<Inner>, mut deliveries: async_nats::Subscriber) {
-    while let Some(message) = deliveries.next().await {
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.stop.is_cancelled() {
-            return;
-        }
-        match serde_json::from_slice::<Delivery>(&message.payload) {
-            Ok(Delivery::Mail {
-                to,
-                from,
-                message_id,
-            }) => inner.hub.notify_mail(&to, &from, message_id),
-            Ok(Delivery::Taken { client, name }) => inner.taken_elsewhere(client, &name),
-            Err(e) => tracing::warn!("a delivery from another node is not understood: {e}"),
-        }
-    }
-}
-
-/// Keeps the directory in step with `sb-names`.
-async fn watch_names(inner: Weak<Inner>, mut names: jetstream::kv::Watch) {
-    use jetstream::kv::Operation;
-    while let Some(entry) = names.next().await {
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.stop.is_cancelled() {
-            return;
-        }
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!("watching sb-names: {e}");
-                continue;
-            }
-        };
-        match entry.operation {
-            Operation::Put => match serde_json::from_slice::<Claim>(&entry.value) {
-                Ok(claim) => inner.directory.put(entry.key, claim, entry.revision),
-                Err(e) => tracing::warn!("sb-names holds a claim that is not switchboard's: {e}"),
-            },
-            Operation::Delete | Operation::Purge => inner.directory.remove(&entry.key),
-        }
-    }
-}
-
-/// Renews the node's lease several times within each `heal_after`, so that a late
-/// heartbeat or two never has it taken for dead.
-async fn keep_lease(inner: Weak<Inner>, heal_after: Duration) {
-    let period = (heal_after / 4).max(Duration::from_millis(100));
-    loop {
-        let stop = match inner.upgrade() {
-            Some(inner) => inner.stop.clone(),
-            None => return,
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(period) => {}
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        if let Err(e) = inner.renew_lease().await {
-            tracing::warn!("{e}");
-        }
-    }
 }
