@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::extract::FromRequestParts;
@@ -21,15 +21,136 @@ use hyper_util::rt::TokioIo;
 use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{
+    CloseFrame, Role, WebSocketConfig, WebSocketContext,
+};
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::either::Either;
 
 use super::partial::Unfinished;
 
-/// The WebSocket a session serves.
-pub(super) type WebSocket = WebSocketStream<Counted<Beneath>>;
+/// The WebSocket a session serves: tungstenite's state of the protocol and the socket
+/// beneath, called with the task's own context. The session's reader and writer, two
+/// futures of one task, take turns on it through a lock that is never contended.
+/// tokio-tungstenite's stream is not used: it serves a reader and a writer that may be
+/// in different tasks, so every call registers the caller's waker in proxies for both
+/// sides, and `split` puts a lock and a message slot of its own in front of that.
+pub(super) struct WebSocket(Mutex<Socket>);
+
+struct Socket {
+    context: WebSocketContext,
+    io: Counted<Beneath>,
+}
+
+/// The socket as tungstenite's blocking reads and writes want it, for one call: a
+/// socket not ready is `WouldBlock`, and the task is woken when it is.
+struct Io<'a, 'b> {
+    io: &'a mut Counted<Beneath>,
+    cx: &'a mut Context<'b>,
+}
+
+fn would_block(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl WebSocket {
+    fn new(io: Counted<Beneath>, config: WebSocketConfig) -> Self {
+        let context = WebSocketContext::new(Role::Server, Some(config));
+        WebSocket(Mutex::new(Socket { context, io }))
+    }
+
+    fn with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut WebSocketContext, &mut Io<'_, '_>) -> R,
+    ) -> R {
+        let mut socket = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Socket { context, io } = &mut *socket;
+        f(context, &mut Io { io, cx })
+    }
+
+    /// The next message; `None` once the connection has closed.
+    pub fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
+        self.with(cx, |context, io| match context.read(io) {
+            Ok(message) => Poll::Ready(Some(Ok(message))),
+            Err(e) if would_block(&e) => Poll::Pending,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Poll::Ready(None)
+            }
+            Err(e) => Poll::Ready(Some(Err(e))),
+        })
+    }
+
+    /// Writes `messages` (taking them) and flushes, `sent` told of each as it is taken.
+    /// tungstenite buffers what it is given up to its write buffer size, so a batch goes
+    /// out in one write; a write the socket would not take whole stays buffered and
+    /// the flush finishes it on a later poll.
+    pub fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        messages: &mut Vec<Message>,
+        mut sent: impl FnMut(&Message),
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        self.with(cx, |context, io| {
+            for message in messages.drain(..) {
+                sent(&message);
+                match context.write(io, message) {
+                    Err(e) if !would_block(&e) => return Poll::Ready(Err(e)),
+                    _ => {}
+                }
+            }
+            match context.flush(io) {
+                Ok(()) | Err(tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),
+                Err(e) if would_block(&e) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        })
+    }
+
+    /// Sends the close (once, whatever `frame` holds on later polls) and flushes.
+    pub fn poll_close(
+        &self,
+        cx: &mut Context<'_>,
+        frame: &mut Option<CloseFrame>,
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        self.with(cx, |context, io| match context.close(io, frame.take()) {
+            Ok(()) | Err(tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),
+            Err(e) if would_block(&e) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        })
+    }
+}
+
+impl io::Read for Io<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl io::Write for Io<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
+            Poll::Ready(written) => written,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match Pin::new(&mut *self.io).poll_flush(self.cx) {
+            Poll::Ready(flushed) => flushed,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
 
 /// What a WebSocket runs on: a plain connection's own socket, taken back from hyper
 /// after the upgrade with what hyper had read past the request in front of it, so that
@@ -203,9 +324,7 @@ impl WsRequest {
                         inner: beneath(upgraded),
                         unfinished: Arc::clone(&unfinished),
                     };
-                    let socket =
-                        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    serve(socket, unfinished).await;
+                    serve(WebSocket::new(io, config), unfinished).await;
                 }
                 Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
             }
