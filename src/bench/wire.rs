@@ -53,6 +53,12 @@ const PONG: u8 = 0xA;
 /// A WebSocket client connection past its handshake.
 pub struct WsClient {
     stream: WsStream,
+    frames: Frames,
+}
+
+/// The client's side of the framing, apart from the socket.
+#[derive(Default)]
+struct Frames {
     /// What was read and not yet taken apart into messages.
     read: BytesMut,
     /// The frames of one write, reused.
@@ -151,9 +157,10 @@ impl WsClient {
         }
         Ok(WsClient {
             stream,
-            read,
-            write: Vec::new(),
-            fragments: None,
+            frames: Frames {
+                read,
+                ..Frames::default()
+            },
         })
     }
 
@@ -164,7 +171,7 @@ impl WsClient {
             let len = (&rest[..frame::HEADER]).get_u32() as usize;
             let end = frame::HEADER + len;
             let payload = rest.get(frame::HEADER..end).ok_or("a frame cut short")?;
-            put_frame(&mut self.write, TEXT, payload);
+            put_frame(&mut self.frames.write, TEXT, payload);
             rest = &rest[end..];
         }
         self.send().await
@@ -172,8 +179,8 @@ impl WsClient {
 
     /// Writes out the write buffer, emptied.
     async fn send(&mut self) -> Result<(), String> {
-        let written = self.stream.write_all(&self.write).await;
-        self.write.clear();
+        let written = self.stream.write_all(&self.frames.write).await;
+        self.frames.write.clear();
         written.map_err(|e| e.to_string())?;
         self.stream.flush().await.map_err(|e| e.to_string())
     }
@@ -182,8 +189,8 @@ impl WsClient {
     /// first if there is none; `Ok(0)` once the server has closed.
     async fn read_buf(&mut self, buf: &mut BytesMut) -> Result<usize, String> {
         loop {
-            let (taken, closed) = self.take_messages(buf)?;
-            if !self.write.is_empty() {
+            let (taken, closed) = self.frames.take_messages(buf)?;
+            if !self.frames.write.is_empty() {
                 // Pongs owed for the pings just read.
                 self.send().await?;
             }
@@ -193,17 +200,20 @@ impl WsClient {
             if closed {
                 return Ok(0);
             }
-            if self.read.capacity() - self.read.len() < 4096 {
-                self.read.reserve(16 * 1024);
+            let read = &mut self.frames.read;
+            if read.capacity() - read.len() < 4096 {
+                read.reserve(16 * 1024);
             }
-            match self.stream.read_buf(&mut self.read).await {
+            match self.stream.read_buf(read).await {
                 Ok(0) => return Ok(0),
                 Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
     }
+}
 
+impl Frames {
     /// Takes the whole frames at the front of what was read: messages go to `buf`,
     /// pings are answered (into the write buffer). Returns the bytes added to `buf`, and
     /// whether the server's close was reached (it stays unread, to end the next read).
@@ -298,4 +308,74 @@ fn put_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     }
     out.extend_from_slice(&MASK);
     out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketContext};
+
+    use super::*;
+
+    /// tungstenite, as the server runs it, reads the client's frames of every length
+    /// encoding as the text they carry.
+    #[test]
+    fn the_server_reads_the_clients_frames() {
+        for len in [0, 125, 126, 0xffff, 0x10000] {
+            let text = "x".repeat(len);
+            let mut wire = Vec::new();
+            put_frame(&mut wire, TEXT, text.as_bytes());
+            let mut server = WebSocketContext::new(Role::Server, None);
+            let message = server.read(&mut Cursor::new(wire)).unwrap();
+            assert_eq!(message, Message::text(text), "{len} bytes");
+        }
+    }
+
+    /// What the server writes arrives as native frames: whole messages, fragmented
+    /// ones put together, pings answered with pongs, and the close ends the reading.
+    #[test]
+    fn the_clients_read_takes_the_servers_frames_apart() {
+        let mut server = WebSocketContext::new(Role::Server, None);
+        let mut wire = Cursor::new(Vec::new());
+        let fragment = |data: &'static str, opcode, fin| {
+            Message::Frame(Frame::message(data.as_bytes(), opcode, fin))
+        };
+        for message in [
+            Message::text("{\"ok\":true}"),
+            Message::Ping("p".into()),
+            fragment("{\"a\":", OpCode::Data(Data::Text), false),
+            fragment("1}", OpCode::Data(Data::Continue), true),
+            Message::text("x".repeat(300)),
+        ] {
+            server.write(&mut wire, message).unwrap();
+        }
+        server.flush(&mut wire).unwrap();
+        let mut frames = Frames::default();
+        let bytes = wire.into_inner();
+        let mut native = BytesMut::new();
+        // A byte at a time: every cut of a frame waits for the rest.
+        for &byte in &bytes[..bytes.len() - 1] {
+            frames.read.put_u8(byte);
+            assert!(!frames.take_messages(&mut native).unwrap().1);
+        }
+        frames.read.put_u8(bytes[bytes.len() - 1]);
+        frames.take_messages(&mut native).unwrap();
+        let mut texts = Vec::new();
+        while let Some(payload) = frame::decode(&mut native, frame::DEFAULT_MAX_FRAME).unwrap() {
+            texts.push(String::from_utf8(payload.to_vec()).unwrap());
+        }
+        assert_eq!(texts, ["{\"ok\":true}", "{\"a\":1}", &"x".repeat(300)]);
+        let mut pong = Vec::new();
+        put_frame(&mut pong, PONG, b"p");
+        assert_eq!(frames.write, pong);
+
+        let mut closing = Cursor::new(Vec::new());
+        let _ = server.close(&mut closing, None);
+        frames.read.extend_from_slice(&closing.into_inner());
+        assert_eq!(frames.take_messages(&mut native).unwrap(), (0, true));
+    }
 }
