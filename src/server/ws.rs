@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::future::poll_fn;
+use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::time::Instant;
@@ -299,6 +300,10 @@ async fn write_loop(
     // removed again for every message.
     let ping_timer = tokio::time::sleep_until(pinged + ping_after);
     tokio::pin!(ping_timer);
+    // Whether the timer has been polled since it was set. Polled once, it wakes the
+    // task when it fires, so until then a glance at it does: polling it again at every
+    // wait of the writer, once per request, would register the task with it again.
+    let mut ping_armed = false;
     // Reused: what the answers are encoded into, and the messages of one write.
     let mut encoded = BytesMut::new();
     let mut batch = Vec::new();
@@ -307,7 +312,14 @@ async fn write_loop(
             biased;
             item = rx.recv() => item,
             () = &mut stopped => return,
-            () = &mut ping_timer => {
+            () = poll_fn(|cx| {
+                if ping_armed && !ping_timer.is_elapsed() {
+                    return Poll::Pending;
+                }
+                ping_armed = true;
+                ping_timer.as_mut().poll(cx)
+            }) => {
+                ping_armed = false;
                 let due = link.heard().max(pinged) + ping_after;
                 let now = Instant::now();
                 if due > now {
