@@ -41,6 +41,16 @@ pub(super) struct WebSocket(Mutex<Socket>);
 struct Socket {
     context: WebSocketContext,
     io: Counted<Beneath>,
+    /// Bytes of the client's frames that tungstenite has made into the messages it
+    /// returned, reckoned as if each came in one frame with the shortest header. That
+    /// is never more than it took, so when it equals what was read from the socket,
+    /// tungstenite holds nothing unread (see [`WebSocket::poll_read`]).
+    taken: u64,
+    /// Whether a read must go to tungstenite even when it holds nothing: a ping it
+    /// answers is sent by its next call, and after a close the reckoning is off. So
+    /// does every read while a write is blocked, so that what tungstenite owes the
+    /// client (a pong) goes as soon as the socket takes it.
+    call_next: bool,
 }
 
 /// The socket as tungstenite's blocking reads and writes want it, for one call: a
@@ -57,7 +67,12 @@ fn would_block(e: &tungstenite::Error) -> bool {
 impl WebSocket {
     fn new(io: Counted<Beneath>, config: WebSocketConfig) -> Self {
         let context = WebSocketContext::new(Role::Server, Some(config));
-        WebSocket(Mutex::new(Socket { context, io }))
+        WebSocket(Mutex::new(Socket {
+            context,
+            io,
+            taken: 0,
+            call_next: false,
+        }))
     }
 
     fn with<R>(
@@ -66,23 +81,59 @@ impl WebSocket {
         f: impl FnOnce(&mut WebSocketContext, &mut Io<'_, '_>) -> R,
     ) -> R {
         let mut socket = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let Socket { context, io } = &mut *socket;
+        let Socket { context, io, .. } = &mut *socket;
         f(context, &mut Io { io, cx })
     }
 
     /// The next message; `None` once the connection has closed.
+    ///
+    /// When tungstenite holds nothing unread and the plain socket has nothing new, the
+    /// read ends here: tungstenite would zero its read buffer and try the socket only
+    /// to find it empty, once after every message.
     pub fn poll_read(
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
-        self.with(cx, |context, io| match context.read(io) {
-            Ok(message) => Poll::Ready(Some(Ok(message))),
+        let mut socket = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Socket {
+            context,
+            io,
+            taken,
+            call_next,
+        } = &mut *socket;
+        if !*call_next
+            && *taken == io.total
+            && !io.write_blocked
+            && let Either::Left(drained) = &io.inner
+            && drained.prefix.is_empty()
+            && drained.socket.poll_read_ready(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        *call_next = false;
+        match context.read(&mut Io { io, cx }) {
+            Ok(message) => {
+                let payload = match &message {
+                    Message::Text(text) => text.len(),
+                    Message::Binary(bytes) | Message::Pong(bytes) => bytes.len(),
+                    Message::Ping(bytes) => {
+                        *call_next = true;
+                        bytes.len()
+                    }
+                    Message::Close(_) | Message::Frame(_) => {
+                        *call_next = true;
+                        0
+                    }
+                };
+                *taken += client_frame_len(payload);
+                Poll::Ready(Some(Ok(message)))
+            }
             Err(e) if would_block(&e) => Poll::Pending,
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                 Poll::Ready(None)
             }
             Err(e) => Poll::Ready(Some(Err(e))),
-        })
+        }
     }
 
     /// Writes `messages` (taking them) and flushes, `sent` told of each as it is taken.
@@ -125,6 +176,17 @@ impl WebSocket {
     }
 }
 
+/// The bytes of a client's frame with `payload` bytes: the shortest header for its
+/// length, and the mask key every client frame carries (RFC 6455, 5.2).
+fn client_frame_len(payload: usize) -> u64 {
+    let header = match payload {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    (header + 4 + payload) as u64
+}
+
 impl io::Read for Io<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut buf = ReadBuf::new(buf);
@@ -138,14 +200,18 @@ impl io::Read for Io<'_, '_> {
 
 impl io::Write for Io<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
+        let written = Pin::new(&mut *self.io).poll_write(self.cx, buf);
+        self.io.write_blocked = written.is_pending();
+        match written {
             Poll::Ready(written) => written,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match Pin::new(&mut *self.io).poll_flush(self.cx) {
+        let flushed = Pin::new(&mut *self.io).poll_flush(self.cx);
+        self.io.write_blocked = flushed.is_pending();
+        match flushed {
             Poll::Ready(flushed) => flushed,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
@@ -323,6 +389,8 @@ impl WsRequest {
                     let io = Counted {
                         inner: beneath(upgraded),
                         unfinished: Arc::clone(&unfinished),
+                        total: 0,
+                        write_blocked: false,
                     };
                     serve(WebSocket::new(io, config), unfinished).await;
                 }
@@ -354,6 +422,10 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 pub(super) struct Counted<T> {
     inner: T,
     unfinished: Arc<Unfinished>,
+    /// Bytes read in all.
+    total: u64,
+    /// Whether the last write or flush found the socket full.
+    write_blocked: bool,
 }
 
 /// The read error of a WebSocket that took the server over `--max-partial-total`.
@@ -372,6 +444,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
+        self.total += read as u64;
         if read > 0 && !self.unfinished.read(read) {
             let limit = self.unfinished.limit();
             return Poll::Ready(Err(io::Error::other(OverBudget(limit))));
