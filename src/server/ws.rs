@@ -7,13 +7,12 @@
 //! message without its length prefix, so an event shared by many connections is still
 //! encoded once for all of them.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::time::Duration;
-
-use std::future::poll_fn;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::time::Instant;
@@ -142,7 +141,7 @@ impl Session {
             let message = tokio::select! {
                 biased;
                 message = poll_fn(|cx| socket.poll_read(cx)) => message,
-                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
+                signal = poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
             };
             link.heard_now();
             unfinished.complete();
@@ -203,7 +202,7 @@ impl Session {
                 if let Some(until) = limit.wait(state.rate_clock, Instant::now()) {
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => {}
-                        signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
+                        signal = poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
                     }
                 }
                 limit.spend(&mut state.rate_clock, Instant::now());
