@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::extract::FromRequestParts;
@@ -21,15 +21,202 @@ use hyper_util::rt::TokioIo;
 use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{
+    CloseFrame, Role, WebSocketConfig, WebSocketContext,
+};
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::either::Either;
 
 use super::partial::Unfinished;
 
-/// The WebSocket a session serves.
-pub(super) type WebSocket = WebSocketStream<Counted<Beneath>>;
+/// The WebSocket a session serves: tungstenite's state of the protocol and the socket
+/// beneath, called with the task's own context. The session's reader and writer, two
+/// futures of one task, take turns on it through a lock that is never contended.
+/// tokio-tungstenite's stream is not used: it serves a reader and a writer that may be
+/// in different tasks, so every call registers the caller's waker in proxies for both
+/// sides, and `split` puts a lock and a message slot of its own in front of that.
+pub(super) struct WebSocket(Mutex<Socket>);
+
+struct Socket {
+    context: WebSocketContext,
+    io: Counted<Beneath>,
+    /// Bytes of the client's frames that tungstenite has made into the messages it
+    /// returned, reckoned as if each came in one frame with the shortest header. That
+    /// is never more than it took, so when it equals what was read from the socket,
+    /// tungstenite holds nothing unread (see [`WebSocket::poll_read`]).
+    taken: u64,
+    /// Whether a read must go to tungstenite even when it holds nothing: a ping it
+    /// answers is sent by its next call, and after a close the reckoning is off. So
+    /// does every read while a write is blocked, so that what tungstenite owes the
+    /// client (a pong) goes as soon as the socket takes it.
+    call_next: bool,
+}
+
+/// The socket as tungstenite's blocking reads and writes want it, for one call: a
+/// socket not ready is `WouldBlock`, and the task is woken when it is.
+struct Io<'a, 'b> {
+    io: &'a mut Counted<Beneath>,
+    cx: &'a mut Context<'b>,
+}
+
+fn would_block(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl WebSocket {
+    fn new(io: Counted<Beneath>, config: WebSocketConfig) -> Self {
+        let context = WebSocketContext::new(Role::Server, Some(config));
+        WebSocket(Mutex::new(Socket {
+            context,
+            io,
+            taken: 0,
+            call_next: false,
+        }))
+    }
+
+    fn with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut WebSocketContext, &mut Io<'_, '_>) -> R,
+    ) -> R {
+        let mut socket = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Socket { context, io, .. } = &mut *socket;
+        f(context, &mut Io { io, cx })
+    }
+
+    /// The next message; `None` once the connection has closed.
+    ///
+    /// When tungstenite holds nothing unread and the plain socket has nothing new, the
+    /// read ends here: tungstenite would zero its read buffer and try the socket only
+    /// to find it empty, once after every message.
+    pub fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
+        let mut socket = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Socket {
+            context,
+            io,
+            taken,
+            call_next,
+        } = &mut *socket;
+        if !*call_next
+            && *taken == io.total
+            && !io.write_blocked
+            && let Either::Left(drained) = &io.inner
+            && drained.prefix.is_empty()
+            && drained.socket.poll_read_ready(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        *call_next = false;
+        match context.read(&mut Io { io, cx }) {
+            Ok(message) => {
+                let payload = match &message {
+                    Message::Text(text) => text.len(),
+                    Message::Binary(bytes) | Message::Pong(bytes) => bytes.len(),
+                    Message::Ping(bytes) => {
+                        *call_next = true;
+                        bytes.len()
+                    }
+                    Message::Close(_) | Message::Frame(_) => {
+                        *call_next = true;
+                        0
+                    }
+                };
+                *taken += client_frame_len(payload);
+                Poll::Ready(Some(Ok(message)))
+            }
+            Err(e) if would_block(&e) => Poll::Pending,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Poll::Ready(None)
+            }
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    /// Writes `messages` (taking them) and flushes, `sent` told of each as it is taken.
+    /// tungstenite buffers what it is given up to its write buffer size, so a batch goes
+    /// out in one write; a write the socket would not take whole stays buffered and
+    /// the flush finishes it on a later poll.
+    pub fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        messages: &mut Vec<Message>,
+        mut sent: impl FnMut(&Message),
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        self.with(cx, |context, io| {
+            for message in messages.drain(..) {
+                sent(&message);
+                match context.write(io, message) {
+                    Err(e) if !would_block(&e) => return Poll::Ready(Err(e)),
+                    _ => {}
+                }
+            }
+            match context.flush(io) {
+                Ok(()) | Err(tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),
+                Err(e) if would_block(&e) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        })
+    }
+
+    /// Sends the close (once, whatever `frame` holds on later polls) and flushes.
+    pub fn poll_close(
+        &self,
+        cx: &mut Context<'_>,
+        frame: &mut Option<CloseFrame>,
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        self.with(cx, |context, io| match context.close(io, frame.take()) {
+            Ok(()) | Err(tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),
+            Err(e) if would_block(&e) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        })
+    }
+}
+
+/// The bytes of a client's frame with `payload` bytes: the shortest header for its
+/// length, and the mask key every client frame carries (RFC 6455, 5.2).
+fn client_frame_len(payload: usize) -> u64 {
+    let header = match payload {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    (header + 4 + payload) as u64
+}
+
+impl io::Read for Io<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl io::Write for Io<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = Pin::new(&mut *self.io).poll_write(self.cx, buf);
+        self.io.write_blocked = written.is_pending();
+        match written {
+            Poll::Ready(written) => written,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = Pin::new(&mut *self.io).poll_flush(self.cx);
+        self.io.write_blocked = flushed.is_pending();
+        match flushed {
+            Poll::Ready(flushed) => flushed,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
 
 /// What a WebSocket runs on: a plain connection's own socket, taken back from hyper
 /// after the upgrade with what hyper had read past the request in front of it, so that
@@ -202,10 +389,10 @@ impl WsRequest {
                     let io = Counted {
                         inner: beneath(upgraded),
                         unfinished: Arc::clone(&unfinished),
+                        total: 0,
+                        write_blocked: false,
                     };
-                    let socket =
-                        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    serve(socket, unfinished).await;
+                    serve(WebSocket::new(io, config), unfinished).await;
                 }
                 Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
             }
@@ -235,6 +422,10 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 pub(super) struct Counted<T> {
     inner: T,
     unfinished: Arc<Unfinished>,
+    /// Bytes read in all.
+    total: u64,
+    /// Whether the last write or flush found the socket full.
+    write_blocked: bool,
 }
 
 /// The read error of a WebSocket that took the server over `--max-partial-total`.
@@ -253,6 +444,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
+        self.total += read as u64;
         if read > 0 && !self.unfinished.read(read) {
             let limit = self.unfinished.limit();
             return Poll::Ready(Err(io::Error::other(OverBudget(limit))));

@@ -7,16 +7,18 @@
 //! message without its length prefix, so an event shared by many connections is still
 //! encoded once for all of them.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::dialect::native::parse_request;
@@ -100,14 +102,13 @@ impl Session {
         max_frame: usize,
         ping_after: Duration,
     ) {
-        let (sink, stream) = socket.split();
         let (queue, listed) = self.open(Transport::WebSocket, peer);
         let stop = &queue.signal;
 
         let link = Link::new();
         let mut state = SessionState::new(self.client_id);
         let writer = write_loop(
-            sink,
+            &socket,
             Native::new(max_frame),
             &queue,
             stop,
@@ -117,7 +118,7 @@ impl Session {
         tokio::pin!(writer);
         let (reason, writer_done) = tokio::select! {
             biased;
-            reason = self.read_ws(stream, &unfinished, &queue, stop, &mut state, &link) => (reason, false),
+            reason = self.read_ws(&socket, &unfinished, &queue, stop, &mut state, &link) => (reason, false),
             () = &mut writer => (ended(stop), true),
         };
         let writer = (!writer_done).then_some(writer);
@@ -128,7 +129,7 @@ impl Session {
     /// Reads and serves messages until the connection should end; returns why.
     async fn read_ws(
         &self,
-        mut stream: SplitStream<WebSocket>,
+        socket: &WebSocket,
         unfinished: &Unfinished,
         tx: &OutQueue,
         stop: &StopSignal,
@@ -139,8 +140,8 @@ impl Session {
         loop {
             let message = tokio::select! {
                 biased;
-                message = stream.next() => message,
-                signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
+                message = poll_fn(|cx| socket.poll_read(cx)) => message,
+                signal = poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
             };
             link.heard_now();
             unfinished.complete();
@@ -201,7 +202,7 @@ impl Session {
                 if let Some(until) = limit.wait(state.rate_clock, Instant::now()) {
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => {}
-                        signal = std::future::poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
+                        signal = poll_fn(|cx| stop.poll_signal(cx)) => return signalled(signal, &queue, link),
                     }
                 }
                 limit.spend(&mut state.rate_clock, Instant::now());
@@ -281,7 +282,7 @@ fn read_failed(e: tungstenite::Error) -> Closing {
 /// The connection's only writer: sends what is queued, a ping when the client has been
 /// quiet, and the close when the queue ends.
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
+    socket: &WebSocket,
     dialect: Native,
     rx: &OutQueue,
     stop: &StopSignal,
@@ -298,6 +299,10 @@ async fn write_loop(
     // removed again for every message.
     let ping_timer = tokio::time::sleep_until(pinged + ping_after);
     tokio::pin!(ping_timer);
+    // Whether the timer has been polled since it was set. Polled once, it wakes the
+    // task when it fires, so until then a glance at it does: polling it again at every
+    // wait of the writer, once per request, would register the task with it again.
+    let mut ping_armed = false;
     // Reused: what the answers are encoded into, and the messages of one write.
     let mut encoded = BytesMut::new();
     let mut batch = Vec::new();
@@ -306,7 +311,14 @@ async fn write_loop(
             biased;
             item = rx.recv() => item,
             () = &mut stopped => return,
-            () = &mut ping_timer => {
+            () = poll_fn(|cx| {
+                if ping_armed && !ping_timer.is_elapsed() {
+                    return Poll::Pending;
+                }
+                ping_armed = true;
+                ping_timer.as_mut().poll(cx)
+            }) => {
+                ping_armed = false;
                 let due = link.heard().max(pinged) + ping_after;
                 let now = Instant::now();
                 if due > now {
@@ -325,7 +337,7 @@ async fn write_loop(
                 unanswered = true;
                 ping_timer.as_mut().reset(now + ping_after);
                 batch.push(Message::Ping(Bytes::new()));
-                if !send(&mut sink, &mut batch, rx, stopped.as_mut(), stop).await {
+                if !send(socket, &mut batch, rx, stopped.as_mut(), stop).await {
                     return;
                 }
                 continue;
@@ -343,7 +355,7 @@ async fn write_loop(
             close = encode(&dialect, item, &mut encoded, &mut batch);
             size += batch[before..].iter().map(message_len).sum::<usize>();
         }
-        if !send(&mut sink, &mut batch, rx, stopped.as_mut(), stop).await {
+        if !send(socket, &mut batch, rx, stopped.as_mut(), stop).await {
             return;
         }
         if close {
@@ -351,11 +363,12 @@ async fn write_loop(
         }
     }
     let code = link.close();
-    let frame = CloseFrame {
+    let mut frame = Some(CloseFrame {
         code: code.into(),
         reason: Utf8Bytes::from_static(close_reason(code)),
-    };
-    let _ = tokio::time::timeout(FLUSH_GRACE, sink.send(Message::Close(Some(frame)))).await;
+    });
+    let close = poll_fn(|cx| socket.poll_close(cx, &mut frame));
+    let _ = tokio::time::timeout(FLUSH_GRACE, close).await;
 }
 
 fn close_reason(code: u16) -> &'static str {
@@ -372,6 +385,7 @@ fn close_reason(code: u16) -> &'static str {
 fn message_len(message: &Message) -> usize {
     match message {
         Message::Text(text) => text.len(),
+        Message::Frame(frame) => frame.payload().len(),
         _ => 0,
     }
 }
@@ -380,22 +394,20 @@ fn message_len(message: &Message) -> usize {
 /// the writer is blocked meanwhile, and each message that gets through, so that the
 /// server's sweep can tell a client that reads slowly from one that stopped.
 async fn send(
-    sink: &mut SplitSink<WebSocket, Message>,
+    socket: &WebSocket,
     messages: &mut Vec<Message>,
     queue: &OutQueue,
     mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
     stop: &StopSignal,
 ) -> bool {
     queue.set_blocked(true);
-    let sent = async {
-        for message in messages.drain(..) {
-            let len = message_len(&message);
-            sink.feed(message).await?;
+    let sent = poll_fn(|cx| {
+        socket.poll_send(cx, messages, |message| {
+            let len = message_len(message);
             queue.wrote(len);
             queue.stats.wrote(len);
-        }
-        sink.flush().await
-    };
+        })
+    });
     let done = tokio::select! {
         biased;
         sent = sent => match sent {
@@ -447,15 +459,15 @@ fn encode(dialect: &Native, item: Outbound, buf: &mut BytesMut, out: &mut Vec<Me
     false
 }
 
-/// Splits length-prefixed frames into text messages, without copying their bytes.
+/// Splits length-prefixed frames into text messages, without copying their bytes. The
+/// native dialect writes JSON, which is UTF-8 by construction, so each goes as a text
+/// frame made by tungstenite without checking that again.
 fn push_frames(mut frames: Bytes, out: &mut Vec<Message>) {
     while frames.len() >= 4 {
         let len = (&frames[..4]).get_u32() as usize;
         frames.advance(4);
         let payload = frames.split_to(len.min(frames.len()));
-        // The native dialect writes JSON, which is UTF-8.
-        if let Ok(text) = Utf8Bytes::try_from(payload) {
-            out.push(Message::Text(text));
-        }
+        let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+        out.push(Message::Frame(frame));
     }
 }

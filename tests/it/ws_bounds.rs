@@ -215,3 +215,56 @@ async fn a_message_sent_with_the_upgrade_request_is_served() {
     assert_eq!(pong["ok"], true, "{pong}");
     server.stop().await;
 }
+
+/// A masked client frame with the shortest header for its length and a zero mask.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn ping_request(id: u64) -> Vec<u8> {
+    client_frame(0x1, json!({"id": id, "op": "ping"}).to_string().as_bytes())
+}
+
+/// Messages that arrive in one read are all served, a ping among them answered with a
+/// pong; after them, a message on its own and one that arrives in two parts a while
+/// apart are served too (the server waits on the socket only when it holds nothing
+/// of what it read).
+#[tokio::test]
+async fn messages_that_arrive_together_or_in_parts_are_all_served() {
+    let (server, http) = start(1 << 20).await;
+    let mut stream = open(http).await;
+    let mut burst = [ping_request(1), ping_request(2), ping_request(3)].concat();
+    burst.extend_from_slice(&client_frame(0x9, b"there?"));
+    burst.extend_from_slice(&ping_request(4));
+    stream.write_all(&burst).await.unwrap();
+    let mut ids = Vec::new();
+    let mut pongs = 0;
+    while ids.len() < 4 || pongs == 0 {
+        match frame(&mut stream).await {
+            (0x1, answer) => ids.push(answer["id"].as_u64().unwrap()),
+            (0xA, _) => pongs += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((ids, pongs), (vec![1, 2, 3, 4], 1));
+
+    stream.write_all(&ping_request(5)).await.unwrap();
+    assert_eq!(frame(&mut stream).await.1["id"], 5);
+    let parts = ping_request(6);
+    let (start, rest) = parts.split_at(9);
+    stream.write_all(start).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(rest).await.unwrap();
+    assert_eq!(frame(&mut stream).await.1["id"], 6);
+    server.stop().await;
+}
