@@ -64,7 +64,7 @@ for i in 1 2 3; do
         --db "$DIR/unused$i.db" 2>"$DIR/node$i.log" & pids+=($!); node_pids+=($!)
 done
 for i in 1 2 3; do
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/1200$i") 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/1200$i") 2>/dev/null && break; sleep 0.1; done
 done
 
 if [ "$MEASURE" != 1 ]; then

@@ -209,12 +209,21 @@ impl Services {
             Request::Users => Ok(Reply::Users {
                 users: self.backend.users(),
             }),
+            _ => return self.serve_room(id, request_id, request),
+        })
+    }
+
+    /// The room ops of [`Services::serve_now`]: apart, so that the ops every session
+    /// makes most (pings, sends) stay a small function of their own.
+    #[inline(never)]
+    fn serve_room(&self, id: ClientId, request_id: Option<u64>, request: Request) -> Served {
+        match request {
             Request::CreateRoom { room } => {
                 if let Err(e) = valid_room(&room) {
                     return Served::Now(Err(e));
                 }
                 let created = self.backend.create_room(id, &room);
-                return answered(created, |epoch| Reply::Created { epoch, seq: 0 });
+                answered(created, |epoch| Reply::Created { epoch, seq: 0 })
             }
             Request::JoinRoom { room, after, epoch } => {
                 let after = after.map(|seq| After {
@@ -222,13 +231,13 @@ impl Services {
                     epoch: epoch.as_deref(),
                 });
                 let answer = move |reply| queued(request_id, reply);
-                return match self.backend.join_room(id, &room, after, answer) {
+                match self.backend.join_room(id, &room, after, answer) {
                     Answer::Now(Ok(())) => Served::Queued,
                     Answer::Now(Err(e)) => Served::Now(Err(e.into())),
                     Answer::Later(later) => Served::Waiting(Box::pin(async move {
                         later.await.err().map(|e| Err(e.into()))
                     })),
-                };
+                }
             }
             Request::History {
                 room,
@@ -240,13 +249,13 @@ impl Services {
                     .min(MAX_HISTORY_LIMIT);
                 let budget = self.max_frame.saturating_sub(INBOX_FRAME_HEADROOM);
                 let page = (self.backend).history(id, &room, before, limit as usize, budget);
-                return answered(page, Reply::History);
+                answered(page, Reply::History)
             }
             Request::Say { room, text } => {
                 if let Err(e) = self.check_text(&text) {
                     return Served::Now(Err(e));
                 }
-                return match self.backend.say(id, &room, text) {
+                match self.backend.say(id, &room, text) {
                     Answer::Now(said) => Served::Now(self.said(said)),
                     Answer::Later(later) => {
                         let metrics = Arc::clone(&self.metrics);
@@ -258,15 +267,12 @@ impl Services {
                             Some(said.map(|seq| Reply::Said { seq }).map_err(ErrorBody::from))
                         }))
                     }
-                };
+                }
             }
-            Request::LeaveRoom { room } => {
-                return answered(self.backend.leave_room(id, &room), done);
-            }
-            Request::CloseRoom { room } => {
-                return answered(self.backend.close_room(id, &room), done);
-            }
-        })
+            Request::LeaveRoom { room } => answered(self.backend.leave_room(id, &room), done),
+            Request::CloseRoom { room } => answered(self.backend.close_room(id, &room), done),
+            other => Served::Later(other),
+        }
     }
 
     /// The answer to a `say` the hub took (or refused) at once.

@@ -277,15 +277,22 @@ impl Server {
                 rate.burst
             );
         }
-        tracing::info!(
-            "store: up to {} commands per commit, {}",
-            config.commit_batch,
-            if config.inline_store {
-                "committed on the server's one thread"
-            } else {
-                "committed on a thread of its own"
-            }
-        );
+        match &config.cluster {
+            None => tracing::info!(
+                "store: up to {} commands per commit, {}",
+                config.commit_batch,
+                if config.inline_store {
+                    "committed on the server's one thread"
+                } else {
+                    "committed on a thread of its own"
+                }
+            ),
+            Some(cluster) => tracing::info!(
+                "names, mail and rooms kept in NATS JetStream at {} replicas (node {})",
+                cluster.replicas,
+                cluster.node
+            ),
+        }
         let sweeper = tokio::spawn(sweep(
             Arc::clone(&services),
             Timeouts {
