@@ -358,7 +358,7 @@ impl Services {
         // store hears of the name again: forgetting the guest afterwards would forget
         // the new session's name with it.
         if holder == Holder::Parked && is_guest(&name) {
-            self.end_parked(&name);
+            self.end_parked(&name).await;
             holder = Holder::Free;
         }
         let (name, by_password) = match self.authenticate(&name, password.as_ref()).await {
@@ -373,7 +373,7 @@ impl Services {
             {
                 return None;
             }
-            self.end_parked(&name);
+            self.end_parked(&name).await;
         }
         let token = match self.backend.claim_name(id, &name).get().await {
             Ok(token) => token,
@@ -514,8 +514,8 @@ impl Services {
 
     /// Ends the parked session holding `name`: its client said hello without the
     /// proof to resume it.
-    fn end_parked(&self, name: &str) {
-        if let Some(ended) = self.backend.end_parked(name) {
+    async fn end_parked(&self, name: &str) {
+        if let Some(ended) = self.backend.end_parked(name).get().await {
             tracing::info!(name = %ended, "parked session ended: its name said hello anew");
             self.forget_if_guest(&ended);
         }

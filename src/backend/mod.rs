@@ -173,9 +173,9 @@ impl Backend {
     }
 
     /// Ends the parked session holding `name`; its name, if there was one.
-    pub fn end_parked(&self, name: &str) -> Option<String> {
+    pub fn end_parked(&self, name: &str) -> Answer<Option<String>> {
         match self {
-            Backend::Local(local) => local.hub().end_parked(name),
+            Backend::Local(local) => Answer::Now(local.hub().end_parked(name)),
             Backend::Cluster(node) => node.end_parked(name),
         }
     }

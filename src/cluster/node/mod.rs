@@ -104,6 +104,9 @@ enum Delivery {
     },
     /// A session parked there was resumed here.
     Taken { client: ClientId, name: String },
+    /// A session parked there was ended from here: its name said hello without the
+    /// proof to resume it.
+    Ended { client: ClientId, name: String },
 }
 
 /// A node's lease in `sb-nodes`.
@@ -271,10 +274,21 @@ impl Node {
     }
 
     /// Ends the parked session holding `name`, here and in the cluster.
-    pub fn end_parked(&self, name: &str) -> Option<String> {
-        let ended = self.0.hub.end_parked(name)?;
-        self.parked_ended(&ended);
-        Some(ended)
+    pub fn end_parked(&self, name: &str) -> Answer<Option<String>> {
+        if let Some(ended) = self.0.hub.end_parked(name) {
+            self.parked_ended(&ended);
+            return Answer::Now(Some(ended));
+        }
+        if !self.held_elsewhere(name) {
+            return Answer::Now(None);
+        }
+        let inner = Arc::clone(&self.0);
+        let name = name.to_owned();
+        Answer::Later(Box::pin(async move {
+            tokio::time::timeout(ANSWER_WITHIN, inner.end_parked_elsewhere(name))
+                .await
+                .unwrap_or(None)
+        }))
     }
 
     /// A session resumed (taken over here): its rooms are its own again.

@@ -40,6 +40,11 @@ impl Proven {
     }
 }
 
+/// How long, at most, a resume with a token waits for the old node's note that the
+/// session was parked: steps of 100 ms.
+const PARK_PATIENCE_STEPS: usize = 10;
+const PARK_PATIENCE_STEP: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn unavailable(e: impl std::fmt::Display) -> HubError {
     HubError::Unavailable(e.to_string())
 }
@@ -141,7 +146,18 @@ impl Inner {
         answer: impl FnOnce(Reply) -> Outbound,
     ) -> Result<(ClientId, String), HubError> {
         let refused = || HubError::NameTaken(name.clone());
-        let (parked_at, parked) = self.parked_record(&name).await?.ok_or_else(refused)?;
+        // A client back at once may be quicker than its old node's note that it was
+        // parked: given a token, wait a moment for the note rather than have the hello
+        // that follows end the very session it came back for.
+        let mut record = self.parked_record(&name).await?;
+        for _ in 0..PARK_PATIENCE_STEPS {
+            if record.is_some() || !matches!(proof, Proven::Token(_)) {
+                break;
+            }
+            tokio::time::sleep(PARK_PATIENCE_STEP).await;
+            record = self.parked_record(&name).await?;
+        }
+        let (parked_at, parked) = record.ok_or_else(refused)?;
         if parked.node == self.name && parked.boot == self.boot {
             return Err(refused());
         }
@@ -238,6 +254,68 @@ impl Inner {
             if self.hub.unproject_if_empty(&room) {
                 self.unfollow(&room);
             }
+        }
+    }
+}
+
+impl Inner {
+    /// Ends the session of `name` parked on another node, as a plain `hello` for its
+    /// name does on one node: its claim is removed here (only if it is still the
+    /// parked session's), and its node leaves its rooms. Its name, if it ended it.
+    pub(super) async fn end_parked_elsewhere(self: Arc<Self>, name: String) -> Option<String> {
+        let (parked_at, parked) = self.parked_record(&name).await.ok()??;
+        if parked.node == self.name && parked.boot == self.boot {
+            return None;
+        }
+        let token = name_token(&name);
+        let Ok(Some(Latest {
+            revision,
+            value: Some(value),
+        })) = read_latest(&self.layout.names, &token).await
+        else {
+            return None;
+        };
+        let claim: Claim = serde_json::from_slice(&value).ok()?;
+        if claim.client != parked.session.client {
+            return None;
+        }
+        (self.layout.names)
+            .delete_expect_revision(&token, Some(revision))
+            .await
+            .ok()?;
+        self.directory.remove(&token);
+        let _ = (self.layout.sessions)
+            .delete_expect_revision(&token, Some(parked_at))
+            .await;
+        let ended = Delivery::Ended {
+            client: parked.session.client,
+            name: parked.session.name.clone(),
+        };
+        if let Ok(payload) = serde_json::to_vec(&ended) {
+            let _ = (self.client)
+                .publish(node_subject(&parked.node), payload.into())
+                .await;
+        }
+        tracing::info!(name = %parked.session.name, node = %parked.node, "parked session on another node ended: its name said hello anew");
+        Some(parked.session.name)
+    }
+
+    /// Another node ended session `client` (`name`), parked here: it leaves its rooms
+    /// (closing those it owned) as if it had said `bye`; its name is that node's to
+    /// give now.
+    pub(super) fn ended_elsewhere(self: &Arc<Self>, client: ClientId, name: &str) {
+        let token = name_token(name);
+        self.own().remove(&token);
+        let rooms = self
+            .parked()
+            .remove(&token)
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default();
+        self.hub.end_parked(name);
+        if !rooms.is_empty() {
+            let inner = Arc::clone(self);
+            let name = name.to_owned();
+            self.chores.spawn(inner.left_rooms(client, name, rooms));
         }
     }
 }

@@ -24,6 +24,7 @@ pub(super) async fn deliver(inner: Weak<Inner>, mut deliveries: async_nats::Subs
                 message_id,
             }) => inner.hub.notify_mail(&to, &from, message_id),
             Ok(Delivery::Taken { client, name }) => inner.taken_elsewhere(client, &name),
+            Ok(Delivery::Ended { client, name }) => inner.ended_elsewhere(client, &name),
             Err(e) => tracing::warn!("a delivery from another node is not understood: {e}"),
         }
     }
