@@ -203,18 +203,11 @@ impl Inner {
             Err(e) if lost_race(&e) => return Err(refused()),
             Err(e) => return Err(unavailable(e)),
         };
-        let _ = (self.layout.sessions)
-            .delete_expect_revision(&token, Some(parked_at))
-            .await;
         let taken = Delivery::Taken {
             client: parked.session.client,
             name: parked.session.name.clone(),
         };
-        if let Ok(payload) = serde_json::to_vec(&taken) {
-            let _ = (self.client)
-                .publish(node_subject(&parked.node), payload.into())
-                .await;
-        }
+        self.settle(&token, parked_at, &parked.node, &taken).await;
         for seat in &parked.session.seats {
             if let Some((_, record)) = self.room_record(&seat.room).await? {
                 self.follow(&seat.room, &record).await?;
@@ -237,6 +230,20 @@ impl Inner {
             "session resumed from another node"
         );
         Ok(resumed)
+    }
+
+    /// The parked session of name token `token` (written at `parked_at`) is dealt
+    /// with: its note goes, and its node is told what became of it.
+    async fn settle(&self, token: &str, parked_at: u64, node: &str, what: &Delivery) {
+        let _ = (self.layout.sessions)
+            .delete_expect_revision(token, Some(parked_at))
+            .await;
+        if let Ok(payload) = serde_json::to_vec(what) {
+            let _ = self
+                .client
+                .publish(node_subject(node), payload.into())
+                .await;
+        }
     }
 
     /// Another node took over session `client` (`name`), parked here: it goes from
@@ -284,18 +291,11 @@ impl Inner {
             .await
             .ok()?;
         self.directory.remove(&token);
-        let _ = (self.layout.sessions)
-            .delete_expect_revision(&token, Some(parked_at))
-            .await;
         let ended = Delivery::Ended {
             client: parked.session.client,
             name: parked.session.name.clone(),
         };
-        if let Ok(payload) = serde_json::to_vec(&ended) {
-            let _ = (self.client)
-                .publish(node_subject(&parked.node), payload.into())
-                .await;
-        }
+        self.settle(&token, parked_at, &parked.node, &ended).await;
         tracing::info!(name = %parked.session.name, node = %parked.node, "parked session on another node ended: its name said hello anew");
         Some(parked.session.name)
     }

@@ -143,6 +143,14 @@ async fn every_send_acknowledged_by_a_node_killed_mid_stream_is_read_once_elsewh
     a.stop().await;
 }
 
+/// The texts of `reader`'s unread mail, taken.
+async fn inbox_texts(reader: &mut Raw) -> Vec<String> {
+    let page = reader.call(json!({"op": "inbox"})).await;
+    (page["messages"].as_array().expect("messages").iter())
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Sends until one is answered ok, for at most `patience`.
 async fn send_until_ok(raw: &mut Raw, to: &str, text: &str, patience: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + patience;
@@ -188,12 +196,13 @@ async fn without_a_majority_a_node_answers_internal_then_serves_again() {
     nats.restart(1).await;
     nats.restart(2).await;
     send_until_ok(&mut ana, "bob", "after", Duration::from_secs(30)).await;
-    let page = bob.call(json!({"op": "inbox"})).await;
-    let texts: Vec<&str> = (page["messages"].as_array().unwrap().iter())
-        .filter_map(|m| m["text"].as_str())
-        .collect();
-    assert_eq!(texts.first(), Some(&"before"), "{page}");
-    assert_eq!(texts.last(), Some(&"after"), "{page}");
+    let texts = inbox_texts(&mut bob).await;
+    assert_eq!(
+        texts.first().map(String::as_str),
+        Some("before"),
+        "{texts:?}"
+    );
+    assert_eq!(texts.last().map(String::as_str), Some("after"), "{texts:?}");
     a.stop().await;
 }
 
@@ -213,11 +222,8 @@ async fn a_node_whose_nats_server_restarts_reconnects_by_itself() {
     send_until_ok(&mut ana, "bob", "while 0 is down", Duration::from_secs(30)).await;
     nats.restart(0).await;
     send_until_ok(&mut ana, "bob", "after 0 is back", Duration::from_secs(30)).await;
-    let page = bob.call(json!({"op": "inbox"})).await;
-    let texts: Vec<&str> = (page["messages"].as_array().unwrap().iter())
-        .filter_map(|m| m["text"].as_str())
-        .collect();
-    assert_eq!(texts, ["while 0 is down", "after 0 is back"], "{page}");
+    let texts = inbox_texts(&mut bob).await;
+    assert_eq!(texts, ["while 0 is down", "after 0 is back"]);
     a.stop().await;
 }
 
