@@ -1,8 +1,12 @@
-//! Presence that heals: a node that dies without a goodbye stops renewing its lease in
-//! `sb-nodes`, and once it has gone unheard for `heal_after` every other node removes
-//! its claims from `sb-names`, each with a delete that names the revision it removes (so
-//! a claim made since is never touched). Leases are judged by each node's own clock:
-//! when it last saw a lease renewed, not timestamps written by another machine.
+//! Presence that heals. A node that dies without a goodbye stops renewing its lease in
+//! `sb-nodes`; once it has gone unheard for `heal_after`, its sessions are taken as
+//! parked: no longer listed, free to be resumed on another node (or ended by a plain
+//! `hello` for their name), as a cut session is on one node. When the resume grace
+//! has passed too, every node removes what is left of them: their name claims, their
+//! seats, and the rooms they owned. Each removal is a write that names the revision it
+//! changes, so exactly one node does it, and a claim made since is never touched.
+//! Leases are judged by each node's own clock (when it last saw one renewed), never by
+//! a timestamp written on another machine.
 
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -13,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::node::{Inner, Lease};
-use super::release_name;
+use super::{Claim, release_name};
 
 /// Watches the leases and cleans up after the nodes that stop renewing theirs.
 pub(super) fn spawn(nodes: kv::Store, names: kv::Store, inner: Weak<Inner>, heal_after: Duration) {
@@ -27,9 +31,8 @@ pub(super) fn spawn(nodes: kv::Store, names: kv::Store, inner: Weak<Inner>, heal
                 return;
             }
         };
-        let started = Instant::now();
-        // When each node's lease was last seen renewed, and by which boot.
-        let mut heard: HashMap<String, (u64, Instant)> = HashMap::new();
+        // Since when each dead node's boot has been gone.
+        let mut dead_since: HashMap<(String, u64), Instant> = HashMap::new();
         let mut check = tokio::time::interval((heal_after / 4).max(Duration::from_millis(100)));
         loop {
             let Some(stop) = inner.upgrade().map(|inner| inner.stop.clone()) else {
@@ -37,45 +40,59 @@ pub(super) fn spawn(nodes: kv::Store, names: kv::Store, inner: Weak<Inner>, heal
             };
             tokio::select! {
                 () = stop.cancelled() => return,
-                entry = leases.next() => match entry {
-                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        if let Ok(lease) = serde_json::from_slice::<Lease>(&entry.value) {
-                            heard.insert(entry.key, (lease.boot, Instant::now()));
+                entry = leases.next() => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    match entry {
+                        Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
+                            if let Ok(lease) = serde_json::from_slice::<Lease>(&entry.value) {
+                                inner.heard(entry.key, lease.boot);
+                            }
                         }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => tracing::warn!("watching sb-nodes: {e}"),
+                        None => return,
                     }
-                    Some(Ok(entry)) => { heard.remove(&entry.key); }
-                    Some(Err(e)) => tracing::warn!("watching sb-nodes: {e}"),
-                    None => return,
-                },
+                }
                 _ = check.tick() => {
                     let Some(inner) = inner.upgrade() else { return };
+                    let orphans = inner
+                        .directory
+                        .orphans(|claim| inner.is_mine(claim) || !inner.gone(&claim.node, claim.boot));
                     let now = Instant::now();
-                    let judged = now.duration_since(started) >= heal_after;
-                    let orphans = inner.directory.orphans(|claim| {
-                        inner.is_mine(claim)
-                            || heard.get(&claim.node).map_or(!judged, |&(boot, at)| {
-                                boot == claim.boot && now.duration_since(at) < heal_after
-                            })
-                    });
-                    let mut dead: Vec<(String, u64)> = Vec::new();
-                    for (_, held) in &orphans {
+                    for (token, held) in &orphans {
                         let pair = (held.claim.node.clone(), held.claim.boot);
-                        if !dead.contains(&pair) {
-                            dead.push(pair);
+                        dead_since.entry(pair).or_insert(now);
+                        if !held.claim.parked {
+                            let parked = Claim { parked: true, ..held.claim.clone() };
+                            if let Ok(value) = serde_json::to_vec(&parked) {
+                                let _ = names.update(token, value.into(), held.revision).await;
+                            }
                         }
                     }
-                    for (token, held) in orphans {
-                        if let Ok(true) = release_name(&names, &token, held.revision).await {
+                    let over: Vec<(String, u64)> = (dead_since.iter())
+                        .filter(|(_, since)| now.duration_since(**since) >= inner.resume_grace())
+                        .map(|(pair, _)| pair.clone())
+                        .collect();
+                    if over.is_empty() {
+                        continue;
+                    }
+                    for (token, held) in &orphans {
+                        let pair = (held.claim.node.clone(), held.claim.boot);
+                        if !over.contains(&pair) {
+                            continue;
+                        }
+                        if let Ok(true) = release_name(&names, token, held.revision).await {
                             tracing::info!(
                                 name = %held.claim.name,
                                 node = %held.claim.node,
-                                "name freed: its node went unheard for {heal_after:?}"
+                                "session ended: its node went unheard and it was not resumed"
                             );
                         }
-                        inner.directory.remove(&token);
+                        inner.directory.remove(token);
                     }
-                    if !dead.is_empty() {
-                        inner.heal_rooms(&dead).await;
+                    inner.heal_rooms(&over).await;
+                    for pair in over {
+                        dead_since.remove(&pair);
                     }
                 }
             }

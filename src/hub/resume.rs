@@ -254,10 +254,10 @@ pub struct ParkedSeat {
 }
 
 impl Hub {
-    /// Parked session `id`, as another node would take it over.
-    pub fn parked_session(&self, id: ClientId) -> Option<ParkedSession> {
+    /// Session `id` (parked or online), as another node would take it over.
+    pub fn session_view(&self, id: ClientId) -> Option<ParkedSession> {
         let state = self.lock();
-        let member = state.clients.get(&id).filter(|m| m.parked)?;
+        let member = state.clients.get(&id)?;
         Some(ParkedSession {
             client: id,
             name: member.name.as_deref()?.to_owned(),

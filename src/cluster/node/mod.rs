@@ -77,6 +77,15 @@ pub(super) struct Inner {
     sends: std::sync::atomic::AtomicU64,
     /// Stops the node's background tasks.
     pub(super) stop: CancellationToken,
+    /// When each node's lease was last seen renewed (by this node's clock), and by
+    /// which boot; kept by the heal task's watch of `sb-nodes`.
+    leases: Mutex<HashMap<String, (u64, tokio::time::Instant)>>,
+    /// When this node started watching the leases.
+    started: tokio::time::Instant,
+    heal_after: Duration,
+    resume_grace: Duration,
+    /// Taken while a session is written to `sb-sessions`.
+    notes: tokio::sync::Mutex<()>,
     /// Rooms this node created, which make each one's epoch.
     rooms_made: std::sync::atomic::AtomicU64,
     /// The rooms this node follows (it has members in), each with what stops its
@@ -151,6 +160,11 @@ impl Node {
             ids: start,
             sends: Default::default(),
             stop: CancellationToken::new(),
+            leases: Mutex::default(),
+            started: tokio::time::Instant::now(),
+            heal_after: config.heal_after,
+            resume_grace: hub.resume_grace,
+            notes: tokio::sync::Mutex::new(()),
             rooms_made: Default::default(),
             follows: Arc::default(),
             parked: Mutex::default(),
@@ -227,6 +241,7 @@ impl Node {
                     Ok(resume) => {
                         inner.own().insert(token.clone(), revision);
                         inner.directory.put(token, claim, revision);
+                        inner.note_later(id);
                         Ok(resume)
                     }
                     Err(e) => {
@@ -292,9 +307,9 @@ impl Node {
     }
 
     /// A session resumed (taken over here): its rooms are its own again.
-    pub fn resumed(&self, name: &str) {
+    pub fn resumed(&self, id: ClientId, name: &str) {
         self.0.parked().remove(&name_token(name));
-        self.0.unpark(name, true);
+        self.0.unpark(name, Some(id));
     }
 
     /// Whether connection `id` may still say hello as `name`: as on one node, and a
@@ -311,7 +326,10 @@ impl Node {
         let name = name.to_owned();
         later(async move {
             match inner.parked_record(&name).await? {
-                Some((_, parked)) if parked.session.client == held.claim.client => {
+                Some((_, parked))
+                    if parked.session.client == held.claim.client
+                        && inner.may_take(&held.claim) =>
+                {
                     Ok(Holder::Parked)
                 }
                 _ => Err(HubError::NameTaken(name)),
@@ -331,8 +349,8 @@ impl Node {
     ) -> Answer<Result<(ClientId, String), HubError>> {
         if !self.held_elsewhere(name) {
             let taken = self.0.hub.take_over(new_id, name, proof, seen, answer);
-            if let Ok((_, name)) = &taken {
-                self.resumed(name);
+            if let Ok((id, name)) = &taken {
+                self.resumed(*id, name);
             }
             return Answer::Now(taken);
         }
@@ -342,7 +360,7 @@ impl Node {
     }
 
     fn parked_ended(&self, name: &str) {
-        self.0.unpark(name, false);
+        self.0.unpark(name, None);
         let parked = self.0.parked().remove(&name_token(name));
         let (id, rooms) = parked.unwrap_or_default();
         self.ended(id, name, rooms);
@@ -358,6 +376,7 @@ impl Node {
     /// those it owned) in the cluster.
     fn ended(&self, id: ClientId, name: &str, rooms: Vec<String>) {
         self.0.release(name);
+        self.0.unpark(name, None);
         if !rooms.is_empty() {
             let inner = Arc::clone(&self.0);
             let name = name.to_owned();
@@ -455,6 +474,31 @@ const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 impl Inner {
     fn own(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         self.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Node `node` renewed its lease in boot `boot`.
+    pub(super) fn heard(&self, node: String, boot: u64) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases.insert(node, (boot, tokio::time::Instant::now()));
+    }
+
+    /// Whether boot `boot` of node `node` is gone: restarted since, or unheard for
+    /// `--heal-after` (never heard, since this node has watched that long).
+    pub(super) fn gone(&self, node: &str, boot: u64) -> bool {
+        if node == self.name && boot == self.boot {
+            return false;
+        }
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match leases.get(node) {
+            Some(&(heard, _)) if heard != boot => true,
+            Some(&(_, at)) => at.elapsed() >= self.heal_after,
+            None => self.started.elapsed() >= self.heal_after,
+        }
+    }
+
+    /// How long a session may wait to be resumed once its node is gone.
+    pub(super) fn resume_grace(&self) -> Duration {
+        self.resume_grace
     }
 
     fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ClientId, Vec<String>)>> {

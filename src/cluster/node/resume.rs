@@ -52,22 +52,60 @@ fn unavailable(e: impl std::fmt::Display) -> HubError {
 impl Inner {
     /// Keeps session `id`, parked here, in `sb-sessions` for any node to resume.
     pub(super) async fn park(self: Arc<Self>, id: ClientId) {
-        let Some(session) = self.hub.parked_session(id) else {
+        let Some(session) = self.note_session(id).await else {
             return;
         };
+        self.mark_parked(&name_token(&session.name), true).await;
+    }
+
+    /// Writes session `id` as it stands (its token's digest, its rooms) to
+    /// `sb-sessions`: kept from its hello on, so that if this node dies the session can
+    /// still be resumed on another.
+    pub(super) async fn note_session(&self, id: ClientId) -> Option<ParkedSession> {
+        // One note at a time, each read as the session stands when it is written: the
+        // last one written is the latest.
+        let _turn = self.notes.lock().await;
+        let session = self.hub.session_view(id)?;
         let token = name_token(&session.name);
         let parked = Parked {
             session,
             node: self.name.clone(),
             boot: self.boot,
         };
-        let Ok(value) = serde_json::to_vec(&parked) else {
-            return;
-        };
+        let value = serde_json::to_vec(&parked).ok()?;
         if let Err(e) = self.layout.sessions.put(&token, value.into()).await {
-            tracing::warn!("a parked session can be resumed on this node only: {e}");
+            tracing::warn!("a session can be resumed on this node only: {e}");
         }
-        self.mark_parked(&token, true).await;
+        Some(parked.session)
+    }
+
+    /// Notes session `id` in `sb-sessions` in the background (after a hello, a join, a
+    /// leave, a resume).
+    pub(super) fn note_later(self: &Arc<Self>, id: ClientId) {
+        let inner = Arc::clone(self);
+        self.chores.spawn(async move {
+            inner.note_session(id).await;
+        });
+    }
+
+    /// The claim of name token `token` and its revision, read through the leader.
+    async fn claim_of(&self, token: &str) -> Result<Option<(u64, Claim)>, HubError> {
+        match read_latest(&self.layout.names, token)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(Latest {
+                revision,
+                value: Some(value),
+            }) => Ok((serde_json::from_slice::<Claim>(&value).ok()).map(|c| (revision, c))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the session holding `claim` may be taken from its node: it is parked
+    /// there, or its node is gone.
+    pub(super) fn may_take(&self, claim: &Claim) -> bool {
+        claim.parked || self.gone(&claim.node, claim.boot)
     }
 
     /// Marks this node's claim of name token `token` parked or not, so that every node
@@ -124,13 +162,18 @@ impl Inner {
 
     /// Forgets the parked session of `name` in `sb-sessions` (resumed here, or over);
     /// `online` when it was resumed here, whose claim is then no longer parked.
-    pub(super) fn unpark(self: &Arc<Self>, name: &str, online: bool) {
+    pub(super) fn unpark(self: &Arc<Self>, name: &str, online: Option<ClientId>) {
         let inner = Arc::clone(self);
         let token = name_token(name);
         self.chores.spawn(async move {
-            let _ = inner.layout.sessions.delete(&token).await;
-            if online {
-                inner.mark_parked(&token, false).await;
+            match online {
+                Some(id) => {
+                    inner.note_session(id).await;
+                    inner.mark_parked(&token, false).await;
+                }
+                None => {
+                    let _ = inner.layout.sessions.delete(&token).await;
+                }
             }
         });
     }
@@ -149,15 +192,23 @@ impl Inner {
         // A client back at once may be quicker than its old node's note that it was
         // parked: given a token, wait a moment for the note rather than have the hello
         // that follows end the very session it came back for.
-        let mut record = self.parked_record(&name).await?;
-        for _ in 0..PARK_PATIENCE_STEPS {
-            if record.is_some() || !matches!(proof, Proven::Token(_)) {
-                break;
+        let token = name_token(&name);
+        let mut steps = 0;
+        let (parked_at, parked, revision, claim) = loop {
+            let record = self.parked_record(&name).await?;
+            let held = self.claim_of(&token).await?;
+            if let (Some((at, parked)), Some((revision, claim))) = (record, held)
+                && claim.client == parked.session.client
+                && self.may_take(&claim)
+            {
+                break (at, parked, revision, claim);
+            }
+            steps += 1;
+            if steps > PARK_PATIENCE_STEPS || !matches!(proof, Proven::Token(_)) {
+                return Err(refused());
             }
             tokio::time::sleep(PARK_PATIENCE_STEP).await;
-            record = self.parked_record(&name).await?;
-        }
-        let (parked_at, parked) = record.ok_or_else(refused)?;
+        };
         if parked.node == self.name && parked.boot == self.boot {
             return Err(refused());
         }
@@ -170,22 +221,8 @@ impl Inner {
         if !proven {
             return Err(refused());
         }
-        // The name moves to this node only if it is still the parked session's.
-        let token = name_token(&name);
-        let held = match read_latest(&self.layout.names, &token)
-            .await
-            .map_err(unavailable)?
-        {
-            Some(Latest {
-                revision,
-                value: Some(value),
-            }) => (serde_json::from_slice::<Claim>(&value).ok()).map(|claim| (revision, claim)),
-            _ => None,
-        };
-        let Some((revision, claim)) = held.filter(|(_, c)| c.client == parked.session.client)
-        else {
-            return Err(refused());
-        };
+        // The name moves to this node only if it is still the parked session's: the
+        // compare-and-set names the revision read above.
         let moved = Claim {
             node: self.name.clone(),
             boot: self.boot,
@@ -209,8 +246,11 @@ impl Inner {
         };
         self.settle(&token, parked_at, &parked.node, &taken).await;
         for seat in &parked.session.seats {
-            if let Some((_, record)) = self.room_record(&seat.room).await? {
+            if let Some((revision, record)) = self.room_record(&seat.room).await? {
                 self.follow(&seat.room, &record).await?;
+                if record.owner == parked.session.client {
+                    self.own_room(&seat.room, revision, record).await;
+                }
             }
         }
         self.hub.adopt_parked(&parked.session)?;
@@ -229,6 +269,7 @@ impl Inner {
             from = %parked.node,
             "session resumed from another node"
         );
+        self.note_session(resumed.0).await;
         Ok(resumed)
     }
 
@@ -283,9 +324,10 @@ impl Inner {
             return None;
         };
         let claim: Claim = serde_json::from_slice(&value).ok()?;
-        if claim.client != parked.session.client {
+        if claim.client != parked.session.client || !self.may_take(&claim) {
             return None;
         }
+        let dead = self.gone(&claim.node, claim.boot);
         (self.layout.names)
             .delete_expect_revision(&token, Some(revision))
             .await
@@ -296,6 +338,20 @@ impl Inner {
             name: parked.session.name.clone(),
         };
         self.settle(&token, parked_at, &parked.node, &ended).await;
+        if dead {
+            // Its node is gone: this node leaves its rooms for it.
+            let rooms = parked
+                .session
+                .seats
+                .iter()
+                .map(|s| s.room.clone())
+                .collect();
+            let name = parked.session.name.clone();
+            let gone = (claim.node.clone(), claim.boot);
+            (Arc::clone(&self))
+                .left_rooms_for(parked.session.client, name, rooms, gone)
+                .await;
+        }
         tracing::info!(name = %parked.session.name, node = %parked.node, "parked session on another node ended: its name said hello anew");
         Some(parked.session.name)
     }

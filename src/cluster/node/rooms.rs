@@ -148,6 +148,7 @@ impl Inner {
         }
         self.seat(&token, id, &name).await?;
         self.follow(&room, &record).await?;
+        self.note_later(id);
         Ok(epoch)
     }
 
@@ -182,6 +183,7 @@ impl Inner {
                     boot: self.boot,
                 },
             );
+            self.note_later(id);
         }
         Ok(())
     }
@@ -229,6 +231,7 @@ impl Inner {
         }
         self.hub.leave_room(id, &room)?;
         self.gone_from(&room, id, &name).await;
+        self.note_later(id);
         Ok(())
     }
 
@@ -261,6 +264,20 @@ impl Inner {
         let inner = Arc::clone(&self);
         tokio::spawn(async move { inner.clear_room(&token).await });
         Ok(())
+    }
+
+    /// `room`'s record (at `revision`) names this node as its owner's now: the owner's
+    /// session moved here, and the room must not be closed with its old node.
+    pub(super) async fn own_room(&self, room: &str, revision: u64, record: RoomRecord) {
+        let moved = RoomRecord {
+            node: self.name.clone(),
+            boot: self.boot,
+            ..record
+        };
+        if let Ok(value) = serde_json::to_vec(&moved) {
+            let key = record_key(&room_token(room));
+            let _ = self.layout.rooms.update(key, value.into(), revision).await;
+        }
     }
 
     /// What is left of a closed room in NATS: its messages and its members' keys.
@@ -317,6 +334,34 @@ impl Inner {
         name: String,
         rooms: Vec<String>,
     ) {
+        let by = (self.name.clone(), self.boot);
+        self.leave_all(id, name, rooms, by).await;
+    }
+
+    /// [`Inner::left_rooms`] for a session of a node that is gone, told as that node's
+    /// news (so that every live node, this one too, delivers it to its members).
+    pub(super) async fn left_rooms_for(
+        self: Arc<Self>,
+        id: ClientId,
+        name: String,
+        rooms: Vec<String>,
+        gone: (String, u64),
+    ) {
+        for room in &rooms {
+            let token = room_token(room);
+            let _ = self.layout.rooms.delete(seat_key(&token, id)).await;
+        }
+        self.leave_all(id, name, rooms, gone).await;
+    }
+
+    async fn leave_all(
+        self: Arc<Self>,
+        id: ClientId,
+        name: String,
+        rooms: Vec<String>,
+        (node, boot): (String, u64),
+    ) {
+        let mine = node == self.name && boot == self.boot;
         for room in rooms {
             match self.room_record(&room).await {
                 Ok(Some((revision, record))) if record.owner == id => {
@@ -324,12 +369,13 @@ impl Inner {
                     let _ = (self.layout.rooms)
                         .delete_expect_revision(record_key(&token), Some(revision))
                         .await;
+                    let (node, boot) = (node.clone(), boot);
                     self.tell(
                         &token,
                         &News::Closed {
                             by: name.clone(),
-                            node: self.name.clone(),
-                            boot: self.boot,
+                            node,
+                            boot,
                         },
                     );
                     if self.hub.unproject_if_empty(&room) {
@@ -337,7 +383,11 @@ impl Inner {
                     }
                     self.clear_room(&token).await;
                 }
-                _ => self.gone_from(&room, id, &name).await,
+                _ if mine => self.gone_from(&room, id, &name).await,
+                _ => {
+                    let (name, node) = (name.clone(), node.clone());
+                    self.tell(&room_token(&room), &News::Left { name, node, boot });
+                }
             }
         }
     }

@@ -16,14 +16,14 @@ use crate::common::{Raw, code, unused_addr};
 
 /// A node run as its own process, so that it can be killed with SIGKILL; killed when
 /// dropped.
-struct NodeProcess {
+pub(super) struct NodeProcess {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl NodeProcess {
-    async fn start(nats: &NatsCluster, via: usize, name: &str) -> NodeProcess {
+    pub async fn start(nats: &NatsCluster, via: usize, name: &str) -> NodeProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let listen = unused_addr();
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -50,7 +50,7 @@ impl NodeProcess {
         }
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -280,7 +280,15 @@ async fn a_node_killed_without_a_goodbye_loses_its_names_seats_and_rooms_after_h
         healed >= heal / 2,
         "freed before its lease ran out: {healed:?}"
     );
-    // Its memberships and its rooms go with it, and the members left are told.
+    // Its session is parked now, as a cut one: a plain hello for its name (which has no
+    // password) ends it, and its seats and rooms go with it; the members left are told.
+    let mut again = Raw::connect(a.addr).await;
+    assert_eq!(again.event().await["event"], "welcome");
+    let hello = again.call(json!({"op": "hello", "name": "bob"})).await;
+    assert_eq!(
+        hello["ok"], true,
+        "the name is free for anyone again: {hello}"
+    );
     let mut heard = vec![room_event(&mut ana).await, room_event(&mut ana).await];
     heard.sort_by_key(|e| e["event"].as_str().unwrap_or_default().to_owned());
     assert_eq!(heard[0]["event"], "left", "{heard:?}");
@@ -292,9 +300,6 @@ async fn a_node_killed_without_a_goodbye_loses_its_names_seats_and_rooms_after_h
     assert_eq!(heard[1]["room"], "bobs");
     let reopened = ana.call(json!({"op": "create_room", "room": "bobs"})).await;
     assert_eq!(reopened["ok"], true, "{reopened}");
-    // The name is free for anyone again, on the surviving node.
-    let mut again = Raw::connect(a.addr).await;
-    again.hello("bob").await;
     a.stop().await;
 }
 

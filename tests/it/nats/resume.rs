@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::harness::NatsCluster;
+use super::node_faults::NodeProcess;
 use super::nodes::node;
 use crate::common::{PATIENCE, Raw, code};
 use crate::resume::{cut, token_of};
@@ -133,4 +134,59 @@ async fn a_session_cut_on_one_node_resumes_on_another() {
 
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_whose_node_died_resumes_on_another() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(1)).await;
+    let mut b = NodeProcess::start(&nats, 1, "b").await;
+    let mut bob = Raw::connect(b.addr).await;
+    assert_eq!(bob.event().await["event"], "welcome");
+    let hello = bob.call(json!({"op": "hello", "name": "bob"})).await;
+    let bob_id = hello["client_id"].clone();
+    let token = token_of(&hello);
+    assert_eq!(
+        bob.call(json!({"op": "create_room", "room": "bobs"})).await["ok"],
+        true
+    );
+    let mut ana = Raw::connect(a.addr).await;
+    ana.hello("ana").await;
+    assert_eq!(
+        ana.call(json!({"op": "join_room", "room": "bobs"})).await["ok"],
+        true
+    );
+    assert_eq!(bob.event().await["event"], "joined");
+
+    b.kill();
+    let said = ana
+        .call(json!({"op": "say", "room": "bobs", "text": "are you there?"}))
+        .await;
+    assert_eq!(said["seq"], 1, "{said}");
+
+    // Once node b has gone unheard for node a's --heal-after, bob takes its session back
+    // there: its id, its room (still its own), and what it missed.
+    let (mut back, reply) = hello_until_ok(
+        a.addr,
+        json!({"name": "bob", "resume": token, "seen": {"bobs": 0}}),
+    )
+    .await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(reply["client_id"], bob_id, "{reply}");
+    let missed = back.event().await;
+    assert_eq!(
+        (&missed["text"], &missed["replay"]),
+        (&json!("are you there?"), &json!(true))
+    );
+    let refused = ana.call(json!({"op": "close_room", "room": "bobs"})).await;
+    assert_eq!(code(&refused), "not_owner", "{refused}");
+    assert_eq!(
+        back.call(json!({"op": "say", "room": "bobs", "text": "here"}))
+            .await["seq"],
+        2
+    );
+    assert_eq!(ana.event().await["text"], "here");
+    a.stop().await;
 }
