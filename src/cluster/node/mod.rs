@@ -483,12 +483,21 @@ impl Inner {
     }
 
     /// Whether boot `boot` of node `node` is gone: restarted since, or unheard for
-    /// `--heal-after` (never heard, since this node has watched that long).
+    /// `--heal-after` (never heard, since this node has watched that long), as far as
+    /// this node's own view of the leases is current.
     pub(super) fn gone(&self, node: &str, boot: u64) -> bool {
         if node == self.name && boot == self.boot {
             return false;
         }
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        // This node's own renewals come back through the same watch: while they do not
+        // (NATS was away, the watch is catching up), its view of the others is stale,
+        // and nobody is judged gone on it.
+        let fresh = (leases.get(&self.name))
+            .is_some_and(|&(boot, at)| boot == self.boot && at.elapsed() < self.heal_after);
+        if !fresh {
+            return false;
+        }
         match leases.get(node) {
             Some(&(heard, _)) if heard != boot => true,
             Some(&(_, at)) => at.elapsed() >= self.heal_after,
