@@ -287,16 +287,19 @@ impl Inner {
         }
     }
 
+    /// This node no longer holds parked session `name` (another node took it over or
+    /// ended it): its claim is not this node's to release; the rooms it was in.
+    fn give_up(&self, name: &str) -> Vec<String> {
+        let token = name_token(name);
+        self.own().remove(&token);
+        let parked = self.parked().remove(&token);
+        parked.map(|(_, rooms)| rooms).unwrap_or_default()
+    }
+
     /// Another node took over session `client` (`name`), parked here: it goes from
     /// this hub without a word, its name and seats now that node's.
     pub(super) fn taken_elsewhere(&self, client: ClientId, name: &str) {
-        let token = name_token(name);
-        self.own().remove(&token);
-        let rooms = self
-            .parked()
-            .remove(&token)
-            .map(|(_, rooms)| rooms)
-            .unwrap_or_default();
+        let rooms = self.give_up(name);
         self.hub.let_go(client);
         for room in rooms {
             if self.hub.unproject_if_empty(&room) {
@@ -360,13 +363,7 @@ impl Inner {
     /// (closing those it owned) as if it had said `bye`; its name is that node's to
     /// give now.
     pub(super) fn ended_elsewhere(self: &Arc<Self>, client: ClientId, name: &str) {
-        let token = name_token(name);
-        self.own().remove(&token);
-        let rooms = self
-            .parked()
-            .remove(&token)
-            .map(|(_, rooms)| rooms)
-            .unwrap_or_default();
+        let rooms = self.give_up(name);
         self.hub.end_parked(name);
         if !rooms.is_empty() {
             let inner = Arc::clone(self);
