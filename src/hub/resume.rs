@@ -313,6 +313,24 @@ impl Hub {
         Ok(())
     }
 
+    /// Gives up live session `id` for another node to take over, as a resume with its
+    /// token does on one node: if its token's digest is `digest`, its connection is
+    /// closed (`replaced`) and the session is parked, or ends when no more can be
+    /// parked. `None` when it is not live here with that token.
+    pub fn surrender(&self, id: ClientId, digest: &[u8; 32]) -> Option<Departure> {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let member = state.clients.get(&id)?;
+        if member.parked || !member.token.as_ref().is_some_and(|t| t.digest_is(digest)) {
+            return None;
+        }
+        member.outbox.signal().stop(Closing::new(
+            CloseReason::Replaced,
+            "the session was resumed on another node",
+        ));
+        Some(self.leave(&mut state, id, Ending::Cut, now))
+    }
+
     /// Lets parked session `id` go without a word to anyone: another node took it
     /// over, rooms and name with it.
     pub fn let_go(&self, id: ClientId) -> Option<String> {

@@ -45,6 +45,12 @@ impl Token {
         sha256(&self.0)
     }
 
+    /// Whether `digest` is this token's [`Token::digest`], compared in constant time:
+    /// how a node checks that another node was given this session's token.
+    pub fn digest_is(&self, digest: &[u8; 32]) -> bool {
+        self.digest().ct_eq(digest).into()
+    }
+
     /// Whether `given` is this token. Its length and digits are checked first (they are
     /// no secret); the bytes are then compared in constant time.
     pub fn matches(&self, given: &ResumeToken) -> bool {

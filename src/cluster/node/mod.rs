@@ -116,6 +116,15 @@ enum Delivery {
     /// A session parked there was ended from here: its name said hello without the
     /// proof to resume it.
     Ended { client: ClientId, name: String },
+    /// A client came back here with the token (whose digest is `digest`) of a session
+    /// still live there, its old connection not yet seen to end: that connection is to
+    /// be closed (`replaced`) and the session parked for this node to take over.
+    /// Answered once it is.
+    Surrender {
+        client: ClientId,
+        name: String,
+        digest: String,
+    },
 }
 
 /// A node's lease in `sb-nodes`.
@@ -258,10 +267,10 @@ impl Node {
     /// Connection `id` (whose queue is `queue`) ended: in this node's hub, then in
     /// the cluster (its name freed, its rooms left) once its session is over.
     pub fn depart(&self, id: ClientId, queue: &OutQueue, how: Ending) -> Departure {
-        let rooms = self.rooms_of(id);
+        let rooms = self.0.rooms_of(id);
         let departure = self.0.hub.depart(id, queue, how);
         match &departure {
-            Departure::Gone(Some(name)) => self.ended(id, name, rooms),
+            Departure::Gone(Some(name)) => self.0.ended(id, name, rooms),
             Departure::Parked(name) => {
                 self.0.parked().insert(name_token(name), (id, rooms));
                 self.0.chores.spawn(Arc::clone(&self.0).park(id));
@@ -273,9 +282,9 @@ impl Node {
 
     /// Forgets client `id` whatever its state; its name, if it had one.
     pub fn disconnect(&self, id: ClientId) -> Option<String> {
-        let rooms = self.rooms_of(id);
+        let rooms = self.0.rooms_of(id);
         let name = self.0.hub.disconnect(id)?;
-        self.ended(id, &name, rooms);
+        self.0.ended(id, &name, rooms);
         Some(name)
     }
 
@@ -363,25 +372,7 @@ impl Node {
         self.0.unpark(name, None);
         let parked = self.0.parked().remove(&name_token(name));
         let (id, rooms) = parked.unwrap_or_default();
-        self.ended(id, name, rooms);
-    }
-
-    fn rooms_of(&self, id: ClientId) -> Vec<String> {
-        (self.0.hub.names_and_rooms([id]).remove(&id))
-            .map(|(_, rooms)| rooms)
-            .unwrap_or_default()
-    }
-
-    /// Session `id` (`name`) is over: its name is freed and its rooms left (or closed,
-    /// those it owned) in the cluster.
-    fn ended(&self, id: ClientId, name: &str, rooms: Vec<String>) {
-        self.0.release(name);
-        self.0.unpark(name, None);
-        if !rooms.is_empty() {
-            let inner = Arc::clone(&self.0);
-            let name = name.to_owned();
-            self.0.chores.spawn(inner.left_rooms(id, name, rooms));
-        }
+        self.0.ended(id, name, rooms);
     }
 
     pub fn create_room(&self, id: ClientId, room: &str) -> Answer<Result<String, HubError>> {
@@ -508,6 +499,24 @@ impl Inner {
     /// How long a session may wait to be resumed once its node is gone.
     pub(super) fn resume_grace(&self) -> Duration {
         self.resume_grace
+    }
+
+    fn rooms_of(&self, id: ClientId) -> Vec<String> {
+        (self.hub.names_and_rooms([id]).remove(&id))
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default()
+    }
+
+    /// Session `id` (`name`) is over: its name is freed and its rooms left (or closed,
+    /// those it owned) in the cluster.
+    fn ended(self: &Arc<Self>, id: ClientId, name: &str, rooms: Vec<String>) {
+        self.release(name);
+        self.unpark(name, None);
+        if !rooms.is_empty() {
+            let inner = Arc::clone(self);
+            let name = name.to_owned();
+            self.chores.spawn(inner.left_rooms(id, name, rooms));
+        }
     }
 
     fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ClientId, Vec<String>)>> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Delivery, Inner};
 use crate::cluster::{Claim, Latest, lost_race, name_token, node_subject, read_latest};
-use crate::hub::{HubError, ParkedSession, Proof, digest_matches};
+use crate::hub::{Departure, HubError, ParkedSession, Proof, digest_matches};
 use crate::outbound::Outbound;
 use crate::protocol::{ClientId, Reply, ResumeToken, Seen};
 
@@ -39,6 +39,9 @@ impl Proven {
         }
     }
 }
+
+/// How long a node waits for another to hand over a live session.
+const SURRENDER_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long, at most, a resume with a token waits for the old node's note that the
 /// session was parked: steps of 100 ms.
@@ -194,14 +197,28 @@ impl Inner {
         // that follows end the very session it came back for.
         let token = name_token(&name);
         let mut steps = 0;
+        let mut asked = false;
         let (parked_at, parked, revision, claim) = loop {
             let record = self.parked_record(&name).await?;
             let held = self.claim_of(&token).await?;
             if let (Some((at, parked)), Some((revision, claim))) = (record, held)
                 && claim.client == parked.session.client
-                && self.may_take(&claim)
             {
-                break (at, parked, revision, claim);
+                if self.may_take(&claim) {
+                    break (at, parked, revision, claim);
+                }
+                // Still live on its node, whose connection has not been seen to end (a
+                // half-open socket): its token takes it over at once, as on one node.
+                // Its node is asked to close that connection and park the session.
+                if !asked
+                    && let Proven::Token(given) = &proof
+                    && let Some(digest) = (parked.session.token.as_deref())
+                        .filter(|d| unhex(d).is_some_and(|d| digest_matches(given, &d)))
+                {
+                    asked = true;
+                    self.ask_to_surrender(&claim, digest).await;
+                    continue;
+                }
             }
             steps += 1;
             if steps > PARK_PATIENCE_STEPS || !matches!(proof, Proven::Token(_)) {
@@ -271,6 +288,64 @@ impl Inner {
         );
         self.note_session(resumed.0).await;
         Ok(resumed)
+    }
+
+    /// Asks the node holding live session `claim` to close its connection
+    /// (`replaced`) and park it: this node was given its token (whose digest is
+    /// `digest`). Answered once the session is parked there, or not at all.
+    async fn ask_to_surrender(&self, claim: &Claim, digest: &str) {
+        let ask = Delivery::Surrender {
+            client: claim.client,
+            name: claim.name.clone(),
+            digest: digest.to_owned(),
+        };
+        let Ok(payload) = serde_json::to_vec(&ask) else {
+            return;
+        };
+        let request = self
+            .client
+            .request(node_subject(&claim.node), payload.into());
+        match tokio::time::timeout(SURRENDER_WITHIN, request).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(node = %claim.node, "could not take a live session over from its node: {e}")
+            }
+            Err(_) => {
+                tracing::warn!(node = %claim.node, "its node did not hand over a live session within {SURRENDER_WITHIN:?}")
+            }
+        }
+    }
+
+    /// Another node was given the token of live session `client` (`name`) here,
+    /// whose digest is `digest`: its connection here is closed (`replaced`) and the
+    /// session parked, noted and marked so, for that node to take over. Whether it
+    /// was given up.
+    pub(super) async fn surrender(
+        self: Arc<Self>,
+        client: ClientId,
+        name: &str,
+        digest: &str,
+    ) -> bool {
+        let Some(digest) = unhex(digest) else {
+            return false;
+        };
+        let rooms = self.rooms_of(client);
+        match self.hub.surrender(client, &digest) {
+            Some(Departure::Parked(name)) => {
+                self.parked().insert(name_token(&name), (client, rooms));
+                Arc::clone(&self).park(client).await;
+                tracing::info!(client_id = client, name = %name, "session taken over on another node: its connection here is replaced");
+                true
+            }
+            Some(Departure::Gone(Some(ended))) => {
+                self.ended(client, &ended, rooms);
+                true
+            }
+            _ => {
+                tracing::debug!(client_id = client, name = %name, "asked to hand over a session not live here");
+                false
+            }
+        }
     }
 
     /// The parked session of name token `token` (written at `parked_at`) is dealt

@@ -25,6 +25,24 @@ pub(super) async fn deliver(inner: Weak<Inner>, mut deliveries: async_nats::Subs
             }) => inner.hub.notify_mail(&to, &from, message_id),
             Ok(Delivery::Taken { client, name }) => inner.taken_elsewhere(client, &name),
             Ok(Delivery::Ended { client, name }) => inner.ended_elsewhere(client, &name),
+            Ok(Delivery::Surrender {
+                client,
+                name,
+                digest,
+            }) => {
+                let nats = inner.client.clone();
+                tokio::spawn(async move {
+                    let surrendered = inner.surrender(client, &name, &digest).await;
+                    if let Some(reply) = message.reply {
+                        let answer = if surrendered {
+                            "parked"
+                        } else {
+                            "not live here"
+                        };
+                        let _ = nats.publish(reply, answer.into()).await;
+                    }
+                });
+            }
             Err(e) => tracing::warn!("a delivery from another node is not understood: {e}"),
         }
     }

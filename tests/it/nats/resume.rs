@@ -190,3 +190,92 @@ async fn a_session_whose_node_died_resumes_on_another() {
     assert_eq!(ana.event().await["text"], "here");
     a.stop().await;
 }
+
+/// A client back on another node while its old connection there still looks alive (a
+/// half-open socket): its token takes the session over at once, and the old node
+/// closes the old connection; a wrong token disturbs nothing.
+#[tokio::test]
+async fn a_resume_over_a_half_open_connection_on_another_node_takes_over_at_once() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
+    let b = node(&nats, 1, "b", Duration::from_secs(15)).await;
+
+    let mut old = Raw::connect(a.addr).await;
+    assert_eq!(old.event().await["event"], "welcome");
+    let hello = old.call(json!({"op": "hello", "name": "phone"})).await;
+    let phone_id = hello["client_id"].clone();
+    let token = token_of(&hello);
+    assert_eq!(
+        old.call(json!({"op": "create_room", "room": "r"})).await["ok"],
+        true
+    );
+    let mut host = Raw::connect(b.addr).await;
+    host.hello("host").await;
+    assert_eq!(
+        host.call(json!({"op": "join_room", "room": "r"})).await["ok"],
+        true
+    );
+    assert_eq!(old.event().await["event"], "joined");
+    let said = host
+        .call(json!({"op": "say", "room": "r", "text": "one"}))
+        .await;
+    assert_eq!(said["seq"], 1, "{said}");
+    assert_eq!(old.event().await["text"], "one");
+
+    let mut wrong = Raw::connect(b.addr).await;
+    assert_eq!(wrong.event().await["event"], "welcome");
+    let guess = "0123456789abcdef0123456789abcdef";
+    let refused = wrong
+        .call(json!({"op": "hello", "name": "phone", "resume": guess}))
+        .await;
+    assert_eq!(code(&refused), "name_taken", "{refused}");
+    let users = old.call(json!({"op": "users"})).await;
+    assert_eq!(users["ok"], true, "the live session is untouched: {users}");
+
+    let mut new = Raw::connect(b.addr).await;
+    assert_eq!(new.event().await["event"], "welcome");
+    let reply = new
+        .call(json!({"op": "hello", "name": "phone", "resume": token}))
+        .await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(
+        reply["client_id"], phone_id,
+        "the session's own id: {reply}"
+    );
+    assert_eq!(reply["rooms"][0]["seq"], 1, "{reply}");
+    assert_ne!(token_of(&reply), token, "a new token");
+    let rest = old.until_closed().await;
+    assert!(
+        rest.iter().all(|f| f["event"] == "error"),
+        "the old connection is closed: {rest:?}"
+    );
+
+    // One session, on its new node, still the room's owner and hearing it live; the
+    // room's other member saw it neither leave nor join.
+    let said = host
+        .call(json!({"op": "say", "room": "r", "text": "two"}))
+        .await;
+    assert_eq!(said["seq"], 2, "{said}");
+    let live = new.event().await;
+    assert_eq!((&live["text"], &live["seq"]), (&json!("two"), &json!(2)));
+    let refused = host.call(json!({"op": "close_room", "room": "r"})).await;
+    assert_eq!(code(&refused), "not_owner", "{refused}");
+    let users = host.call(json!({"op": "users"})).await;
+    let phones: Vec<&Value> = (users["users"].as_array().unwrap().iter())
+        .filter(|u| u["name"] == "phone")
+        .collect();
+    assert_eq!(
+        phones,
+        [&json!({"client_id": phone_id, "name": "phone"})],
+        "{users}"
+    );
+    let heard = host.kept_events();
+    assert!(
+        heard.iter().all(|e| e["event"] == "room_message"),
+        "no left, no joined: {heard:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
