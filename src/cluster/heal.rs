@@ -82,6 +82,7 @@ pub(super) fn spawn(nodes: kv::Store, names: kv::Store, inner: Weak<Inner>, heal
                             continue;
                         }
                         if let Ok(true) = release_name(&names, token, held.revision).await {
+                            inner.forget_dead_note(token, &held.claim).await;
                             tracing::info!(
                                 name = %held.claim.name,
                                 node = %held.claim.node,

@@ -7,7 +7,7 @@
 //! | `sb-names` | KV | name token | who holds the name now: node, boot, client id ([`crate::cluster::Claim`]) |
 //! | `sb-nodes` | KV, max_age = lease | node | the node's lease, refreshed by its heartbeat |
 //! | `sb-rooms` | KV | `r.<room>`, `m.<room>.<client>` | a room's owner and epoch; one key per member |
-//! | `sb-sessions` | KV, max_age = resume grace | client id | a parked session: token hash, name, seats |
+//! | `sb-sessions` | KV | name | each session's note: token hash, client id, seats, node |
 //! | `sb-ids` | KV | `next` | the next client id not handed out |
 //! | `SB_INBOX` | stream | `sb.inbox.<name>` | each direct message until acked |
 //! | `SB_ROOMS` | stream, per subject ≤ history | `sb.room.<room>` | each room's last messages, `Sb-Seq` in a header |
@@ -73,8 +73,6 @@ pub struct Settings {
     /// How long a node's lease lasts without a heartbeat: the bound on how long a dead
     /// node's users and memberships are still seen.
     pub lease: Duration,
-    /// How long a parked session is kept for a client to resume, on any node.
-    pub resume_grace: Duration,
     /// Messages kept per room for `history` and resume.
     pub history: i64,
     /// How long JetStream remembers a publish's `Nats-Msg-Id`: a node that retries a
@@ -87,7 +85,6 @@ impl Settings {
         Settings {
             replicas,
             lease: Duration::from_secs(15),
-            resume_grace: Duration::from_secs(30),
             history: 1000,
             dedup_window: Duration::from_secs(120),
         }
@@ -126,7 +123,10 @@ pub async fn ensure_layout(js: &Context, settings: &Settings) -> Result<Layout, 
     let names = ensure_bucket(js, bucket(NAMES, Duration::ZERO), &mut created).await?;
     let nodes = ensure_bucket(js, bucket(NODES, settings.lease), &mut created).await?;
     let rooms = ensure_bucket(js, bucket(ROOMS, Duration::ZERO), &mut created).await?;
-    let sessions = ensure_bucket(js, bucket(SESSIONS, settings.resume_grace), &mut created).await?;
+    // A live session's note lasts as long as the session, however long: a node removes
+    // it when the session ends, and the node that heals after a dead one removes those
+    // of its sessions nobody resumed.
+    let sessions = ensure_bucket(js, bucket(SESSIONS, Duration::ZERO), &mut created).await?;
     let ids = ensure_bucket(js, bucket(IDS, Duration::ZERO), &mut created).await?;
     let inbox = ensure_stream(
         js,

@@ -254,11 +254,11 @@ pub struct ParkedSeat {
 }
 
 impl Hub {
-    /// Session `id` (parked or online), as another node would take it over.
-    pub fn session_view(&self, id: ClientId) -> Option<ParkedSession> {
+    /// Session `id`, as another node would take it over, and whether it is parked.
+    pub fn session_view(&self, id: ClientId) -> Option<(ParkedSession, bool)> {
         let state = self.lock();
         let member = state.clients.get(&id)?;
-        Some(ParkedSession {
+        let session = ParkedSession {
             client: id,
             name: member.name.as_deref()?.to_owned(),
             token: (member.token.as_ref())
@@ -270,7 +270,8 @@ impl Hub {
                     queued: seat.queued,
                 })
                 .collect(),
-        })
+        };
+        Some((session, member.parked))
     }
 
     /// Takes in a session parked on another node, parked here now, in the rooms this

@@ -148,7 +148,6 @@ impl Node {
         let client = connected.client;
         let js = jetstream::new(client.clone());
         let mut settings = Settings::new(config.replicas);
-        settings.resume_grace = hub.resume_grace.max(Duration::from_secs(1));
         settings.history = i64::try_from(hub.history.max(1)).unwrap_or(i64::MAX);
         let layout = ensure_layout(&js, &settings).await?;
         let start = IdAllocator::new(layout.ids.clone(), ID_BLOCK)
@@ -318,7 +317,7 @@ impl Node {
     /// A session resumed (taken over here): its rooms are its own again.
     pub fn resumed(&self, id: ClientId, name: &str) {
         self.0.parked().remove(&name_token(name));
-        self.0.unpark(name, Some(id));
+        self.0.note_later(id);
     }
 
     /// Whether connection `id` may still say hello as `name`: as on one node, and a
@@ -369,7 +368,6 @@ impl Node {
     }
 
     fn parked_ended(&self, name: &str) {
-        self.0.unpark(name, None);
         let parked = self.0.parked().remove(&name_token(name));
         let (id, rooms) = parked.unwrap_or_default();
         self.0.ended(id, name, rooms);
@@ -511,7 +509,7 @@ impl Inner {
     /// those it owned) in the cluster.
     fn ended(self: &Arc<Self>, id: ClientId, name: &str, rooms: Vec<String>) {
         self.release(name);
-        self.unpark(name, None);
+        self.forget_later(id, name);
         if !rooms.is_empty() {
             let inner = Arc::clone(self);
             let name = name.to_owned();

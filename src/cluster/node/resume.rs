@@ -55,31 +55,32 @@ fn unavailable(e: impl std::fmt::Display) -> HubError {
 impl Inner {
     /// Keeps session `id`, parked here, in `sb-sessions` for any node to resume.
     pub(super) async fn park(self: Arc<Self>, id: ClientId) {
-        let Some(session) = self.note_session(id).await else {
-            return;
-        };
-        self.mark_parked(&name_token(&session.name), true).await;
+        self.note_session(id).await;
     }
 
-    /// Writes session `id` as it stands (its token's digest, its rooms) to
-    /// `sb-sessions`: kept from its hello on, so that if this node dies the session can
-    /// still be resumed on another.
-    pub(super) async fn note_session(&self, id: ClientId) -> Option<ParkedSession> {
-        // One note at a time, each read as the session stands when it is written: the
-        // last one written is the latest.
+    /// Writes session `id` as it stands now (its token's digest, its rooms) to
+    /// `sb-sessions`, and marks its claim parked or not as it is: kept from its hello
+    /// on, so that if this node dies the session can still be resumed on another.
+    /// Notes are written one at a time, each as the session stands when it is
+    /// written, so whatever order they run in, the last one is the truth.
+    pub(super) async fn note_session(&self, id: ClientId) {
         let _turn = self.notes.lock().await;
-        let session = self.hub.session_view(id)?;
+        let Some((session, parked)) = self.hub.session_view(id) else {
+            return;
+        };
         let token = name_token(&session.name);
-        let parked = Parked {
+        let note = Parked {
             session,
             node: self.name.clone(),
             boot: self.boot,
         };
-        let value = serde_json::to_vec(&parked).ok()?;
+        let Ok(value) = serde_json::to_vec(&note) else {
+            return;
+        };
         if let Err(e) = self.layout.sessions.put(&token, value.into()).await {
             tracing::warn!("a session can be resumed on this node only: {e}");
         }
-        Some(parked.session)
+        self.mark_parked(&token, parked).await;
     }
 
     /// Notes session `id` in `sb-sessions` in the background (after a hello, a join, a
@@ -89,6 +90,25 @@ impl Inner {
         self.chores.spawn(async move {
             inner.note_session(id).await;
         });
+    }
+
+    /// Removes the note of session `id` (`name`), over: only if the note is still
+    /// this node's, of that session (another node may have taken it over and noted
+    /// it since), and the session has not been noted anew.
+    async fn forget_note(&self, id: ClientId, name: &str) {
+        let _turn = self.notes.lock().await;
+        if self.hub.session_view(id).is_some() {
+            return;
+        }
+        if let Ok(Some((revision, note))) = self.parked_record(name).await
+            && note.session.client == id
+            && note.node == self.name
+            && note.boot == self.boot
+        {
+            let _ = (self.layout.sessions)
+                .delete_expect_revision(&name_token(name), Some(revision))
+                .await;
+        }
     }
 
     /// The claim of name token `token` and its revision, read through the leader.
@@ -120,7 +140,7 @@ impl Inner {
         let Some(held) = self
             .directory
             .holder(token)
-            .filter(|h| h.revision == revision)
+            .filter(|h| h.revision == revision && h.claim.parked != parked)
         else {
             return;
         };
@@ -163,21 +183,26 @@ impl Inner {
         }
     }
 
-    /// Forgets the parked session of `name` in `sb-sessions` (resumed here, or over);
-    /// `online` when it was resumed here, whose claim is then no longer parked.
-    pub(super) fn unpark(self: &Arc<Self>, name: &str, online: Option<ClientId>) {
+    /// Removes the note of the session that held `claim` (of name token `token`), on a
+    /// node that is gone, once its grace passed without a resume.
+    pub(crate) async fn forget_dead_note(&self, token: &str, claim: &Claim) {
+        if let Ok(Some((revision, note))) = self.parked_record(&claim.name).await
+            && note.session.client == claim.client
+            && note.node == claim.node
+            && note.boot == claim.boot
+        {
+            let _ = (self.layout.sessions)
+                .delete_expect_revision(token, Some(revision))
+                .await;
+        }
+    }
+
+    /// Removes the note of session `id` (`name`), over, in the background.
+    pub(super) fn forget_later(self: &Arc<Self>, id: ClientId, name: &str) {
         let inner = Arc::clone(self);
-        let token = name_token(name);
+        let name = name.to_owned();
         self.chores.spawn(async move {
-            match online {
-                Some(id) => {
-                    inner.note_session(id).await;
-                    inner.mark_parked(&token, false).await;
-                }
-                None => {
-                    let _ = inner.layout.sessions.delete(&token).await;
-                }
-            }
+            inner.forget_note(id, &name).await;
         });
     }
 

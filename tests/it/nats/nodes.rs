@@ -15,8 +15,19 @@ use crate::common::{PATIENCE, Raw, TestServer, code, run_switchboard, unused_add
 
 /// A switchboard node named `node` joined to the cluster through NATS server `via`.
 pub async fn node(nats: &NatsCluster, via: usize, node: &str, heal_after: Duration) -> TestServer {
+    node_tweaked(nats, via, node, heal_after, |_| {}).await
+}
+
+/// [`node`], its configuration changed by `tweak` first.
+pub async fn node_tweaked(
+    nats: &NatsCluster,
+    via: usize,
+    node: &str,
+    heal_after: Duration,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = TestServer::start_with(Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: HttpListen::Off,
         db: dir.path().join("unused.db"),
@@ -27,8 +38,9 @@ pub async fn node(nats: &NatsCluster, via: usize, node: &str, heal_after: Durati
             heal_after,
         }),
         ..Config::default()
-    })
-    .await;
+    };
+    tweak(&mut config);
+    let mut server = TestServer::start_with(config).await;
     server.adopt_dir(dir);
     server
 }

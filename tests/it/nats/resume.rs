@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::harness::NatsCluster;
 use super::node_faults::NodeProcess;
-use super::nodes::node;
+use super::nodes::{node, node_tweaked};
 use crate::common::{PATIENCE, Raw, code};
 use crate::resume::{cut, token_of};
 
@@ -193,14 +193,16 @@ async fn a_session_whose_node_died_resumes_on_another() {
 
 /// A client back on another node while its old connection there still looks alive (a
 /// half-open socket): its token takes the session over at once, and the old node
-/// closes the old connection; a wrong token disturbs nothing.
+/// closes the old connection; a wrong token disturbs nothing. A session is resumable
+/// however long it has lasted, longer than the resume grace too.
 #[tokio::test]
 async fn a_resume_over_a_half_open_connection_on_another_node_takes_over_at_once() {
     let Some(nats) = NatsCluster::start().await else {
         return;
     };
-    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
-    let b = node(&nats, 1, "b", Duration::from_secs(15)).await;
+    let short_grace = |c: &mut switchboard::server::Config| c.resume_grace = Duration::from_secs(1);
+    let a = node_tweaked(&nats, 0, "a", Duration::from_secs(15), short_grace).await;
+    let b = node_tweaked(&nats, 1, "b", Duration::from_secs(15), short_grace).await;
 
     let mut old = Raw::connect(a.addr).await;
     assert_eq!(old.event().await["event"], "welcome");
@@ -233,6 +235,8 @@ async fn a_resume_over_a_half_open_connection_on_another_node_takes_over_at_once
     assert_eq!(code(&refused), "name_taken", "{refused}");
     let users = old.call(json!({"op": "users"})).await;
     assert_eq!(users["ok"], true, "the live session is untouched: {users}");
+    // Longer than the grace: a live session's note must not age out with it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let mut new = Raw::connect(b.addr).await;
     assert_eq!(new.event().await["event"], "welcome");
@@ -276,6 +280,52 @@ async fn a_resume_over_a_half_open_connection_on_another_node_takes_over_at_once
         heard.iter().all(|e| e["event"] == "room_message"),
         "no left, no joined: {heard:?}"
     );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A session cut and resumed on the same node at once, again and again: whatever
+/// order the node's notes of it land in, it ends up listed, online, on every node.
+#[tokio::test]
+async fn a_session_resumed_at_once_on_its_own_node_is_listed_everywhere() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
+    let b = node(&nats, 1, "b", Duration::from_secs(15)).await;
+    let mut watcher = Raw::connect(b.addr).await;
+    watcher.hello("watcher").await;
+
+    let mut raw = Raw::connect(a.addr).await;
+    assert_eq!(raw.event().await["event"], "welcome");
+    let mut reply = raw.call(json!({"op": "hello", "name": "quick"})).await;
+    let id = reply["client_id"].clone();
+    for _ in 0..5 {
+        let token = token_of(&reply);
+        cut(raw);
+        let (back, again) = hello_until_ok(a.addr, json!({"name": "quick", "resume": token})).await;
+        assert_eq!(again["resumed"], true, "{again}");
+        (raw, reply) = (back, again);
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        // Listed, steadily: a late "parked" mark would unlist it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let users = watcher.call(json!({"op": "users"})).await;
+        let listed = (users["users"].as_array().unwrap().iter())
+            .any(|u| u["name"] == "quick" && u["client_id"] == id);
+        if listed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never listed: {users}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let users = watcher.call(json!({"op": "users"})).await;
+    assert!(users.to_string().contains("\"quick\""), "{users}");
+    assert_eq!(raw.call(json!({"op": "users"})).await["ok"], true);
     a.stop().await;
     b.stop().await;
 }
