@@ -80,6 +80,57 @@ pub async fn register(accounts: &kv::Store, name: &str, hash: &str) -> Result<bo
     Err(contended(&token))
 }
 
+/// Sets (a PHC string) or removes the password of `name`, as an operator does; false
+/// when the name was never seen.
+pub async fn set_password(
+    accounts: &kv::Store,
+    name: &str,
+    hash: Option<String>,
+) -> Result<bool, ClusterError> {
+    let token = name_token(name);
+    for attempt in 0..CAS_TRIES {
+        let (revision, stored) = current(accounts, &token).await?;
+        let Some(stored) = stored else {
+            return Ok(false);
+        };
+        let value = encode(&Stored {
+            hash: hash.clone(),
+            ..stored
+        })?;
+        match accounts.update(&token, value, revision).await {
+            Ok(_) => return Ok(true),
+            Err(e) if lost_race(&e) => back_off(attempt).await,
+            Err(e) => {
+                return Err(ClusterError::nats(
+                    format!("setting the password of {token}"),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(contended(&token))
+}
+
+/// Every name seen, by name token: its name as first seen and whether it is
+/// protected.
+pub async fn all(accounts: &kv::Store) -> Result<Vec<(String, String, bool)>, ClusterError> {
+    use futures_util::TryStreamExt;
+    let keys: Vec<String> = accounts
+        .keys()
+        .await
+        .map_err(|e| ClusterError::nats("listing sb-accounts", e))?
+        .try_collect()
+        .await
+        .map_err(|e| ClusterError::nats("listing sb-accounts", e))?;
+    let mut found = Vec::with_capacity(keys.len());
+    for token in keys {
+        if let (_, Some(stored)) = current(accounts, &token).await? {
+            found.push((token, stored.name, stored.hash.is_some()));
+        }
+    }
+    Ok(found)
+}
+
 /// Forgets `name`'s account.
 pub async fn forget(accounts: &kv::Store, name: &str) -> Result<(), ClusterError> {
     let token = name_token(name);

@@ -99,3 +99,22 @@ fn none_left(kind: LastRawMessageErrorKind) -> bool {
         _ => false,
     }
 }
+
+/// How many messages wait in each inbox, by name token.
+pub async fn unread_counts(
+    inbox: &Stream,
+) -> Result<std::collections::HashMap<String, usize>, ClusterError> {
+    use futures_util::TryStreamExt;
+    let counting = |e| ClusterError::nats("counting unread mail", e);
+    let mut info = inbox
+        .info_with_subjects("sb.inbox.*")
+        .await
+        .map_err(counting)?;
+    let mut counts = std::collections::HashMap::new();
+    while let Some((subject, count)) = info.try_next().await.map_err(counting)? {
+        if let Some(token) = subject.strip_prefix("sb.inbox.") {
+            counts.insert(token.to_owned(), count);
+        }
+    }
+    Ok(counts)
+}

@@ -31,7 +31,7 @@ mod rooms;
 pub use claims::{Claim, Claimed, claim_name, release_name};
 pub use connect::{Connected, NatsUrl, connect, parse_urls};
 pub use ids::{DEFAULT_ID_BLOCK, IdAllocator};
-pub use inbox::{Mail, ack_mail, peek_mail, store_mail};
+pub use inbox::{Mail, ack_mail, peek_mail, store_mail, unread_counts};
 pub use keys::{check_node, name_token, room_token};
 pub use layout::{
     ACCOUNTS, IDS, INBOX_STREAM, Layout, NAMES, NODES, ROOMS, ROOMS_STREAM, SESSIONS, Settings,

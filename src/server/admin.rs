@@ -15,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
+use crate::backend::Backend;
+use crate::cluster::Node;
 use crate::hub::Hub;
 use crate::service::Services;
 use crate::store::{Store, UserSummary, is_guest};
@@ -77,44 +79,97 @@ impl Response {
 
 /// Serves `request` on `store`; `hub` says who is online, when a server runs.
 pub async fn execute(store: &Store, hub: Option<&Hub>, request: Request) -> Response {
+    run(Target::Store(store, hub), request).await
+}
+
+/// What an admin request is served on: a store (and the hub beside it, when a server
+/// runs), or a cluster through one of its nodes, whose accounts and inboxes are in
+/// NATS, the same from every node.
+enum Target<'a> {
+    Store(&'a Store, Option<&'a Hub>),
+    Cluster(&'a Node),
+}
+
+async fn run(target: Target<'_>, request: Request) -> Response {
+    let seen = |name: &str, found: bool| {
+        if found {
+            Response::done()
+        } else {
+            Response::refused(format!("no user {name} has ever been seen"))
+        }
+    };
     let result = match request {
-        Request::Users => store.users().await.map(|users| Response {
+        Request::Users => target.users().await.map(|users| Response {
             users: Some(users),
             ..Response::done()
         }),
-        Request::Backup { to } => store.backup(to).await.map(|()| Response::done()),
+        Request::Backup { to } => target.backup(to).await.map(|()| Response::done()),
         Request::SetPassword {
             name,
             hash: Some(_),
         } if is_guest(&name) => {
             return Response::refused(format!("{name} is a guest name; guests have no password"));
         }
-        Request::SetPassword { name, hash } => store.set_password(&name, hash).await.map(|found| {
-            if found {
-                Response::done()
-            } else {
-                Response::refused(format!("no user {name} has ever been seen"))
-            }
-        }),
+        Request::SetPassword { name, hash } => target
+            .set_password(&name, hash)
+            .await
+            .map(|found| seen(&name, found)),
         Request::Forget { name } => {
-            let online = hub.is_some_and(|hub| {
-                (hub.users().iter()).any(|u| u.name.eq_ignore_ascii_case(&name))
-            });
-            if online {
+            if target.online(&name) {
                 return Response::refused(format!(
                     "{name} is online now; forget it once it has left"
                 ));
             }
-            store.forget(&name).await.map(|found| {
-                if found {
-                    Response::done()
-                } else {
-                    Response::refused(format!("no user {name} has ever been seen"))
-                }
-            })
+            target.forget(&name).await.map(|found| seen(&name, found))
         }
     };
-    result.unwrap_or_else(|e| Response::refused(e.to_string()))
+    result.unwrap_or_else(Response::refused)
+}
+
+impl Target<'_> {
+    async fn users(&self) -> Result<Vec<UserSummary>, String> {
+        match self {
+            Target::Store(store, _) => store.users().await.map_err(|e| e.to_string()),
+            Target::Cluster(node) => node.user_summaries().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn backup(&self, to: PathBuf) -> Result<(), String> {
+        match self {
+            Target::Store(store, _) => store.backup(to).await.map_err(|e| e.to_string()),
+            Target::Cluster(_) => Err("this node serves a cluster, whose data is in NATS \
+                 JetStream, not in a store of its own: back up its streams and buckets with \
+                 the nats tool (see docs/cluster.md, \"Backup\")"
+                .to_owned()),
+        }
+    }
+
+    async fn set_password(&self, name: &str, hash: Option<String>) -> Result<bool, String> {
+        match self {
+            Target::Store(store, _) => {
+                (store.set_password(name, hash).await).map_err(|e| e.to_string())
+            }
+            Target::Cluster(node) => {
+                (node.set_password(name, hash).await).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Whether `name` is online now (a parked session is not).
+    fn online(&self, name: &str) -> bool {
+        match self {
+            Target::Store(_, hub) => hub
+                .is_some_and(|hub| (hub.users().iter()).any(|u| u.name.eq_ignore_ascii_case(name))),
+            Target::Cluster(node) => node.online(name),
+        }
+    }
+
+    async fn forget(&self, name: &str) -> Result<bool, String> {
+        match self {
+            Target::Store(store, _) => store.forget(name).await.map_err(|e| e.to_string()),
+            Target::Cluster(node) => node.forget_user(name).await.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// The listening socket; stopped, and its file removed, when dropped.
@@ -209,12 +264,11 @@ async fn serve(stream: UnixStream, services: Arc<Services>) {
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 tracing::info!("admin: {}", describe(&request));
-                match services.backend.local() {
-                    Some(local) => execute(local.store(), Some(local.hub()), request).await,
-                    None => Response::refused(
-                        "this node serves a cluster: its names and mail are in NATS, not in \
-                         a store of its own",
-                    ),
+                match &services.backend {
+                    Backend::Local(local) => {
+                        execute(local.store(), Some(local.hub()), request).await
+                    }
+                    Backend::Cluster(node) => run(Target::Cluster(node), request).await,
                 }
             }
             Err(e) => Response::refused(format!("not a request: {e}")),

@@ -10,7 +10,7 @@ use crate::common::{client_code, run_switchboard};
 use crate::wire::Serve;
 
 /// Runs `switchboard ARGS` with `stdin`; its success, stdout and stderr.
-async fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
+pub async fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
     // Quiet: only what the command prints, and warnings.
     let all: Vec<&str> = std::iter::once("-q").chain(args.iter().copied()).collect();
     let output = run_switchboard(&all, stdin).await;
@@ -22,7 +22,7 @@ async fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
     )
 }
 
-async fn admin(db: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+pub async fn admin(db: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
     let db = db.to_str().unwrap();
     let all: Vec<&str> = ["admin", "--db", db].iter().chain(args).copied().collect();
     run(&all, stdin).await

@@ -2,6 +2,7 @@
 //! layout, name claims by compare-and-set, client ids, inboxes and room `seq` across
 //! several connections at once (each a node), and (faults.rs) the loss of a NATS server.
 
+mod admin;
 mod faults;
 mod harness;
 mod node_faults;
