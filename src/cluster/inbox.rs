@@ -5,16 +5,17 @@
 //!
 //! An ack is a purge of the inbox's subject below the acked id (`ack up_to` reads as
 //! "everything up to and including"): one replicated operation, after which the mail is
-//! gone from every replica and cannot be delivered again. An ack cursor kept beside the
-//! stream was the alternative, needed only to keep read mail (`--keep-read`), which a
-//! cluster does not offer yet.
+//! gone from every replica and cannot be delivered again. With `--keep-read`, what an
+//! ack removes is first copied to `SB_READ` (subject `sb.read.<name token>`), whose
+//! `max_age` deletes it the given days after it was read: the inbox stays the unread
+//! mail alone, and nothing needs to prune.
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{Context, ErrorCode};
 use bytes::Bytes;
 
-use super::{ClusterError, inbox_subject};
+use super::{ClusterError, inbox_subject, read_subject};
 
 /// One message of an inbox, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,64 @@ pub async fn peek_mail(
         });
     }
     Ok(mail)
+}
+
+/// The mail of `token`'s inbox with ids up to `up_to`, oldest first.
+pub async fn mail_up_to(
+    inbox: &Stream,
+    token: &str,
+    up_to: u64,
+) -> Result<Vec<Mail>, ClusterError> {
+    let mut mail = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = peek_mail(inbox, token, after, 256).await?;
+        let full = page.len() == 256;
+        for letter in page {
+            if letter.id > up_to {
+                return Ok(mail);
+            }
+            after = letter.id;
+            mail.push(letter);
+        }
+        if !full {
+            return Ok(mail);
+        }
+    }
+}
+
+/// Keeps a copy of `mail`, read from `token`'s inbox and about to be acked, in
+/// `SB_READ`; once JetStream has every copy. Each copy's `Nats-Msg-Id` names its mail,
+/// so an ack retried within the duplicate window keeps one copy.
+pub async fn keep_read(js: &Context, token: &str, mail: &[Mail]) -> Result<(), ClusterError> {
+    let doing = || format!("keeping read mail of {token}");
+    let mut acks = Vec::with_capacity(mail.len());
+    for letter in mail {
+        let ack = js
+            .send_publish(
+                read_subject(token),
+                PublishMessage::build()
+                    .payload(letter.payload.clone())
+                    .message_id(format!("read.{token}.{}", letter.id)),
+            )
+            .await
+            .map_err(|e| ClusterError::nats(doing(), e))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| ClusterError::nats(doing(), e))?;
+    }
+    Ok(())
+}
+
+/// Removes the read mail of `token` kept in `SB_READ` (a name forgotten).
+pub async fn drop_read(read: &Stream, token: &str) -> Result<u64, ClusterError> {
+    let purged = read
+        .purge()
+        .filter(read_subject(token))
+        .await
+        .map_err(|e| ClusterError::nats(format!("forgetting read mail of {token}"), e))?;
+    Ok(purged.purged)
 }
 
 /// Acks the inbox of `token` up to and including id `up_to`; returns how many

@@ -11,6 +11,7 @@
 //! | `sb-ids` | KV | `next` | the next client id not handed out |
 //! | `SB_INBOX` | stream | `sb.inbox.<name>` | each direct message until acked |
 //! | `SB_ROOMS` | stream, per subject ≤ history | `sb.room.<room>` | each room's last messages, `Sb-Seq` in a header |
+//! | `SB_READ` | stream, max_age = `--keep-read` | `sb.read.<name>` | read mail, only with `--keep-read` |
 //!
 //! Core NATS, not stored: `sb.node.<node>.deliver` carries what one node hands another
 //! (mail just stored for a client connected there, a takeover), `sb.ev.room.<room>` a
@@ -43,10 +44,16 @@ pub const SESSIONS: &str = "sb-sessions";
 pub const IDS: &str = "sb-ids";
 pub const INBOX_STREAM: &str = "SB_INBOX";
 pub const ROOMS_STREAM: &str = "SB_ROOMS";
+pub const READ_STREAM: &str = "SB_READ";
 
 /// The stream subject of `token`'s inbox (see [`super::name_token`]).
 pub fn inbox_subject(token: &str) -> String {
     format!("sb.inbox.{token}")
+}
+
+/// The stream subject of `token`'s read mail, kept for `--keep-read`.
+pub fn read_subject(token: &str) -> String {
+    format!("sb.read.{token}")
 }
 
 /// The stream subject of `token`'s room history (see [`super::room_token`]).
@@ -75,6 +82,9 @@ pub struct Settings {
     pub lease: Duration,
     /// Messages kept per room for `history` and resume.
     pub history: i64,
+    /// How long read mail is kept in `SB_READ` after it was read (`--keep-read`);
+    /// `None` deletes it as it is read, and `SB_READ` is not made.
+    pub keep_read: Option<Duration>,
     /// How long JetStream remembers a publish's `Nats-Msg-Id`: a node that retries a
     /// send after losing the answer stores it once if it retries within this window.
     pub dedup_window: Duration,
@@ -86,6 +96,7 @@ impl Settings {
             replicas,
             lease: Duration::from_secs(15),
             history: 1000,
+            keep_read: None,
             dedup_window: Duration::from_secs(120),
         }
     }
@@ -102,6 +113,8 @@ pub struct Layout {
     pub ids: kv::Store,
     pub inbox: stream::Stream,
     pub room_history: stream::Stream,
+    /// Read mail kept for `--keep-read`, when it is.
+    pub read: Option<stream::Stream>,
     /// The buckets and streams this call created (the others existed already).
     pub created: Vec<String>,
 }
@@ -140,6 +153,22 @@ pub async fn ensure_layout(js: &Context, settings: &Settings) -> Result<Layout, 
         &mut created,
     )
     .await?;
+    let read = match settings.keep_read {
+        Some(keep) => {
+            let mut config = stream_config(READ_STREAM, "sb.read.*", settings, -1);
+            config.max_age = keep;
+            Some(ensure_stream(js, config, &mut created).await?)
+        }
+        None => {
+            if js.get_stream(READ_STREAM).await.is_ok() {
+                tracing::warn!(
+                    "another node keeps read mail ({READ_STREAM} exists) but this one \
+                     deletes it as it is read: give every node the same --keep-read"
+                );
+            }
+            None
+        }
+    };
     Ok(Layout {
         accounts,
         names,
@@ -148,6 +177,7 @@ pub async fn ensure_layout(js: &Context, settings: &Settings) -> Result<Layout, 
         sessions,
         ids,
         inbox,
+        read,
         room_history,
         created,
     })
@@ -326,6 +356,7 @@ async fn try_stream(
             check(&name, "subjects", &found.subjects, &config.subjects)?;
             check(&name, "storage", found.storage, config.storage)?;
             check(&name, "retention", found.retention, config.retention)?;
+            check(&name, "max_age", found.max_age, config.max_age)?;
             check(
                 &name,
                 "max_msgs_per_subject",

@@ -31,11 +31,13 @@ mod rooms;
 pub use claims::{Claim, Claimed, claim_name, release_name};
 pub use connect::{Connected, NatsUrl, connect, parse_urls};
 pub use ids::{DEFAULT_ID_BLOCK, IdAllocator};
-pub use inbox::{Mail, ack_mail, peek_mail, store_mail, unread_counts};
+pub use inbox::{
+    Mail, ack_mail, drop_read, keep_read, mail_up_to, peek_mail, store_mail, unread_counts,
+};
 pub use keys::{check_node, name_token, room_token};
 pub use layout::{
     ACCOUNTS, IDS, INBOX_STREAM, Layout, NAMES, NODES, ROOMS, ROOMS_STREAM, SESSIONS, Settings,
-    ensure_layout, inbox_subject, node_subject, room_event_subject, room_subject,
+    ensure_layout, inbox_subject, node_subject, read_subject, room_event_subject, room_subject,
 };
 pub use node::{Node, NodeConfig};
 pub use rooms::{Appended, SEQ_HEADER, append_to_room};

@@ -135,7 +135,7 @@ impl Server {
                 (Backend::Local(local), Some(closer))
             }
             Some(cluster) => {
-                let node = Node::start(cluster, policy.hub, Arc::clone(&metrics))
+                let node = Node::start(cluster, policy.hub, config.keep_read, Arc::clone(&metrics))
                     .await
                     .map_err(ServerError::Cluster)?;
                 (Backend::Cluster(node), None)

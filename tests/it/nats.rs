@@ -5,6 +5,7 @@
 mod admin;
 mod faults;
 mod harness;
+mod keep_read;
 mod node_faults;
 mod nodes;
 mod resume;

@@ -3,7 +3,7 @@
 //! node answers for the whole cluster.
 
 use super::Node;
-use crate::cluster::{ClusterError, accounts, ack_mail, name_token, unread_counts};
+use crate::cluster::{ClusterError, accounts, name_token, unread_counts};
 use crate::store::UserSummary;
 
 impl Node {
@@ -46,8 +46,7 @@ impl Node {
         let Some(_) = accounts::account(&inner.layout.accounts, name).await? else {
             return Ok(false);
         };
-        let token = name_token(name);
-        ack_mail(&inner.layout.inbox, &token, u64::MAX - 1).await?;
+        inner.drop_mail(&name_token(name)).await?;
         accounts::forget(&inner.layout.accounts, name).await?;
         Ok(true)
     }

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Inner, Node, failed, kept};
 use crate::backend::Kept;
-use crate::cluster::{accounts, ack_mail, name_token, peek_mail, store_mail};
+use crate::cluster::{
+    ClusterError, Mail, accounts, ack_mail, drop_read, keep_read, mail_up_to, name_token,
+    peek_mail, store_mail,
+};
 use crate::protocol::{InboxPage, StoredMessage, now_millis, rfc3339_of_millis};
 use crate::store::{Account, Appended, StoreError};
 
@@ -62,7 +65,7 @@ impl Node {
             let token = name_token(&name);
             let forgotten = async {
                 accounts::forget(&inner.layout.accounts, &name).await?;
-                ack_mail(&inner.layout.inbox, &token, u64::MAX - 1).await
+                inner.drop_mail(&token).await
             };
             if let Err(e) = forgotten.await {
                 tracing::warn!(name = %name, "could not forget a guest in the cluster: {e}");
@@ -112,7 +115,7 @@ impl Node {
             let mut more = mail.len() > limit;
             let mut messages = Vec::new();
             let mut spent = 0;
-            for mail in mail.into_iter().take(limit) {
+            for mail in mail.iter().take(limit) {
                 let letter: Letter = serde_json::from_slice(&mail.payload)
                     .map_err(|e| failed(format!("mail {} is not switchboard's: {e}", mail.id)))?;
                 let size = 80 + letter.from.len() + letter.text.len();
@@ -129,9 +132,8 @@ impl Node {
                 });
             }
             if !peek && let Some(last) = messages.last() {
-                ack_mail(&inner.layout.inbox, &token, last.message_id)
-                    .await
-                    .map_err(failed)?;
+                let read = &mail[..messages.len()];
+                (inner.take_mail(&token, last.message_id, Some(read)).await).map_err(failed)?;
             }
             Ok(InboxPage { messages, more })
         })
@@ -139,15 +141,43 @@ impl Node {
 
     pub fn ack(&self, name: String, up_to: u64) -> Kept<u64> {
         let inner = Arc::clone(&self.0);
-        kept(async move {
-            ack_mail(&inner.layout.inbox, &name_token(&name), up_to)
-                .await
-                .map_err(failed)
-        })
+        kept(
+            async move { (inner.take_mail(&name_token(&name), up_to, None).await).map_err(failed) },
+        )
     }
 }
 
 impl Inner {
+    /// Acks `token`'s inbox up to `up_to`, keeping a copy of what goes in `SB_READ`
+    /// first when read mail is kept: `read`, when the caller has just read it, or read
+    /// again. How many messages went.
+    async fn take_mail(
+        &self,
+        token: &str,
+        up_to: u64,
+        read: Option<&[Mail]>,
+    ) -> Result<u64, ClusterError> {
+        if self.layout.read.is_some() {
+            match read {
+                Some(read) => keep_read(&self.js, token, read).await?,
+                None => {
+                    let read = mail_up_to(&self.layout.inbox, token, up_to).await?;
+                    keep_read(&self.js, token, &read).await?;
+                }
+            }
+        }
+        ack_mail(&self.layout.inbox, token, up_to).await
+    }
+
+    /// Deletes all of `token`'s mail, read and unread (a name forgotten).
+    pub(super) async fn drop_mail(&self, token: &str) -> Result<(), ClusterError> {
+        ack_mail(&self.layout.inbox, token, u64::MAX - 1).await?;
+        if let Some(read) = &self.layout.read {
+            drop_read(read, token).await?;
+        }
+        Ok(())
+    }
+
     /// The display name of `to` if it was ever seen. A name once seen stays seen (a
     /// cluster forgets only guests, which are never remembered here), so the answer is
     /// kept: a send then costs JetStream one write and no read.

@@ -35,7 +35,7 @@ use crate::hub::{
 use crate::metrics::Metrics;
 use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{ClientId, Reply, Seen};
-use crate::store::StoreError;
+use crate::store::{KeepRead, StoreError};
 
 /// How long each NATS address is given to answer at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,6 +140,7 @@ impl Node {
     pub async fn start(
         config: &NodeConfig,
         hub: HubConfig,
+        keep_read: KeepRead,
         metrics: Arc<Metrics>,
     ) -> Result<Node, ClusterError> {
         let connected = connect(&config.urls, &config.node, CONNECT_TIMEOUT).await?;
@@ -150,6 +151,9 @@ impl Node {
         let js = jetstream::new(client.clone());
         let mut settings = Settings::new(config.replicas);
         settings.history = i64::try_from(hub.history.max(1)).unwrap_or(i64::MAX);
+        if let KeepRead::Days(days) = keep_read {
+            settings.keep_read = Some(Duration::from_secs(u64::from(days) * 86_400));
+        }
         let layout = ensure_layout(&js, &settings).await?;
         let start = IdAllocator::new(layout.ids.clone(), ID_BLOCK)
             .take_block()
