@@ -402,6 +402,11 @@ impl Hub {
         users
     }
 
+    /// How many rooms there may be, and how large.
+    pub fn room_limits(&self) -> RoomLimits {
+        self.config.rooms
+    }
+
     /// The name of the named client online as `id`.
     pub fn name_of(&self, id: ClientId) -> Option<String> {
         let state = self.lock();

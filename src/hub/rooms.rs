@@ -192,7 +192,8 @@ impl Hub {
     }
 
     /// [`Hub::join_room`] in a room whose members on other nodes are `others` (their
-    /// names, listed before this hub's own members).
+    /// names, listed before this hub's own members, and counted with them against
+    /// `--max-room-members`).
     pub fn join_room_among(
         &self,
         id: ClientId,
@@ -208,8 +209,9 @@ impl Hub {
             .get(room)
             .ok_or_else(|| HubError::NoSuchRoom(room.to_owned()))?;
         if !entry.members.contains(&id) {
-            if entry.members.len() >= self.config.rooms.members {
-                return Err(HubError::RoomFull(room.to_owned(), entry.members.len()));
+            let count = entry.members.len() + others.len();
+            if count >= self.config.rooms.members {
+                return Err(HubError::RoomFull(room.to_owned(), count));
             }
             self.check_room_count(&state, id)?;
             let Some(entry) = state.rooms.get_mut(room) else {

@@ -6,7 +6,7 @@
 //! inboxes, client id blocks, and its lease. What another node must hear now (mail just
 //! stored for a client connected there) goes over core NATS to that node's subject.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,6 +95,9 @@ pub(super) struct Inner {
     /// The rooms of each session parked here, by name token: left in the cluster if
     /// the session ends without being resumed.
     parked: Mutex<HashMap<String, (ClientId, Vec<String>)>>,
+    /// The rooms open in the cluster, by room token, kept by a watch of `sb-rooms`:
+    /// what `--max-rooms` counts.
+    open_rooms: Mutex<HashSet<String>>,
     /// Display names of recipients seen, by name token (see [`Inner::recipient`]).
     recipients: Mutex<HashMap<String, String>>,
     /// Cleanup in the cluster after sessions that ended, waited for when the node
@@ -181,6 +184,7 @@ impl Node {
             rooms_made: Default::default(),
             follows: Arc::default(),
             parked: Mutex::default(),
+            open_rooms: Mutex::default(),
             recipients: Mutex::default(),
             chores: TaskTracker::new(),
         });
@@ -193,7 +197,12 @@ impl Node {
             .watch_with_history(">")
             .await
             .map_err(|e| ClusterError::nats("watching sb-names", e))?;
+        let rooms = (inner.layout.rooms)
+            .watch_with_history("r.*")
+            .await
+            .map_err(|e| ClusterError::nats("watching sb-rooms", e))?;
         tokio::spawn(tasks::deliver(Arc::downgrade(&inner), deliveries));
+        tokio::spawn(tasks::watch_rooms(Arc::downgrade(&inner), rooms));
         tokio::spawn(tasks::watch_names(Arc::downgrade(&inner), names));
         tokio::spawn(tasks::keep_lease(Arc::downgrade(&inner), config.heal_after));
         super::heal::spawn(
@@ -520,6 +529,10 @@ impl Inner {
             let name = name.to_owned();
             self.chores.spawn(inner.left_rooms(id, name, rooms));
         }
+    }
+
+    pub(super) fn open_rooms(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.open_rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ClientId, Vec<String>)>> {

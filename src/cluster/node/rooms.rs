@@ -108,6 +108,10 @@ impl Inner {
         room: String,
     ) -> Result<String, HubError> {
         let name = self.hub.name_of(id).ok_or(HubError::NotRegistered)?;
+        let open = self.open_rooms().len();
+        if open >= self.hub.room_limits().rooms {
+            return Err(HubError::TooManyRooms(open));
+        }
         let token = room_token(&room);
         let made = self
             .rooms_made
@@ -173,7 +177,16 @@ impl Inner {
             seq: *seq,
             epoch: epoch.as_deref(),
         });
-        self.hub.join_room_among(id, &room, after, others, answer)?;
+        if let Err(e) = self.hub.join_room_among(id, &room, after, others, answer) {
+            // Refused here (the room full, the client in too many rooms): its seat goes.
+            if !already {
+                let _ = self.layout.rooms.delete(seat_key(&token, id)).await;
+                if self.hub.unproject_if_empty(&room) {
+                    self.unfollow(&room);
+                }
+            }
+            return Err(e);
+        }
         if !already {
             self.tell(
                 &token,

@@ -73,6 +73,33 @@ pub(super) async fn watch_names(inner: Weak<Inner>, mut names: jetstream::kv::Wa
     }
 }
 
+/// Keeps the set of rooms open in the cluster in step with their records in
+/// `sb-rooms`.
+pub(super) async fn watch_rooms(inner: Weak<Inner>, mut records: jetstream::kv::Watch) {
+    use jetstream::kv::Operation;
+    while let Some(entry) = records.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!("watching sb-rooms: {e}");
+                continue;
+            }
+        };
+        let Some(room) = entry.key.strip_prefix("r.") else {
+            continue;
+        };
+        let mut open = inner.open_rooms();
+        match entry.operation {
+            Operation::Put => open.insert(room.to_owned()),
+            Operation::Delete | Operation::Purge => open.remove(room),
+        };
+    }
+}
+
 /// Renews the node's lease several times within each `heal_after`, so that a late
 /// heartbeat or two never has it taken for dead.
 pub(super) async fn keep_lease(inner: Weak<Inner>, heal_after: Duration) {

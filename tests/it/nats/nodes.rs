@@ -444,3 +444,71 @@ async fn rooms_span_the_nodes_with_one_gap_free_seq() {
     a.stop().await;
     b.stop().await;
 }
+
+/// `--max-rooms` and `--max-room-members` count the whole cluster's rooms and members,
+/// and a join refused for them leaves no seat behind.
+#[tokio::test]
+async fn room_limits_count_the_whole_cluster() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let limits = |c: &mut Config| {
+        c.rooms.rooms = 2;
+        c.rooms.members = 3;
+    };
+    let heal = Duration::from_secs(15);
+    let a = node_tweaked(&nats, 0, "a", heal, limits).await;
+    let b = node_tweaked(&nats, 1, "b", heal, limits).await;
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for (i, raw) in (0..3).map(|i| (i, Raw::connect(a.addr))) {
+        let mut raw = raw.await;
+        raw.hello(&format!("a{i}")).await;
+        on_a.push(raw);
+    }
+    for (i, raw) in (0..3).map(|i| (i, Raw::connect(b.addr))) {
+        let mut raw = raw.await;
+        raw.hello(&format!("b{i}")).await;
+        on_b.push(raw);
+    }
+    let ok = |reply: Value| assert_eq!(reply["ok"], true, "{reply}");
+    ok(on_a[0]
+        .call(json!({"op": "create_room", "room": "r1"}))
+        .await);
+    ok(on_b[0]
+        .call(json!({"op": "create_room", "room": "r2"}))
+        .await);
+    // Node a holds one room itself; the second is node b's, seen through the watch.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = on_a[1]
+            .call(json!({"op": "create_room", "room": "r3"}))
+            .await;
+        if code(&reply) == "server_full" {
+            break;
+        }
+        assert_eq!(reply["ok"], false, "a third room: {reply}");
+        assert!(tokio::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    ok(on_b[1].call(json!({"op": "join_room", "room": "r1"})).await);
+    ok(on_b[2].call(json!({"op": "join_room", "room": "r1"})).await);
+    let full = on_a[1].call(json!({"op": "join_room", "room": "r1"})).await;
+    assert_eq!(code(&full), "server_full", "a fourth member: {full}");
+    ok(on_b[2]
+        .call(json!({"op": "leave_room", "room": "r1"}))
+        .await);
+    let joined = on_b[0].call(json!({"op": "join_room", "room": "r1"})).await;
+    let mut members: Vec<String> = (joined["members"].as_array().unwrap().iter())
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect();
+    members.sort();
+    assert_eq!(
+        members,
+        ["a0", "b0", "b1"],
+        "no seat left by the refused join: {joined}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
