@@ -207,7 +207,7 @@ pub(super) async fn follow_room(
                     }
                     News::Closed { by, node, boot } if !mine(&node, boot) => {
                         inner.hub.closed_elsewhere(&room, &by);
-                        inner.unfollow(&room);
+                        inner.release_room(&room);
                         return;
                     }
                     _ => {}

@@ -92,6 +92,8 @@ pub(super) struct Inner {
     /// The rooms this node follows (it has members in), each with what stops its
     /// follower.
     follows: Arc<tokio::sync::Mutex<HashMap<String, CancellationToken>>>,
+    /// Clients on their way into each room, by room (see [`Inner::entering`]).
+    entering: Mutex<HashMap<String, usize>>,
     /// The rooms of each session parked here, by name token: left in the cluster if
     /// the session ends without being resumed.
     parked: Mutex<HashMap<String, (ClientId, Vec<String>)>>,
@@ -183,6 +185,7 @@ impl Node {
             notes: tokio::sync::Mutex::new(()),
             rooms_made: Default::default(),
             follows: Arc::default(),
+            entering: Mutex::default(),
             parked: Mutex::default(),
             open_rooms: Mutex::default(),
             recipients: Mutex::default(),
@@ -529,6 +532,10 @@ impl Inner {
             let name = name.to_owned();
             self.chores.spawn(inner.left_rooms(id, name, rooms));
         }
+    }
+
+    fn entering_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.entering.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn open_rooms(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {

@@ -287,8 +287,10 @@ impl Inner {
             name: parked.session.name.clone(),
         };
         self.settle(&token, parked_at, &parked.node, &taken).await;
+        let mut entering = Vec::with_capacity(parked.session.seats.len());
         for seat in &parked.session.seats {
             if let Some((revision, record)) = self.room_record(&seat.room).await? {
+                entering.push(self.entering(&seat.room));
                 self.follow(&seat.room, &record).await?;
                 if record.owner == parked.session.client {
                     self.own_room(&seat.room, revision, record).await;
@@ -398,13 +400,11 @@ impl Inner {
 
     /// Another node took over session `client` (`name`), parked here: it goes from
     /// this hub without a word, its name and seats now that node's.
-    pub(super) fn taken_elsewhere(&self, client: ClientId, name: &str) {
+    pub(super) fn taken_elsewhere(self: &Arc<Self>, client: ClientId, name: &str) {
         let rooms = self.give_up(name);
         self.hub.let_go(client);
         for room in rooms {
-            if self.hub.unproject_if_empty(&room) {
-                self.unfollow(&room);
-            }
+            self.release_room(&room);
         }
     }
 }

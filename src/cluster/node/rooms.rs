@@ -167,6 +167,7 @@ impl Inner {
         let (_, record) =
             (self.room_record(&room).await?).ok_or_else(|| HubError::NoSuchRoom(room.clone()))?;
         let token = room_token(&room);
+        let _entering = self.entering(&room);
         self.follow(&room, &record).await?;
         let already = self.hub.speaker(id, &room).is_ok();
         let others = self.others_in(&token).await.map_err(unavailable)?;
@@ -181,10 +182,8 @@ impl Inner {
             // Refused here (the room full, the client in too many rooms): its seat goes.
             if !already {
                 let _ = self.layout.rooms.delete(seat_key(&token, id)).await;
-                if self.hub.unproject_if_empty(&room) {
-                    self.unfollow(&room);
-                }
             }
+            self.release_room(&room);
             return Err(e);
         }
         if !already {
@@ -273,7 +272,7 @@ impl Inner {
             },
         );
         let _ = self.hub.close_room(id, &room);
-        self.unfollow(&room);
+        self.release_room(&room);
         let inner = Arc::clone(&self);
         tokio::spawn(async move { inner.clear_room(&token).await });
         Ok(())
@@ -321,7 +320,7 @@ impl Inner {
 
     /// Client `id` (`name`) is out of `room` here: its key goes, the other nodes'
     /// members hear it left, and the node stops following a room it has no one in.
-    pub(super) async fn gone_from(&self, room: &str, id: ClientId, name: &str) {
+    pub(super) async fn gone_from(self: &Arc<Self>, room: &str, id: ClientId, name: &str) {
         let token = room_token(room);
         if let Err(e) = self.layout.rooms.delete(seat_key(&token, id)).await {
             tracing::warn!("could not take {name} out of room {room} in the cluster: {e}");
@@ -334,9 +333,7 @@ impl Inner {
                 boot: self.boot,
             },
         );
-        if self.hub.unproject_if_empty(room) {
-            self.unfollow(room);
-        }
+        self.release_room(room);
     }
 
     /// A session that ended for good was in `rooms`: it leaves each in the cluster, and
@@ -391,9 +388,7 @@ impl Inner {
                             boot,
                         },
                     );
-                    if self.hub.unproject_if_empty(&room) {
-                        self.unfollow(&room);
-                    }
+                    self.release_room(&room);
                     self.clear_room(&token).await;
                 }
                 _ if mine => self.gone_from(&room, id, &name).await,
@@ -459,8 +454,13 @@ impl Inner {
         record: &RoomRecord,
     ) -> Result<(), HubError> {
         let mut follows = self.follows.lock().await;
-        if follows.contains_key(room) {
-            return Ok(());
+        if let Some(stop) = follows.get(room) {
+            if self.hub.projects(room) {
+                return Ok(());
+            }
+            // A follower whose room closed here and has not been stopped yet.
+            stop.cancel();
+            follows.remove(room);
         }
         let token = room_token(room);
         let news = (self.client)
@@ -494,13 +494,56 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn unfollow(&self, room: &str) {
-        let follows = Arc::clone(&self.follows);
+    /// Stops following `room` once this node has nothing more to do with it: none of
+    /// its clients is in it and none is on the way in (see [`Inner::entering`]), or the
+    /// room closed. Decided under the same lock [`Inner::follow`] takes, so a room is
+    /// never left projected without its follower, or followed without its projection.
+    pub(super) fn release_room(self: &Arc<Self>, room: &str) {
+        let inner = Arc::clone(self);
         let room = room.to_owned();
         tokio::spawn(async move {
-            if let Some(stop) = follows.lock().await.remove(&room) {
+            let mut follows = inner.follows.lock().await;
+            if !inner.entering_now(&room) {
+                inner.hub.unproject_if_empty(&room);
+            }
+            if !inner.hub.projects(&room)
+                && let Some(stop) = follows.remove(&room)
+            {
                 stop.cancel();
             }
         });
+    }
+
+    /// Marks a client on its way into `room` (a join, a resume) until the returned
+    /// guard is dropped: the room stays projected meanwhile, though it has no member
+    /// here yet.
+    pub(super) fn entering(self: &Arc<Self>, room: &str) -> Entering {
+        *self.entering_rooms().entry(room.to_owned()).or_default() += 1;
+        Entering {
+            inner: Arc::clone(self),
+            room: room.to_owned(),
+        }
+    }
+
+    fn entering_now(&self, room: &str) -> bool {
+        self.entering_rooms().get(room).is_some_and(|&n| n > 0)
+    }
+}
+
+/// A client on its way into a room; see [`Inner::entering`].
+pub(super) struct Entering {
+    inner: Arc<Inner>,
+    room: String,
+}
+
+impl Drop for Entering {
+    fn drop(&mut self) {
+        let mut entering = self.inner.entering_rooms();
+        if let Some(n) = entering.get_mut(&self.room) {
+            *n -= 1;
+            if *n == 0 {
+                entering.remove(&self.room);
+            }
+        }
     }
 }

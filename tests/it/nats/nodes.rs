@@ -512,3 +512,51 @@ async fn room_limits_count_the_whole_cluster() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Clients of one node joining and leaving a room at once, over and over: no join is
+/// refused for a room the node was just letting go of, and the node still follows the
+/// room for the member who stays.
+#[tokio::test]
+async fn joins_and_leaves_racing_on_one_node_all_succeed() {
+    let Some(nats) = NatsCluster::start().await else {
+        return;
+    };
+    let heal = Duration::from_secs(15);
+    let a = node(&nats, 0, "a", heal).await;
+    let b = node(&nats, 1, "b", heal).await;
+    let mut owner = Raw::connect(a.addr).await;
+    owner.hello("owner").await;
+    let made = owner
+        .call(json!({"op": "create_room", "room": "busy"}))
+        .await;
+    assert_eq!(made["ok"], true, "{made}");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let addr = b.addr;
+        tasks.spawn(async move {
+            let mut raw = Raw::connect(addr).await;
+            raw.hello(&format!("racer{i}")).await;
+            for _ in 0..15 {
+                let joined = raw.call(json!({"op": "join_room", "room": "busy"})).await;
+                assert_eq!(joined["ok"], true, "{joined}");
+                let left = raw.call(json!({"op": "leave_room", "room": "busy"})).await;
+                assert_eq!(left["ok"], true, "{left}");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let mut stays = Raw::connect(b.addr).await;
+    stays.hello("stays").await;
+    let joined = stays.call(json!({"op": "join_room", "room": "busy"})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    let said = owner
+        .call(json!({"op": "say", "room": "busy", "text": "still here?"}))
+        .await;
+    assert_eq!(said["ok"], true, "{said}");
+    let heard = stays.event().await;
+    assert_eq!(heard["text"], "still here?", "{heard}");
+    a.stop().await;
+    b.stop().await;
+}
