@@ -5,8 +5,8 @@
 # everything on Ctrl-C.
 #
 #   bench/cluster.sh                 # try it: nodes on 12001-12003 (nc on 12101-12103)
-#   MEASURE=1 bench/cluster.sh       # measure send and fanout through the cluster against
-#                                    # one node with SQLite, then stop
+#   MEASURE=1 bench/cluster.sh       # measure send, fanout and whole sessions through the
+#                                    # cluster against one node with SQLite, then stop
 #   MEASURE=1 SECS=10 N=64 bench/cluster.sh
 #   SYNC=default MEASURE=1 bench/cluster.sh   # NATS's own fsync every 2 minutes instead
 #                                            # of before each acknowledgement (unsafe:
@@ -125,6 +125,9 @@ measure "send, cluster (via node1)" "$nodes" "$servers" -- send --addr 127.0.0.1
 measure "fanout, one node" "$single" "" -- fanout --addr 127.0.0.1:12010 -n "$N"
 measure "fanout, cluster (3 nodes)" "$nodes" "$servers" -- fanout --addr 127.0.0.1:12001 -n "$N" \
     --spread 127.0.0.1:12001,127.0.0.1:12002,127.0.0.1:12003
+measure "sessions, one node" "$single" "" -- sessions --addr 127.0.0.1:12010 -n "$N"
+measure "sessions, cluster (3 nodes)" "$nodes" "$servers" -- sessions --addr 127.0.0.1:12001 -n "$N" \
+    --spread 127.0.0.1:12001,127.0.0.1:12002,127.0.0.1:12003
 echo "node_us, nats_us: CPU time per operation of the switchboard node(s) and of the three"
-echo "NATS servers (fanout: per delivery)."
+echo "NATS servers (fanout: per delivery; sessions: per whole session, connect to bye)."
 echo "nats_msgs, nats_bytes: what the three NATS servers received and sent per operation."

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::wire::{WS_SCHEME, WSS_SCHEME};
-use super::{BenchError, Report, STOP, Target, burst, conns, echo, fanout, rr, send};
+use super::{BenchError, Report, STOP, Target, burst, conns, echo, fanout, rr, send, sessions};
 use crate::cli::args::{Address, count, seconds};
 use crate::cli::tls::TlsArgs;
 use crate::client::DEFAULT_PORT;
@@ -25,6 +25,9 @@ pub enum Scenario {
     /// A room of N members (1300 unless -n) who all say one line at once and all read
     /// everything: deliveries expected and received, members cut (should be none).
     Burst,
+    /// N clients each going through whole sessions, one after another: connect,
+    /// hello, join a room, leave it, bye (switchboard over plain TCP).
+    Sessions,
 }
 
 /// Bytes of text a message may carry (docs/protocol.md: at most 64 KiB).
@@ -84,8 +87,9 @@ pub struct BenchArgs {
     /// --tls, over wss:// (the listener serves HTTPS when the server has a certificate).
     #[arg(long)]
     pub ws: bool,
-    /// `fanout`: the members connect to these addresses in turn (the nodes of a
-    /// cluster, say), the publisher to --addr (switchboard over plain TCP).
+    /// `fanout`, `sessions`: the members (clients) connect to these addresses in turn
+    /// (the nodes of a cluster, say), the publisher (the room's host) to --addr
+    /// (switchboard over plain TCP).
     #[arg(long, value_name = "ADDR,ADDR...", value_delimiter = ',', value_parser = Address::parse)]
     pub spread: Vec<Address>,
     /// `rr`: one more connection, beside the measured ones, that sends R pings a
@@ -152,14 +156,23 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "--flood adds a flooder to `rr` against switchboard over plain TCP".into(),
         ));
     }
+    if matches!(args.scenario, Scenario::Sessions)
+        && (target != Target::Switchboard || args.ws || args.tls.tls)
+    {
+        return Err(BenchError::Unsupported(
+            "`sessions` measures switchboard over plain TCP".into(),
+        ));
+    }
     if !args.spread.is_empty()
-        && (!matches!(args.scenario, Scenario::Fanout)
+        && (!matches!(args.scenario, Scenario::Fanout | Scenario::Sessions)
             || target != Target::Switchboard
             || args.ws
             || args.tls.tls)
     {
         return Err(BenchError::Unsupported(
-            "--spread spreads the members of `fanout` against switchboard over plain TCP".into(),
+            "--spread spreads the members of `fanout` or the clients of `sessions` against \
+             switchboard over plain TCP"
+                .into(),
         ));
     }
     let spread: Vec<String> = (args.spread.iter())
@@ -224,6 +237,15 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 addr,
                 connections: n,
                 pid,
+            })
+            .await?
+        }
+        Scenario::Sessions => {
+            sessions::run(&sessions::SessionsOptions {
+                addr,
+                spread,
+                clients: n,
+                duration,
             })
             .await?
         }

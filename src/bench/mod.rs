@@ -16,6 +16,7 @@ pub mod fanout;
 pub mod flood;
 pub mod rr;
 pub mod send;
+pub mod sessions;
 pub mod target;
 mod wire;
 

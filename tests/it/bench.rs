@@ -172,6 +172,7 @@ async fn the_scenarios_say_hello_only_as_guests() {
         vec!["fanout", "-n", "2"],
         vec!["conns", "-n", "3"],
         vec!["burst", "-n", "3"],
+        vec!["sessions", "-n", "2"],
     ] {
         let mut list = vec!["bench"];
         list.extend_from_slice(&scenario);
@@ -192,6 +193,40 @@ async fn the_scenarios_say_hello_only_as_guests() {
         assert!(name.starts_with("guest-"), "{name} kept in the store");
     }
     drop(dir);
+}
+
+/// `sessions` goes through whole sessions (connect, hello, join, leave, bye), spread
+/// over the addresses given, and leaves no one behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_go_through_whole_sessions_and_leave_no_one_online() {
+    let server = TestServer::start().await;
+    let watcher = server.client("watcher").await;
+    let addr = server.addr.to_string();
+    let spread = format!("{addr},{addr}");
+    let output = run(&[
+        "bench",
+        "sessions",
+        "-n",
+        "3",
+        "--addr",
+        &addr,
+        "--spread",
+        &spread,
+        "--duration",
+        "0.3",
+        "--json",
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["scenario"], "sessions");
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(
+        watcher.users().await.unwrap().len(),
+        1,
+        "only the watcher is left"
+    );
+    server.stop().await;
 }
 
 /// Ctrl-C stops the load and prints the result so far, marked interrupted (exit 130).
