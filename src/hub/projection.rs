@@ -24,14 +24,15 @@ pub struct Stored {
 
 impl Hub {
     /// Starts projecting `room` (owned by client `owner`, on whichever node) with the
-    /// messages the cluster keeps of it, oldest first; false when it is projected
-    /// already.
+    /// messages the cluster keeps of it, oldest first, and the names of its members on
+    /// other nodes; false when it is projected already.
     pub fn project_room(
         &self,
         room: &str,
         owner: ClientId,
         epoch: &str,
         kept: Vec<Stored>,
+        others: Vec<String>,
     ) -> bool {
         let mut state = self.lock();
         if state.rooms.contains_key(room) {
@@ -47,6 +48,7 @@ impl Hub {
             Room {
                 owner,
                 members: Vec::new(),
+                others,
                 epoch: epoch.to_owned(),
                 seq,
                 history,
@@ -93,12 +95,19 @@ impl Hub {
     }
 
     /// Tells this hub's members of `room` what happened on another node (a join, a
-    /// leave).
+    /// leave), and counts its members there accordingly.
     pub fn heard_in_room(&self, room: &str, event: Event) {
         let mut state = self.lock();
-        let Some(entry) = state.rooms.get(room) else {
+        let Some(entry) = state.rooms.get_mut(room) else {
             return;
         };
+        match &event {
+            Event::Joined { name, .. } if !entry.others.contains(name) => {
+                entry.others.push(name.clone());
+            }
+            Event::Left { name, .. } => entry.others.retain(|other| other != name),
+            _ => {}
+        }
         let members = entry.members.clone();
         let failed = state.deliver(&members, 0, event);
         state.lost(failed, None);

@@ -290,6 +290,8 @@ impl Hub {
                 if !room.members.contains(&session.client) {
                     room.members.push(session.client);
                 }
+                // A member of another node until now.
+                room.others.retain(|other| *other != session.name);
                 seats.push(super::Seat {
                     room: seat.room.clone(),
                     said: seat.said,
@@ -336,7 +338,17 @@ impl Hub {
     /// over, rooms and name with it.
     pub fn let_go(&self, id: ClientId) -> Option<String> {
         let mut state = self.lock();
-        state.clients.get(&id).filter(|m| m.parked)?;
-        state.remove_quietly(id)
+        let member = state.clients.get(&id).filter(|m| m.parked)?;
+        let rooms: Vec<String> = member.rooms.iter().map(|seat| seat.room.clone()).collect();
+        let name = state.remove_quietly(id)?;
+        // Still a member of its rooms, on another node now.
+        for room in rooms {
+            if let Some(entry) = state.rooms.get_mut(&room)
+                && !entry.others.contains(&name)
+            {
+                entry.others.push(name.clone());
+            }
+        }
+        Some(name)
     }
 }

@@ -43,6 +43,9 @@ pub(super) struct Room {
     pub(super) owner: ClientId,
     /// In joining order; the owner is the first. On a cluster node, only its own.
     pub(super) members: Vec<ClientId>,
+    /// On a cluster node, the names of the members on other nodes, kept from the
+    /// room's seats and the other nodes' news; always empty on one node.
+    pub(super) others: Vec<String>,
     /// Differs for every room ever created on this server under any name.
     pub(super) epoch: String,
     /// The latest message's number; 0 before the first.
@@ -166,6 +169,7 @@ impl Hub {
             Room {
                 owner: id,
                 members: vec![id],
+                others: Vec::new(),
                 epoch: epoch.clone(),
                 seq: 0,
                 history: VecDeque::new(),
@@ -188,20 +192,6 @@ impl Hub {
         after: Option<After<'_>>,
         answer: impl FnOnce(Reply) -> Outbound,
     ) -> Result<(), HubError> {
-        self.join_room_among(id, room, after, Vec::new(), answer)
-    }
-
-    /// [`Hub::join_room`] in a room whose members on other nodes are `others` (their
-    /// names, listed before this hub's own members, and counted with them against
-    /// `--max-room-members`).
-    pub fn join_room_among(
-        &self,
-        id: ClientId,
-        room: &str,
-        after: Option<After<'_>>,
-        others: Vec<String>,
-        answer: impl FnOnce(Reply) -> Outbound,
-    ) -> Result<(), HubError> {
         let mut state = self.lock();
         let name = state.named(id)?.to_owned();
         let entry = state
@@ -209,7 +199,8 @@ impl Hub {
             .get(room)
             .ok_or_else(|| HubError::NoSuchRoom(room.to_owned()))?;
         if !entry.members.contains(&id) {
-            let count = entry.members.len() + others.len();
+            // Members on other nodes count as much as this hub's own.
+            let count = entry.members.len() + entry.others.len();
             if count >= self.config.rooms.members {
                 return Err(HubError::RoomFull(room.to_owned(), count));
             }
@@ -230,11 +221,15 @@ impl Hub {
             );
             state.lost(failed, None);
         }
-        let mut members = others;
-        members.extend(state.member_names(room));
+        let here = state.member_names(room);
         let Some(entry) = state.rooms.get(room) else {
             return Err(HubError::NoSuchRoom(room.to_owned()));
         };
+        let mut members: Vec<String> = (entry.others.iter())
+            .filter(|name| !here.contains(name))
+            .cloned()
+            .collect();
+        members.extend(here);
         let (recovered, oldest, lines) = match after {
             None => (None, None, Vec::new()),
             Some(after) => match after

@@ -21,7 +21,7 @@ impl Inner {
     pub(in crate::cluster) async fn heal_rooms(&self, dead: &[(String, u64)]) {
         let is_dead = |node: &str, boot: u64| dead.iter().any(|(n, b)| n == node && *b == boot);
         let prefix = format!("$KV.{}.", self.layout.rooms.name);
-        let Ok((records, _)) = catch_up(
+        let Ok(records) = read_now(
             &self.client,
             &self.layout.rooms.stream,
             format!("{prefix}r.>"),
@@ -62,7 +62,7 @@ impl Inner {
                 self.clear_room(token).await;
             }
         }
-        let Ok((seats, _)) = catch_up(
+        let Ok(seats) = read_now(
             &self.client,
             &self.layout.rooms.stream,
             format!("{prefix}m.>"),
@@ -129,6 +129,24 @@ pub(super) fn stored(message: &async_nats::Message) -> Option<(ClientId, Stored)
 
 pub(super) type Messages = async_nats::jetstream::consumer::push::Ordered;
 
+/// What `stream` holds under `filter` now (as `policy` picks), read once: the consumer
+/// that read it is deleted at once rather than left to JetStream to expire (an ordered
+/// consumer lives 30 s unread, and a busy node would pile them up).
+pub(super) async fn read_now(
+    client: &async_nats::Client,
+    stream: &Stream,
+    filter: String,
+    policy: DeliverPolicy,
+) -> Result<Vec<(u64, async_nats::Message)>, ClusterError> {
+    let (kept, messages, name) = catch_up_named(client, stream, filter, policy).await?;
+    drop(messages);
+    let stream = stream.clone();
+    tokio::spawn(async move {
+        let _ = stream.delete_consumer(&name).await;
+    });
+    Ok(kept)
+}
+
 /// What `stream` holds under `filter` now (as `policy` picks), and an ordered consumer
 /// that goes on with what comes after.
 pub(super) async fn catch_up(
@@ -137,6 +155,17 @@ pub(super) async fn catch_up(
     filter: String,
     policy: DeliverPolicy,
 ) -> Result<(Vec<(u64, async_nats::Message)>, Messages), ClusterError> {
+    let (kept, messages, _) = catch_up_named(client, stream, filter, policy).await?;
+    Ok((kept, messages))
+}
+
+/// [`catch_up`], with the consumer's name.
+async fn catch_up_named(
+    client: &async_nats::Client,
+    stream: &Stream,
+    filter: String,
+    policy: DeliverPolicy,
+) -> Result<(Vec<(u64, async_nats::Message)>, Messages, String), ClusterError> {
     let doing = || format!("reading {filter}");
     let config = OrderedConfig {
         deliver_subject: client.new_inbox(),
@@ -148,6 +177,7 @@ pub(super) async fn catch_up(
         .create_consumer(config)
         .await
         .map_err(|e| ClusterError::nats(doing(), e))?;
+    let name = consumer.cached_info().name.clone();
     let mut pending = consumer.cached_info().num_pending;
     let mut messages = consumer
         .messages()
@@ -168,7 +198,7 @@ pub(super) async fn catch_up(
             kept.push((revision, message.message));
         }
     }
-    Ok((kept, messages))
+    Ok((kept, messages, name))
 }
 
 /// Hands `room`'s new messages and the other nodes' news to the hub until stopped.

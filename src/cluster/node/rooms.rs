@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
-use super::follow::{self, catch_up, stored};
+use super::follow::{self, catch_up, read_now, stored};
 use crate::cluster::{
     ClusterError, Latest, append_to_room, lost_race, read_latest, room_event_subject, room_subject,
     room_token,
@@ -170,7 +170,6 @@ impl Inner {
         let _entering = self.entering(&room);
         self.follow(&room, &record).await?;
         let already = self.hub.speaker(id, &room).is_ok();
-        let others = self.others_in(&token).await.map_err(unavailable)?;
         if !already {
             self.seat(&token, id, &name).await?;
         }
@@ -178,7 +177,7 @@ impl Inner {
             seq: *seq,
             epoch: epoch.as_deref(),
         });
-        if let Err(e) = self.hub.join_room_among(id, &room, after, others, answer) {
+        if let Err(e) = self.hub.join_room(id, &room, after, answer) {
             // Refused here (the room full, the client in too many rooms): its seat goes.
             if !already {
                 let _ = self.layout.rooms.delete(seat_key(&token, id)).await;
@@ -418,7 +417,7 @@ impl Inner {
     /// The names of the room's members on other nodes (and earlier boots).
     async fn others_in(&self, token: &str) -> Result<Vec<String>, ClusterError> {
         let filter = format!("$KV.{}.m.{token}.>", self.layout.rooms.name);
-        let (seats, _) = catch_up(
+        let seats = read_now(
             &self.client,
             &self.layout.rooms.stream,
             filter,
@@ -480,8 +479,11 @@ impl Inner {
             .filter_map(|(_, m)| stored(m))
             .map(|(_, line)| line)
             .collect();
+        // After subscribing to the room's news: a join or leave elsewhere meanwhile is
+        // heard after this read, and counted once either way.
+        let others = self.others_in(&token).await.map_err(unavailable)?;
         self.hub
-            .project_room(room, record.owner, &record.epoch, kept);
+            .project_room(room, record.owner, &record.epoch, kept, others);
         let stop = CancellationToken::new();
         follows.insert(room.to_owned(), stop.clone());
         tokio::spawn(follow::follow_room(

@@ -280,6 +280,19 @@ async fn a_resume_over_a_half_open_connection_on_another_node_takes_over_at_once
         heard.iter().all(|e| e["event"] == "room_message"),
         "no left, no joined: {heard:?}"
     );
+    // Each node counts the room's members once each, wherever they are now (a late
+    // joiner on the other node may or may not have been heard of yet).
+    for (at, name) in [(a.addr, "late-a"), (b.addr, "late-b")] {
+        let mut late = Raw::connect(at).await;
+        late.hello(name).await;
+        let joined = late.call(json!({"op": "join_room", "room": "r"})).await;
+        let mut members: Vec<&str> = (joined["members"].as_array().unwrap().iter())
+            .map(|m| m.as_str().unwrap())
+            .filter(|m| !m.starts_with("late-") || *m == name)
+            .collect();
+        members.sort_unstable();
+        assert_eq!(members, ["host", name, "phone"], "{joined}");
+    }
     a.stop().await;
     b.stop().await;
 }
