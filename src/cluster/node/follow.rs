@@ -138,7 +138,7 @@ pub(super) async fn read_now(
     filter: String,
     policy: DeliverPolicy,
 ) -> Result<Vec<(u64, async_nats::Message)>, ClusterError> {
-    let (kept, messages, name) = catch_up_named(client, stream, filter, policy).await?;
+    let (kept, messages, name) = catch_up(client, stream, filter, policy).await?;
     drop(messages);
     let stream = stream.clone();
     tokio::spawn(async move {
@@ -148,19 +148,8 @@ pub(super) async fn read_now(
 }
 
 /// What `stream` holds under `filter` now (as `policy` picks), and an ordered consumer
-/// that goes on with what comes after.
+/// (with its name) that goes on with what comes after.
 pub(super) async fn catch_up(
-    client: &async_nats::Client,
-    stream: &Stream,
-    filter: String,
-    policy: DeliverPolicy,
-) -> Result<(Vec<(u64, async_nats::Message)>, Messages), ClusterError> {
-    let (kept, messages, _) = catch_up_named(client, stream, filter, policy).await?;
-    Ok((kept, messages))
-}
-
-/// [`catch_up`], with the consumer's name.
-async fn catch_up_named(
     client: &async_nats::Client,
     stream: &Stream,
     filter: String,

@@ -89,9 +89,8 @@ pub(super) struct Inner {
     notes: tokio::sync::Mutex<()>,
     /// Rooms this node created, which make each one's epoch.
     rooms_made: std::sync::atomic::AtomicU64,
-    /// The rooms this node follows (it has members in), each with what stops its
-    /// follower.
-    follows: Arc<tokio::sync::Mutex<HashMap<String, CancellationToken>>>,
+    /// The rooms this node follows (it has members in, or had a moment ago).
+    follows: Arc<tokio::sync::Mutex<HashMap<String, rooms::Following>>>,
     /// Clients on their way into each room, by room (see [`Inner::entering`]).
     entering: Mutex<HashMap<String, usize>>,
     /// The rooms of each session parked here, by name token: left in the cluster if
@@ -453,8 +452,8 @@ impl Node {
         inner.stop.cancel();
         let goodbye = async {
             inner.chores.wait().await;
-            for (_, stop) in inner.follows.lock().await.drain() {
-                stop.cancel();
+            for (_, following) in inner.follows.lock().await.drain() {
+                following.end(&inner.layout.room_history);
             }
             let own: Vec<(String, u64)> = inner.own().drain().collect();
             for (token, revision) in own {

@@ -301,14 +301,14 @@ impl Inner {
             .await;
         let filter = format!("$KV.{}.m.{token}.>", self.layout.rooms.name);
         let prefix = format!("$KV.{}.", self.layout.rooms.name);
-        let got = catch_up(
+        let got = read_now(
             &self.client,
             &self.layout.rooms.stream,
             filter,
             DeliverPolicy::LastPerSubject,
         )
         .await;
-        if let Ok((seats, _)) = got {
+        if let Ok(seats) = got {
             for (_, seat) in seats {
                 if let Some(key) = seat.subject.strip_prefix(&prefix) {
                     let _ = self.layout.rooms.delete(key).await;
@@ -453,20 +453,22 @@ impl Inner {
         record: &RoomRecord,
     ) -> Result<(), HubError> {
         let mut follows = self.follows.lock().await;
-        if let Some(stop) = follows.get(room) {
+        if let Some(following) = follows.get_mut(room) {
             if self.hub.projects(room) {
+                following.idle_since = None;
                 return Ok(());
             }
             // A follower whose room closed here and has not been stopped yet.
-            stop.cancel();
-            follows.remove(room);
+            if let Some(following) = follows.remove(room) {
+                following.end(&self.layout.room_history);
+            }
         }
         let token = room_token(room);
         let news = (self.client)
             .subscribe(room_event_subject(&token))
             .await
             .map_err(unavailable)?;
-        let (kept, messages) = catch_up(
+        let (kept, messages, consumer) = catch_up(
             &self.client,
             &self.layout.room_history,
             room_subject(&token),
@@ -485,7 +487,14 @@ impl Inner {
         self.hub
             .project_room(room, record.owner, &record.epoch, kept, others);
         let stop = CancellationToken::new();
-        follows.insert(room.to_owned(), stop.clone());
+        follows.insert(
+            room.to_owned(),
+            Following {
+                stop: stop.clone(),
+                consumer,
+                idle_since: None,
+            },
+        );
         tokio::spawn(follow::follow_room(
             Arc::downgrade(self),
             room.to_owned(),
@@ -496,24 +505,57 @@ impl Inner {
         Ok(())
     }
 
-    /// Stops following `room` once this node has nothing more to do with it: none of
-    /// its clients is in it and none is on the way in (see [`Inner::entering`]), or the
-    /// room closed. Decided under the same lock [`Inner::follow`] takes, so a room is
-    /// never left projected without its follower, or followed without its projection.
+    /// Stops following `room` once this node has nothing more to do with it: at once
+    /// when the room closed, and [`LINGER`] after the last of its clients left (and
+    /// none is on the way in, see [`Inner::entering`]), so that clients coming and
+    /// going do not have the node read the room's history again each time. Decided
+    /// under the same lock [`Inner::follow`] takes, so a room is never left projected
+    /// without its follower, or followed without its projection.
     pub(super) fn release_room(self: &Arc<Self>, room: &str) {
-        let inner = Arc::clone(self);
+        let inner = Arc::downgrade(self);
+        let stop = self.stop.clone();
         let room = room.to_owned();
         tokio::spawn(async move {
-            let mut follows = inner.follows.lock().await;
-            if !inner.entering_now(&room) {
-                inner.hub.unproject_if_empty(&room);
+            let Some(now) = inner.upgrade() else { return };
+            if !now.release_if(&room, |_| true).await {
+                return;
             }
-            if !inner.hub.projects(&room)
-                && let Some(stop) = follows.remove(&room)
-            {
-                stop.cancel();
+            drop(now);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(LINGER) => {}
+            }
+            if let Some(inner) = inner.upgrade() {
+                // Unless a later release (or a join) came since: that one decides.
+                (inner.release_if(&room, |f| {
+                    f.idle_since.is_some_and(|t| t.elapsed() >= LINGER)
+                }))
+                .await;
             }
         });
+    }
+
+    /// Stops following `room` if it is no longer projected, or (when `idle` says the
+    /// follower has idled long enough) if none of this node's clients is in it or on
+    /// the way in. True when the room is still followed, now marked idle.
+    async fn release_if(&self, room: &str, idle: impl FnOnce(&Following) -> bool) -> bool {
+        let mut follows = self.follows.lock().await;
+        let Some(following) = follows.get_mut(room) else {
+            return false;
+        };
+        if self.hub.projects(room) && idle(following) && !self.entering_now(room) {
+            self.hub.unproject_if_empty(room);
+        }
+        if !self.hub.projects(room) {
+            if let Some(following) = follows.remove(room) {
+                following.end(&self.layout.room_history);
+            }
+            return false;
+        }
+        following
+            .idle_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        true
     }
 
     /// Marks a client on its way into `room` (a join, a resume) until the returned
@@ -529,6 +571,30 @@ impl Inner {
 
     fn entering_now(&self, room: &str) -> bool {
         self.entering_rooms().get(room).is_some_and(|&n| n > 0)
+    }
+}
+
+/// How long a node goes on following a room none of its clients is in any more.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A room this node follows: what stops its follower, the ordered consumer it reads,
+/// and since when none of the node's clients has been in it.
+#[derive(Debug)]
+pub(super) struct Following {
+    stop: CancellationToken,
+    consumer: String,
+    idle_since: Option<tokio::time::Instant>,
+}
+
+impl Following {
+    /// Stops the follower and deletes its consumer rather than leave it to JetStream
+    /// to expire.
+    pub(super) fn end(self, stream: &async_nats::jetstream::stream::Stream) {
+        self.stop.cancel();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&self.consumer).await;
+        });
     }
 }
 
