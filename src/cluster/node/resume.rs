@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Delivery, Inner};
 use crate::cluster::{Claim, Latest, lost_race, name_token, node_subject, read_latest};
-use crate::hub::{Departure, HubError, ParkedSession, Proof, digest_matches};
+use crate::hub::{Departure, HubError, ParkedSeat, ParkedSession, Proof, digest_matches};
 use crate::outbound::Outbound;
 use crate::protocol::{ClientId, Reply, ResumeToken, Seen};
 
@@ -83,8 +83,9 @@ impl Inner {
         self.mark_parked(&token, parked).await;
     }
 
-    /// Notes session `id` in `sb-sessions` in the background (after a hello, a join, a
-    /// leave, a resume).
+    /// Notes session `id` in `sb-sessions` in the background (after a hello, a
+    /// resume): its token's digest, which a resume on another node checks. Its rooms
+    /// are in its seats in `sb-rooms`, so a join or a leave writes no note.
     pub(super) fn note_later(self: &Arc<Self>, id: ClientId) {
         let inner = Arc::clone(self);
         self.chores.spawn(async move {
@@ -287,9 +288,23 @@ impl Inner {
             name: parked.session.name.clone(),
         };
         self.settle(&token, parked_at, &parked.node, &taken).await;
+        // The note is the session as it was last parked or resumed; the seats say
+        // every room it is in now (a session noted live joins without a new note).
+        let mut parked = parked;
+        for room in self.seats_of(parked.session.client).await? {
+            if !parked.session.seats.iter().any(|seat| seat.room == room) {
+                parked.session.seats.push(ParkedSeat {
+                    room,
+                    said: 0,
+                    queued: None,
+                });
+            }
+        }
         let mut entering = Vec::with_capacity(parked.session.seats.len());
+        let mut open = Vec::with_capacity(parked.session.seats.len());
         for seat in &parked.session.seats {
             if let Some((revision, record)) = self.room_record(&seat.room).await? {
+                open.push(seat.clone());
                 entering.push(self.entering(&seat.room));
                 self.follow(&seat.room, &record).await?;
                 if record.owner == parked.session.client {
@@ -297,12 +312,13 @@ impl Inner {
                 }
             }
         }
+        // Only the rooms still open: a closed one's seat is not put back.
+        parked.session.seats = open;
         self.hub.adopt_parked(&parked.session)?;
         self.own().insert(token.clone(), revision);
         self.directory.put(token, moved, revision);
         for seat in &parked.session.seats {
-            let room = crate::cluster::room_token(&seat.room);
-            self.seat(&room, parked.session.client, &parked.session.name)
+            self.seat(&seat.room, parked.session.client, &parked.session.name)
                 .await?;
         }
         let resumed = self
@@ -442,13 +458,19 @@ impl Inner {
         };
         self.settle(&token, parked_at, &parked.node, &ended).await;
         if dead {
-            // Its node is gone: this node leaves its rooms for it.
-            let rooms = parked
-                .session
-                .seats
-                .iter()
+            // Its node is gone: this node leaves its rooms (all it has seats in) for it.
+            let mut rooms: Vec<String> = (parked.session.seats.iter())
                 .map(|s| s.room.clone())
                 .collect();
+            for room in self
+                .seats_of(parked.session.client)
+                .await
+                .unwrap_or_default()
+            {
+                if !rooms.contains(&room) {
+                    rooms.push(room);
+                }
+            }
             let name = parked.session.name.clone();
             let gone = (claim.node.clone(), claim.boot);
             (Arc::clone(&self))

@@ -35,6 +35,9 @@ pub(super) struct RoomRecord {
 /// A member, under `m.<room>.<client>`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Seat {
+    /// The room's name (the key holds its token).
+    #[serde(default)]
+    pub(super) room: String,
     pub(super) name: String,
     pub(super) node: String,
     pub(super) boot: u64,
@@ -150,9 +153,8 @@ impl Inner {
             let _ = self.layout.rooms.delete_expect_revision(&key, None).await;
             return Err(e);
         }
-        self.seat(&token, id, &name).await?;
+        self.seat(&room, id, &name).await?;
         self.follow(&room, &record).await?;
-        self.note_later(id);
         Ok(epoch)
     }
 
@@ -171,7 +173,7 @@ impl Inner {
         self.follow(&room, &record).await?;
         let already = self.hub.speaker(id, &room).is_ok();
         if !already {
-            self.seat(&token, id, &name).await?;
+            self.seat(&room, id, &name).await?;
         }
         let after = after.as_ref().map(|(seq, epoch)| crate::hub::After {
             seq: *seq,
@@ -194,7 +196,6 @@ impl Inner {
                     boot: self.boot,
                 },
             );
-            self.note_later(id);
         }
         Ok(())
     }
@@ -242,7 +243,6 @@ impl Inner {
         }
         self.hub.leave_room(id, &room)?;
         self.gone_from(&room, id, &name).await;
-        self.note_later(id);
         Ok(())
     }
 
@@ -399,8 +399,11 @@ impl Inner {
         }
     }
 
-    pub(super) async fn seat(&self, token: &str, id: ClientId, name: &str) -> Result<(), HubError> {
+    /// Client `id` (`name`) is a member of `room`: its seat in `sb-rooms`, which
+    /// also says, should this node die, which rooms the session was in.
+    pub(super) async fn seat(&self, room: &str, id: ClientId, name: &str) -> Result<(), HubError> {
         let seat = Seat {
+            room: room.to_owned(),
             name: name.to_owned(),
             node: self.name.clone(),
             boot: self.boot,
@@ -408,10 +411,29 @@ impl Inner {
         let value = serde_json::to_vec(&seat).map_err(unavailable)?;
         self.layout
             .rooms
-            .put(seat_key(token, id), value.into())
+            .put(seat_key(&room_token(room), id), value.into())
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// The rooms client `id` has a seat in, on whichever node.
+    pub(super) async fn seats_of(&self, id: ClientId) -> Result<Vec<String>, HubError> {
+        let filter = format!("$KV.{}.m.*.{id}", self.layout.rooms.name);
+        let seats = read_now(
+            &self.client,
+            &self.layout.rooms.stream,
+            filter,
+            DeliverPolicy::LastPerSubject,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(seats
+            .iter()
+            .filter_map(|(_, m)| serde_json::from_slice::<Seat>(&m.payload).ok())
+            .map(|seat| seat.room)
+            .filter(|room| !room.is_empty())
+            .collect())
     }
 
     /// The names of the room's members on other nodes (and earlier boots).
