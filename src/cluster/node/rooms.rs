@@ -539,7 +539,7 @@ impl Inner {
         let room = room.to_owned();
         tokio::spawn(async move {
             let Some(now) = inner.upgrade() else { return };
-            if !now.release_if(&room, |_| true).await {
+            if !now.release_if(&room, |_| false).await {
                 return;
             }
             drop(now);
