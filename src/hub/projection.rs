@@ -143,3 +143,75 @@ impl Hub {
         self.lock().rooms.contains_key(room)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{HubConfig, RoomLimits};
+    use crate::outbound::{Bounds, OutQueue, Outbound, Outbox};
+    use crate::protocol::Reply;
+
+    fn named(hub: &Hub, id: ClientId, name: &str) {
+        let queue = OutQueue::new(Bounds {
+            frames: 64,
+            bytes: 1 << 20,
+        });
+        hub.connect(id, Outbox::new(Arc::new(queue)));
+        hub.claim_name(id, name).unwrap();
+    }
+
+    /// The members a join is answered with, or why it was refused.
+    fn join(hub: &Hub, id: ClientId, room: &str) -> Result<Vec<String>, HubError> {
+        let mut members = None;
+        hub.join_room(id, room, None, |reply| {
+            if let Reply::Joined { members: m, .. } = reply {
+                members = Some(m);
+            }
+            Outbound::Ok {
+                id: None,
+                number: None,
+            }
+        })?;
+        Ok(members.unwrap_or_default())
+    }
+
+    fn joined(room: &str, name: &str) -> Event {
+        Event::Joined {
+            room: room.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// A projected room counts and lists its members on other nodes as it does its own:
+    /// against the member limit, in a join's answer and on the dashboard, and as they
+    /// come, go, or move between nodes.
+    #[test]
+    fn members_on_other_nodes_count_as_members() {
+        let hub = Hub::new(HubConfig {
+            rooms: RoomLimits {
+                members: 3,
+                ..RoomLimits::default()
+            },
+            ..HubConfig::default()
+        });
+        let others = vec!["ana".to_owned()];
+        assert!(hub.project_room("r", 99, "e1", Vec::new(), others));
+        hub.heard_in_room("r", joined("r", "bob"));
+        hub.heard_in_room("r", joined("r", "bob"));
+        named(&hub, 1, "cy");
+        assert_eq!(join(&hub, 1, "r").unwrap(), ["ana", "bob", "cy"]);
+        named(&hub, 2, "di");
+        assert!(matches!(join(&hub, 2, "r"), Err(HubError::RoomFull(_, 3))));
+        hub.heard_in_room(
+            "r",
+            Event::Left {
+                room: "r".to_owned(),
+                name: "bob".to_owned(),
+            },
+        );
+        assert_eq!(join(&hub, 2, "r").unwrap(), ["ana", "cy", "di"]);
+        let (rooms, _) = hub.rooms_overview(10, 10);
+        assert_eq!(rooms[0].members, ["cy", "di", "ana"]);
+        assert_eq!(rooms[0].member_count, 3);
+    }
+}

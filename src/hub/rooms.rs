@@ -404,13 +404,12 @@ impl Hub {
             .map(|(room, entry)| RoomView {
                 room: room.clone(),
                 owner: name_of(&entry.owner),
-                members: entry
-                    .members
-                    .iter()
+                // On a cluster node, with the members on other nodes after its own.
+                members: (entry.members.iter().filter_map(name_of))
+                    .chain(entry.others.iter().cloned())
                     .take(max_members)
-                    .filter_map(name_of)
                     .collect(),
-                member_count: entry.members.len(),
+                member_count: entry.members.len() + entry.others.len(),
                 seq: entry.seq,
             })
             .collect();
