@@ -48,21 +48,29 @@ pub(super) async fn deliver(inner: Weak<Inner>, mut deliveries: async_nats::Subs
     }
 }
 
-/// Keeps the directory in step with `sb-names`.
-pub(super) async fn watch_names(inner: Weak<Inner>, mut names: jetstream::kv::Watch) {
-    use jetstream::kv::Operation;
-    while let Some(entry) = names.next().await {
+/// Hands each change of a watched bucket to `apply` until the node stops.
+async fn each_change(
+    inner: Weak<Inner>,
+    mut watch: jetstream::kv::Watch,
+    bucket: &str,
+    apply: impl Fn(&Inner, jetstream::kv::Entry),
+) {
+    while let Some(entry) = watch.next().await {
         let Some(inner) = inner.upgrade() else { return };
         if inner.stop.is_cancelled() {
             return;
         }
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!("watching sb-names: {e}");
-                continue;
-            }
-        };
+        match entry {
+            Ok(entry) => apply(&inner, entry),
+            Err(e) => tracing::warn!("watching {bucket}: {e}"),
+        }
+    }
+}
+
+/// Keeps the directory in step with `sb-names`.
+pub(super) async fn watch_names(inner: Weak<Inner>, names: jetstream::kv::Watch) {
+    use jetstream::kv::Operation;
+    each_change(inner, names, "sb-names", |inner, entry| {
         match entry.operation {
             Operation::Put => match serde_json::from_slice::<Claim>(&entry.value) {
                 Ok(claim) => inner.directory.put(entry.key, claim, entry.revision),
@@ -70,34 +78,25 @@ pub(super) async fn watch_names(inner: Weak<Inner>, mut names: jetstream::kv::Wa
             },
             Operation::Delete | Operation::Purge => inner.directory.remove(&entry.key),
         }
-    }
+    })
+    .await;
 }
 
 /// Keeps the set of rooms open in the cluster in step with their records in
 /// `sb-rooms`.
-pub(super) async fn watch_rooms(inner: Weak<Inner>, mut records: jetstream::kv::Watch) {
+pub(super) async fn watch_rooms(inner: Weak<Inner>, records: jetstream::kv::Watch) {
     use jetstream::kv::Operation;
-    while let Some(entry) = records.next().await {
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.stop.is_cancelled() {
-            return;
-        }
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!("watching sb-rooms: {e}");
-                continue;
-            }
-        };
+    each_change(inner, records, "sb-rooms", |inner, entry| {
         let Some(room) = entry.key.strip_prefix("r.") else {
-            continue;
+            return;
         };
         let mut open = inner.open_rooms();
         match entry.operation {
             Operation::Put => open.insert(room.to_owned()),
             Operation::Delete | Operation::Purge => open.remove(room),
         };
-    }
+    })
+    .await;
 }
 
 /// Renews the node's lease several times within each `heal_after`, so that a late

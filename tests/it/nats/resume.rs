@@ -34,6 +34,27 @@ async fn hello_until_ok(addr: std::net::SocketAddr, hello: Value) -> (Raw, Value
     }
 }
 
+/// `name` says hello at `at` and opens room `r`, which `host` joins at `other`: the
+/// owner's connection, client id and token, and the host's connection.
+async fn owner_and_guest(
+    at: std::net::SocketAddr,
+    name: &str,
+    other: std::net::SocketAddr,
+) -> (Raw, Value, String, Raw) {
+    let mut owner = Raw::connect(at).await;
+    assert_eq!(owner.event().await["event"], "welcome");
+    let hello = owner.call(json!({"op": "hello", "name": name})).await;
+    let token = token_of(&hello);
+    let made = owner.call(json!({"op": "create_room", "room": "r"})).await;
+    assert_eq!(made["ok"], true, "{made}");
+    let mut host = Raw::connect(other).await;
+    host.hello("host").await;
+    let joined = host.call(json!({"op": "join_room", "room": "r"})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    assert_eq!(owner.event().await["event"], "joined");
+    (owner, hello["client_id"].clone(), token, host)
+}
+
 #[tokio::test]
 async fn a_session_cut_on_one_node_resumes_on_another() {
     let Some(nats) = NatsCluster::start().await else {
@@ -42,22 +63,7 @@ async fn a_session_cut_on_one_node_resumes_on_another() {
     let a = node(&nats, 0, "a", Duration::from_secs(15)).await;
     let b = node(&nats, 1, "b", Duration::from_secs(15)).await;
 
-    let mut away = Raw::connect(a.addr).await;
-    assert_eq!(away.event().await["event"], "welcome");
-    let hello = away.call(json!({"op": "hello", "name": "away"})).await;
-    let away_id = hello["client_id"].clone();
-    let token = token_of(&hello);
-    assert_eq!(
-        away.call(json!({"op": "create_room", "room": "r"})).await["ok"],
-        true
-    );
-    let mut host = Raw::connect(b.addr).await;
-    host.hello("host").await;
-    assert_eq!(
-        host.call(json!({"op": "join_room", "room": "r"})).await["ok"],
-        true
-    );
-    assert_eq!(away.event().await["event"], "joined");
+    let (away, away_id, token, mut host) = owner_and_guest(a.addr, "away", b.addr).await;
     cut(away);
 
     // Parked: not listed anywhere, not reachable by its client id.
@@ -204,22 +210,7 @@ async fn a_resume_over_a_half_open_connection_on_another_node_takes_over_at_once
     let a = node_tweaked(&nats, 0, "a", Duration::from_secs(15), short_grace).await;
     let b = node_tweaked(&nats, 1, "b", Duration::from_secs(15), short_grace).await;
 
-    let mut old = Raw::connect(a.addr).await;
-    assert_eq!(old.event().await["event"], "welcome");
-    let hello = old.call(json!({"op": "hello", "name": "phone"})).await;
-    let phone_id = hello["client_id"].clone();
-    let token = token_of(&hello);
-    assert_eq!(
-        old.call(json!({"op": "create_room", "room": "r"})).await["ok"],
-        true
-    );
-    let mut host = Raw::connect(b.addr).await;
-    host.hello("host").await;
-    assert_eq!(
-        host.call(json!({"op": "join_room", "room": "r"})).await["ok"],
-        true
-    );
-    assert_eq!(old.event().await["event"], "joined");
+    let (mut old, phone_id, token, mut host) = owner_and_guest(a.addr, "phone", b.addr).await;
     let said = host
         .call(json!({"op": "say", "room": "r", "text": "one"}))
         .await;
