@@ -204,11 +204,12 @@ impl Services {
             Request::Hello { .. } | Request::Inbox { .. } | Request::Ack { .. } => {
                 return Served::Later(request);
             }
-            Request::Ping | Request::Bye => Ok(Reply::Done {}),
+            Request::Ping => Ok(Reply::Done {}),
+            Request::Bye => return answered(self.backend.bye(id), done),
             Request::Menu => Ok(Reply::Menu(Menu::course_project())),
-            Request::Users => Ok(Reply::Users {
-                users: self.backend.users(),
-            }),
+            Request::Users => {
+                return answered(self.backend.users_now(), |users| Reply::Users { users });
+            }
             _ => return self.serve_room(id, request_id, request),
         })
     }
@@ -540,12 +541,14 @@ impl Services {
         self.check_text(&text)?;
         let to = match to {
             Recipient::Name(name) => name,
-            Recipient::Id(client) => self.backend.name_of(client).ok_or_else(|| {
-                error(
-                    ErrorCode::NoSuchUser,
-                    format!("no user is online with client id {client}"),
-                )
-            })?,
+            Recipient::Id(client) => match self.backend.name_of(client) {
+                Some(name) => name,
+                None => {
+                    return (self.backend.append_to_id(client, from, text))
+                        .map(Sending)
+                        .ok_or_else(|| StoreError::NoSuchClient(client).into());
+                }
+            },
         };
         Ok(Sending(self.backend.append(to, from, text)))
     }

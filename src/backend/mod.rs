@@ -188,6 +188,39 @@ impl Backend {
         }
     }
 
+    /// Session `id` says `bye`; its session ends when its connection does. A cluster
+    /// node frees its name across the cluster first.
+    pub fn bye(&self, id: ClientId) -> Answer<Result<(), HubError>> {
+        match self {
+            Backend::Local(_) => Answer::Now(Ok(())),
+            Backend::Cluster(node) => node.bye(id),
+        }
+    }
+
+    /// [`Backend::users`] as a request answers it: a cluster node first catches up
+    /// with every claim the cluster acknowledged before it was asked.
+    pub fn users_now(&self) -> Answer<Result<Vec<UserInfo>, HubError>> {
+        match self {
+            Backend::Local(local) => Answer::Now(Ok(local.hub().users())),
+            Backend::Cluster(node) => node.users_now(),
+        }
+    }
+
+    /// A send to client `id`, whom this node does not know (yet): a cluster node
+    /// catches up with the claims acknowledged so far and sends if someone holds the
+    /// id; one node knows everyone already (`None`).
+    pub fn append_to_id(
+        &self,
+        id: ClientId,
+        from: std::sync::Arc<str>,
+        text: String,
+    ) -> Option<Kept<Appended>> {
+        match self {
+            Backend::Local(_) => None,
+            Backend::Cluster(node) => Some(node.append_to_id(id, from, text)),
+        }
+    }
+
     /// The name of the client online as `id`.
     pub fn name_of(&self, id: ClientId) -> Option<String> {
         match self {

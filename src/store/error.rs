@@ -31,6 +31,9 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     #[error("no user {0} has ever been seen")]
     NoSuchUser(String),
+    /// A send by client id, to an id no one online holds.
+    #[error("no user is online with client id {0}")]
+    NoSuchClient(crate::protocol::ClientId),
     #[error("the store is closed")]
     Closed,
     #[error("the store could not commit: {0}")]
@@ -60,7 +63,9 @@ impl From<rusqlite::Error> for StoreError {
 impl From<StoreError> for ErrorBody {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoSuchUser(_) => ErrorBody::new(ErrorCode::NoSuchUser, e.to_string()),
+            StoreError::NoSuchUser(_) | StoreError::NoSuchClient(_) => {
+                ErrorBody::new(ErrorCode::NoSuchUser, e.to_string())
+            }
             StoreError::Closed => ErrorBody::new(ErrorCode::ShuttingDown, e.to_string()),
             StoreError::Lost => ErrorBody::new(
                 ErrorCode::Internal,

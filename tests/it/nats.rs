@@ -3,6 +3,7 @@
 //! several connections at once (each a node), and (faults.rs) the loss of a NATS server.
 
 mod admin;
+mod directory;
 mod faults;
 mod harness;
 mod keep_read;

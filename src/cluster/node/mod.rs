@@ -35,7 +35,7 @@ use crate::hub::{
 use crate::metrics::Metrics;
 use crate::outbound::{OutQueue, Outbound};
 use crate::protocol::{ClientId, Reply, Seen};
-use crate::store::{KeepRead, StoreError};
+use crate::store::{Appended, KeepRead, StoreError};
 
 /// How long each NATS address is given to answer at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -245,6 +245,39 @@ impl Node {
     /// The name client `id` holds, on whichever node.
     pub fn name_of(&self, id: ClientId) -> Option<String> {
         self.0.directory.name_of(id)
+    }
+
+    /// A session says `bye`: its name is freed across the cluster before the answer.
+    pub fn bye(&self, id: ClientId) -> Answer<Result<(), HubError>> {
+        let Some(name) = self.0.hub.name_of(id) else {
+            return Answer::Now(Ok(()));
+        };
+        let inner = Arc::clone(&self.0);
+        Answer::Later(Box::pin(async move {
+            inner.release_before_bye(&name).await;
+            Ok(())
+        }))
+    }
+
+    /// Everyone online under a name, on every node, once this node has heard every
+    /// claim and release the cluster acknowledged before.
+    pub fn users_now(&self) -> Answer<Result<Vec<crate::protocol::UserInfo>, HubError>> {
+        let inner = Arc::clone(&self.0);
+        Answer::Later(Box::pin(async move {
+            inner.catch_up_names().await;
+            Ok(inner.directory.users())
+        }))
+    }
+
+    /// A send to client `id`, once this node has heard every claim acknowledged
+    /// before: a client that just said hello on another node is found.
+    pub fn append_to_id(&self, id: ClientId, from: Arc<str>, text: String) -> Kept<Appended> {
+        let node = self.clone();
+        Kept::Later(Box::pin(async move {
+            node.0.catch_up_names().await;
+            let to = (node.0.directory.name_of(id)).ok_or(StoreError::NoSuchClient(id))?;
+            node.append(to, from, text).await
+        }))
     }
 
     /// Claims `name` for connection `id` across the cluster, then in this node's hub.
@@ -473,6 +506,10 @@ impl Node {
     }
 }
 
+/// How long `users` (or a send to an unknown client id) waits for this node's view of
+/// the names to catch up.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(1);
+
 /// How long a stopping node tries to give up its names and lease.
 const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -537,6 +574,18 @@ impl Inner {
         self.entering.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits (at most [`CATCH_UP_WITHIN`]) until this node's view of `sb-names` has
+    /// every write the bucket holds now. Past that, or without NATS, the view answers
+    /// as it stands: a `users` answer a moment behind beats none.
+    async fn catch_up_names(&self) {
+        let caught_up = async {
+            if let Ok(info) = self.layout.names.stream.get_info().await {
+                self.directory.caught_up_to(info.state.last_sequence).await;
+            }
+        };
+        let _ = tokio::time::timeout(CATCH_UP_WITHIN, caught_up).await;
+    }
+
     pub(super) fn open_rooms(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.open_rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -561,6 +610,27 @@ impl Inner {
                 tracing::warn!("could not free name {token} in the cluster: {e}");
             }
         });
+    }
+
+    /// Frees `name` in the cluster before its session's `bye` is answered, so that
+    /// every node has it free once the client hears the answer. Bounded; what it
+    /// could not do is left to the session's end ([`Inner::release`]).
+    async fn release_before_bye(&self, name: &str) {
+        let token = name_token(name);
+        let Some(revision) = self.own().get(&token).copied() else {
+            return;
+        };
+        let freed = tokio::time::timeout(
+            CATCH_UP_WITHIN,
+            release_name(&self.layout.names, &token, revision),
+        )
+        .await;
+        if let Ok(Ok(_)) = freed
+            && self.own().get(&token) == Some(&revision)
+        {
+            self.own().remove(&token);
+            self.directory.remove(&token);
+        }
     }
 
     async fn renew_lease(&self) -> Result<(), ClusterError> {

@@ -71,13 +71,15 @@ async fn each_change(
 pub(super) async fn watch_names(inner: Weak<Inner>, names: jetstream::kv::Watch) {
     use jetstream::kv::Operation;
     each_change(inner, names, "sb-names", |inner, entry| {
+        let revision = entry.revision;
         match entry.operation {
             Operation::Put => match serde_json::from_slice::<Claim>(&entry.value) {
-                Ok(claim) => inner.directory.put(entry.key, claim, entry.revision),
+                Ok(claim) => inner.directory.put(entry.key, claim, revision),
                 Err(e) => tracing::warn!("sb-names holds a claim that is not switchboard's: {e}"),
             },
             Operation::Delete | Operation::Purge => inner.directory.remove(&entry.key),
         }
+        inner.directory.watched(revision);
     })
     .await;
 }
